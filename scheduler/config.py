@@ -1,0 +1,297 @@
+"""The daemon's configuration: one typed tree, loaded from TOML, overridden by environment.
+
+Precedence (last wins): defaults < TOML file (``--config`` or ``LINGUA_CONFIG``) < environment
+< command-line flags. An environment variable names a key as ``LINGUA_<SECTION>__<KEY>``
+(``LINGUA_SCHEDULING__JOB_TIMEOUT_MS=20000``); lists are JSON (``'["a:1","b:2"]'``). Two short
+aliases exist because operators and Kubernetes set them constantly: ``LINGUA_REDIS_URL`` and
+``LINGUA_INSTANCE_ID``.
+
+Validation happens once, at start: a bad value raises :class:`ConfigError` naming the key
+(``scheduling.job_timeout_ms: Expected `int` >= 1000, got `5```).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from cross_instance.config import RedisConfig, RuntimeConfig
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "LoggingConfig",
+    "SchedulingConfig",
+    "ServerConfig",
+    "SessionConfig",
+    "iter_keys",
+    "load_config",
+]
+
+ENV_PREFIX = "LINGUA_"
+ENV_ALIASES = {
+    "LINGUA_REDIS_URL": ("redis", "url"),
+    "LINGUA_INSTANCE_ID": ("runtime", "instance_id"),
+}
+
+
+def _doc(text: str, **constraints: Any) -> Meta:
+    return Meta(description=text, **constraints)
+
+
+class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    host: Annotated[str, _doc("Address serve listens on.")] = "0.0.0.0"
+    port: Annotated[
+        int, _doc("Port of /ws/node, /ws/session and the HTTP routes.", ge=0, le=65535)
+    ] = 5010
+    max_frame_bytes: Annotated[
+        int,
+        _doc("Largest WebSocket message accepted; larger ones close the socket (1009).", ge=1024),
+    ] = 2 * 1024 * 1024
+    ping_interval_ms: Annotated[
+        int, _doc("WebSocket ping interval (keepalive); 0 disables.", ge=0)
+    ] = 20000
+    ping_timeout_ms: Annotated[int, _doc("A pong missing this long closes the socket.", ge=1)] = (
+        20000
+    )
+    compression: Annotated[bool, _doc("permessage-deflate on WebSockets.")] = False
+    send_queue_max: Annotated[
+        int,
+        _doc(
+            "Messages queued to one socket before it is treated as a slow consumer and closed.",
+            ge=1,
+        ),
+    ] = 1024
+    close_timeout_ms: Annotated[int, _doc("How long a closing handshake may take.", ge=1)] = 5000
+    max_connections: Annotated[
+        int, _doc("Most WebSocket connections one replica accepts.", ge=1)
+    ] = 10000
+    shutdown_close_code: Annotated[
+        int,
+        _doc(
+            "Close code sent to clients and nodes on graceful shutdown (1012: service restart).",
+            ge=1000,
+            le=4999,
+        ),
+    ] = 1012
+
+
+class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    domain: Annotated[
+        str,
+        _doc(
+            "Scheduling domain: the hash tag every scheduling key shares (one Redis slot). "
+            "More domains scale past one Redis core.",
+            pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        ),
+    ] = "d0"
+    node_ttl_ms: Annotated[
+        int,
+        _doc(
+            "A node is live this long after its last heartbeat (3 x the node's 15 s beat).", ge=1000
+        ),
+    ] = 45000
+    default_max_concurrent_jobs: Annotated[
+        int, _doc("Slots of a node that does not report max_concurrent_jobs.", ge=1)
+    ] = 4
+    max_concurrent_jobs_limit: Annotated[
+        int, _doc("Upper bound on the slots a node may claim.", ge=1)
+    ] = 64
+    max_languages_per_node: Annotated[
+        int, _doc("Most languages per list (asr / semantic / tts) a node may advertise.", ge=1)
+    ] = 32
+    select_scan_limit: Annotated[
+        int,
+        _doc(
+            "Most pool candidates one dispatch examines (cost per decision is bounded by it).", ge=1
+        ),
+    ] = 16
+    job_timeout_ms: Annotated[
+        int,
+        _doc("A dispatched job with no result this long is cancelled and failed over.", ge=1000),
+    ] = 30000
+    max_attempts: Annotated[
+        int, _doc("Attempts per job (first dispatch included) before JOB_TIMEOUT.", ge=1)
+    ] = 3
+    job_retention_ms: Annotated[
+        int, _doc("How long a finished job record (and its idempotency entry) is kept.", ge=1000)
+    ] = 600000
+    session_affinity_ttl_ms: Annotated[
+        int,
+        _doc("How long a session's preferred node is remembered after its last dispatch.", ge=1000),
+    ] = 3600000
+    sweep_interval_ms: Annotated[
+        int, _doc("How often a replica claims due job deadlines and sweeps dead nodes.", ge=10)
+    ] = 500
+    sweep_batch: Annotated[
+        int, _doc("Most deadlines or dead nodes one sweep call handles.", ge=1)
+    ] = 100
+
+
+class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pause_ms: Annotated[
+        int, _doc("Silence (no non-empty chunk) that finalizes an utterance; 0 disables.", ge=0)
+    ] = 3000
+    max_duration_ms: Annotated[
+        int,
+        _doc(
+            "Audio duration (estimated) that finalizes an utterance and continues the turn.", ge=1
+        ),
+    ] = 10000
+    max_utterance_bytes: Annotated[
+        int, _doc("Size guard: an utterance buffer beyond this is finalized at once.", ge=1024)
+    ] = 500 * 1024
+    hangover_auto_ms: Annotated[int, _doc("Delay before an automatic finalize.", ge=0)] = 150
+    hangover_manual_ms: Annotated[int, _doc("Delay before a manual (is_final) finalize.", ge=0)] = (
+        200
+    )
+    padding_auto_ms: Annotated[
+        int, _doc("padding_ms sent to the node for automatic finalizes.", ge=0)
+    ] = 220
+    padding_manual_ms: Annotated[
+        int, _doc("padding_ms sent to the node for manual finalizes.", ge=0)
+    ] = 280
+    result_dedup_max: Annotated[
+        int, _doc("Result ids remembered per session for deduplication.", ge=1)
+    ] = 1024
+    max_sessions_per_socket: Annotated[
+        int,
+        _doc(
+            "Sessions one client socket may hold (a second session_init replaces the first).", ge=1
+        ),
+    ] = 1
+    max_room_members: Annotated[int, _doc("Most members in one room.", ge=2)] = 16
+    room_idle_ms: Annotated[int, _doc("A room with no activity this long expires.", ge=1000)] = (
+        1800000
+    )
+    partial_update_interval_ms: Annotated[
+        int, _doc("partial_update_interval_ms sent to nodes.", ge=1)
+    ] = 1000
+
+
+class LoggingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _doc("Log level.")] = "INFO"
+    json: Annotated[bool, _doc("One JSON object per line (ids as fields); false: plain text.")] = (
+        True
+    )
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+    runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+    scheduling: SchedulingConfig = msgspec.field(default_factory=SchedulingConfig)
+    session: SessionConfig = msgspec.field(default_factory=SessionConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key and the problem."""
+
+
+def _sections() -> dict[str, type[msgspec.Struct]]:
+    return {f.name: f.type for f in msgspec.structs.fields(Config)}
+
+
+def iter_keys() -> Iterator[tuple[str, str, msgspec.structs.FieldInfo]]:
+    """Yield ``(section, key, field)`` for every key, in declaration order."""
+    for section, struct in _sections().items():
+        for field in msgspec.structs.fields(struct):
+            yield section, field.name, field
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    known = {(s, k): f for s, k, f in iter_keys()}
+    out: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, raw: str, var: str) -> None:
+        field = known.get((section, key))
+        if field is None:
+            raise ConfigError(f"{var}: no key {section}.{key}")
+        value: Any = raw
+        origin = getattr(field.type, "__origin__", None)
+        if field.type is list or origin is list or "list[" in str(field.type):
+            try:
+                value = msgspec.json.decode(raw)
+            except msgspec.DecodeError as exc:
+                raise ConfigError(f"{var}: {section}.{key} takes a JSON list: {exc}") from None
+        out.setdefault(section, {})[key] = value
+
+    for var, (section, key) in ENV_ALIASES.items():
+        if var in environ:
+            put(section, key, environ[var], var)
+    for var, raw in environ.items():
+        if not var.startswith(ENV_PREFIX) or "__" not in var or var in ENV_ALIASES:
+            continue
+        section, _, key = var[len(ENV_PREFIX) :].partition("__")
+        put(section.lower(), key.lower(), raw, var)
+    return out
+
+
+def _merge(base: dict[str, Any], top: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in top.items():
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{section}: expected a table")
+        target.update(values)
+    return merged
+
+
+def _validate(raw: dict[str, Any]) -> Config:
+    try:
+        config = msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_name_key(str(exc))) from None
+    if config.runtime.presence_refresh_ms * 2 > config.runtime.presence_ttl_ms:
+        raise ConfigError(
+            "runtime.presence_refresh_ms: must be at most half of runtime.presence_ttl_ms "
+            f"({config.runtime.presence_refresh_ms} > {config.runtime.presence_ttl_ms} / 2)"
+        )
+    if config.redis.mode == "sentinel" and not config.redis.sentinels:
+        raise ConfigError("redis.sentinels: mode = sentinel needs at least one host:port")
+    return config
+
+
+def _name_key(message: str) -> str:
+    # msgspec says "... - at `$.scheduling.job_timeout_ms`"; lead with the key, as operators grep it.
+    text, sep, path = message.rpartition(" - at `$.")
+    if not sep:
+        return message
+    return f"{path.rstrip('`')}: {text}"
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Build the effective config: defaults, then the TOML file, then environment, then overrides.
+
+    ``path`` falls back to ``LINGUA_CONFIG``; no file at all is fine (defaults). Raises
+    :class:`ConfigError` for an unreadable file, an unknown key or a bad value.
+    """
+    env = os.environ if environ is None else environ
+    path = path or env.get("LINGUA_CONFIG") or None
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        unknown = set(raw) - set(_sections())
+        if unknown:
+            raise ConfigError(f"{sorted(unknown)[0]}: unknown section in {path}")
+    raw = _merge(raw, _env_overrides(env))
+    if overrides:
+        raw = _merge(raw, {k: dict(v) for k, v in overrides.items()})
+    return _validate(raw)
