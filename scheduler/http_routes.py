@@ -32,7 +32,9 @@ class HttpRoutes:
     cluster: Callable[[], Awaitable[dict[str, Any]]]
     stats: Callable[[], Awaitable[dict[str, Any]]]
 
-    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path in WS_PATHS:
             return None
@@ -42,7 +44,9 @@ class HttpRoutes:
             ready, why = await self.readiness()
             return _text(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, why)
         if path == "/metrics":
-            return _response(HTTPStatus.OK, self.metrics(), "text/plain; version=0.0.4; charset=utf-8")
+            return _response(
+                HTTPStatus.OK, self.metrics(), "text/plain; version=0.0.4; charset=utf-8"
+            )
         if path == "/api/v1/cluster":
             return await _json_or_503(self.cluster)
         if path == "/api/v1/stats":

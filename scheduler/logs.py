@@ -64,7 +64,9 @@ def setup_logging(config: LoggingConfig, instance_id: str = "") -> None:
         handler.setFormatter(JsonFormatter(instance_id))
     else:
         prefix = f"[{instance_id}] " if instance_id else ""
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.level)

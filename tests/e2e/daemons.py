@@ -1,0 +1,118 @@
+"""Real ``lingua-scheduler serve`` processes for end-to-end tests.
+
+Each replica is a child process on a free port, configured through the environment exactly as an
+operator would (``LINGUA_REDIS_URL``, ``LINGUA_INSTANCE_ID``, ``LINGUA_<SECTION>__<KEY>``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cross_instance.redis_server import free_port
+
+__all__ = ["Replica"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Replica:
+    redis_url: str
+    instance_id: str
+    key_prefix: str
+    settings: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: str = ""
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> Replica:
+        self.port = self.port or free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LINGUA_")}
+        env.update(
+            {
+                "LINGUA_REDIS_URL": self.redis_url,
+                "LINGUA_INSTANCE_ID": self.instance_id,
+                "LINGUA_REDIS__KEY_PREFIX": self.key_prefix,
+                "LINGUA_SERVER__HOST": "127.0.0.1",
+                "LINGUA_SERVER__PORT": str(self.port),
+                "LINGUA_LOGGING__LEVEL": "DEBUG",
+                "PYTHONPATH": str(ROOT),
+                **self.settings,
+            }
+        )
+        fd, self.log_path = tempfile.mkstemp(prefix=f"lingua-{self.instance_id}-", suffix=".log")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scheduler", "serve"],
+            env=env,
+            cwd=ROOT,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+        )
+        os.close(fd)
+        self.wait_ready(timeout_s)
+        return self
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.http + path, timeout=2) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"replica {self.instance_id} exited: {self.log()}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"replica {self.instance_id} not ready in {timeout_s}s: {self.log()}")
+
+    def log(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM (graceful drain) and wait for the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.log_path:
+            Path(self.log_path).unlink(missing_ok=True)
