@@ -170,6 +170,9 @@ class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     room_idle_ms: Annotated[int, _doc("A room with no activity this long expires.", ge=1000)] = (
         1800000
     )
+    room_code_attempts: Annotated[
+        int, _doc("Random six-digit codes tried before room_create fails (collisions).", ge=1)
+    ] = 8
     partial_update_interval_ms: Annotated[
         int, _doc("partial_update_interval_ms sent to nodes.", ge=1)
     ] = 1000
