@@ -1,25 +1,22 @@
 """``lingua-scheduler serve``: start a replica.
 
-Until the gateways land (issue 4) a replica starts Redis (embedded when ``redis.url`` is empty),
-loads the scheduling scripts and answers the HTTP health routes on its port.
+With no ``redis.url`` configured, a redis-server child process is started first (the zero-setup
+local run of ``make run``) and stopped when the replica exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
-from http import HTTPStatus
 from typing import Any
 
 import anyio
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.http11 import Request, Response
+import msgspec
 
-from cross_instance.lua import ScriptLibrary
 from cross_instance.redis_client import connect
-from cross_instance.redis_server import RedisServerProcess
+from cross_instance.redis_server import RedisServerError, RedisServerProcess
 from scheduler.config import Config
+from scheduler.logs import setup_logging
 
 __all__ = ["register", "run"]
 
@@ -49,14 +46,19 @@ def register(sub: Any) -> None:
 
 
 def _serve_command(args: argparse.Namespace, config: Config) -> int:
-    logging.basicConfig(
-        level=config.logging.level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    anyio.run(run, config, backend="asyncio", backend_options={"use_uvloop": True})
+    try:
+        anyio.run(run, config, backend="asyncio", backend_options={"use_uvloop": True})
+    except RedisServerError as exc:
+        log.error("cannot start the embedded Redis: %s", exc)
+        return 1
     return 0
 
 
 async def run(config: Config) -> None:
+    """Run one replica until SIGTERM/SIGINT, then drain and return."""
+    from scheduler.replica import Replica
+
+    setup_logging(config.logging, config.runtime.instance_id)
     embedded: RedisServerProcess | None = None
     url = config.redis.url
     if not url:
@@ -66,29 +68,13 @@ async def run(config: Config) -> None:
             start_timeout_s=config.redis.embedded_start_timeout_ms / 1000,
         ).start()
         url = embedded.url
-        log.info("embedded redis-server started at %s (pid %s)", url, embedded.pid)
-    client = connect(config.redis, url)
+        config = msgspec.structs.replace(config, redis=msgspec.structs.replace(config.redis, url=url))
+        log.info("no redis.url configured: embedded redis-server started at %s (pid %s)", url, embedded.pid)
+    client = connect(config.redis)
     try:
-        library = ScriptLibrary("scheduling")
-        await library.load(client)
-
-        def health(connection: ServerConnection, request: Request) -> Response | None:
-            if request.path in ("/health", "/livez", "/readyz"):
-                return connection.respond(HTTPStatus.OK, "OK\n")
-            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
-
-        async with serve(
-            lambda ws: ws.close(), config.server.host, config.server.port, process_request=health
-        ):
-            log.info(
-                "listening on %s:%s (scheduling core only: WebSocket gateways not built yet)",
-                config.server.host,
-                config.server.port,
-            )
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    break
+        await Replica(config, client).run()
     finally:
-        await client.aclose()
-        if embedded is not None:
-            embedded.stop()
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
+            if embedded is not None:
+                embedded.stop()
