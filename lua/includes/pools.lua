@@ -14,6 +14,22 @@ local function load_of(running, max)
   return math.floor(FULL_LOAD * running / max)
 end
 
+-- A directed pair "<src>:<tgt>" (a member prefix, never a key name).
+local function pair_of(src, tgt)
+  return string.format('%s:%s', src, tgt)
+end
+
+-- Every directed pair asr x semantic, identity pairs included (as the original).
+local function pairs_of(caps)
+  local list = {}
+  for _, src in ipairs(caps.asr or {}) do
+    for _, tgt in ipairs(caps.semantic or {}) do
+      list[#list + 1] = pair_of(src, tgt)
+    end
+  end
+  return list
+end
+
 local function pool_member(pair, load, node)
   return pair .. '\0' .. string.format('%04d', load) .. '\0' .. node
 end

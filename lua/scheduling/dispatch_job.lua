@@ -72,7 +72,7 @@ if existing_id then
   end
 end
 
-local pair = src .. ':' .. tgt
+local pair = pair_of(src, tgt)
 local srec = read_session(K, session)
 local preferred = {}
 local turn = srec.turns[tgt]

@@ -42,12 +42,7 @@ local running = read_running(K, node)
 local moved = false
 if ARGV[5] ~= '' then
   local caps = cjson.decode(ARGV[5])
-  local pair_list = {}
-  for _, src in ipairs(caps.asr or {}) do
-    for _, tgt in ipairs(caps.semantic or {}) do
-      pair_list[#pair_list + 1] = src .. ':' .. tgt
-    end
-  end
+  local pair_list = pairs_of(caps)
   local old_pairs = set_of(rec.pairs)
   local changed = #pair_list ~= #(rec.pairs or {}) or caps.max ~= rec.max
   for _, p in ipairs(pair_list) do

@@ -36,12 +36,7 @@ if old then
   leave_pools(K, node, old, running)
 end
 
-local pair_list = {}
-for _, src in ipairs(caps.asr or {}) do
-  for _, tgt in ipairs(caps.semantic or {}) do
-    pair_list[#pair_list + 1] = src .. ':' .. tgt
-  end
-end
+local pair_list = pairs_of(caps)
 
 local rec = {
   gen = rcall('INCR', K.gen_seq),
