@@ -608,7 +608,8 @@ class SchedulingCore:
         members = await self.client.zrangebylex(self.keys.key("pools"), lo, hi, 0, limit)
         out = []
         for member in members:
-            pair_name, load, node = member.split("\0")
+            text = member if isinstance(member, str) else member.decode()
+            pair_name, load, node = text.split("\0")
             out.append(PoolEntry(pair_name, node, int(load)))
         return out
 
