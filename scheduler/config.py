@@ -132,6 +132,21 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     sweep_batch: Annotated[
         int, _doc("Most deadlines or dead nodes one sweep call handles.", ge=1)
     ] = 100
+    sent_retention_ms: Annotated[
+        int,
+        _doc(
+            "How long a (node, session, utterance_index) sent mark is kept: a node refuses a "
+            "second job for the same utterance, so failover avoids it. Must outlast every "
+            "attempt of a job (job_timeout_ms x max_attempts).",
+            ge=1000,
+        ),
+    ] = 21600000
+    max_id_length: Annotated[
+        int, _doc("Longest node, session, job or turn id the scheduling core accepts.", ge=8)
+    ] = 128
+    list_limit: Annotated[
+        int, _doc("Most entries the read commands (nodes, pools, jobs) return.", ge=1)
+    ] = 1000
 
 
 class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -256,6 +271,17 @@ def _validate(raw: dict[str, Any]) -> Config:
         raise ConfigError(
             "runtime.presence_refresh_ms: must be at most half of runtime.presence_ttl_ms "
             f"({config.runtime.presence_refresh_ms} > {config.runtime.presence_ttl_ms} / 2)"
+        )
+    sched = config.scheduling
+    if sched.sent_retention_ms <= sched.job_timeout_ms * sched.max_attempts:
+        raise ConfigError(
+            "scheduling.sent_retention_ms: must outlast every attempt of a job "
+            f"({sched.sent_retention_ms} <= job_timeout_ms x max_attempts = "
+            f"{sched.job_timeout_ms * sched.max_attempts})"
+        )
+    if sched.default_max_concurrent_jobs > sched.max_concurrent_jobs_limit:
+        raise ConfigError(
+            "scheduling.default_max_concurrent_jobs: must not exceed max_concurrent_jobs_limit"
         )
     if config.redis.mode == "sentinel" and not config.redis.sentinels:
         raise ConfigError("redis.sentinels: mode = sentinel needs at least one host:port")

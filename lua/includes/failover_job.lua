@@ -1,0 +1,47 @@
+-- failover_job: move one active job off its node (timeout or node gone).
+-- The old slot is released (when still held), the job goes to another node with attempt + 1,
+-- excluding every node it was on, or fails when attempts are exhausted or no node is usable.
+-- Returns the action Python carries out (cancel on old node, assign on new one or tell session).
+--@include "includes/select_node.lua"
+--@include "includes/jobs.lua"
+--@include "includes/sessions.lua"
+
+local CODE_NAMES = {[CODE_NO_POOL] = 'NO_POOL', [CODE_ALL_FULL] = 'ALL_FULL',
+  [CODE_NO_LIVE_NODE] = 'NO_LIVE_NODE'}
+
+-- C: {max_attempts, scan_limit, job_timeout_ms, retention_ms}
+local function failover_job(K, C, job_id, job, cause, now)
+  local old_node = job.node
+  release_slot(K, old_node, job_id)
+  local action = {job_id = job_id, session = job.session, index = job.index, tgt = job.tgt,
+    old_node = old_node, cause = cause}
+  local node, rec, running, code
+  if job.attempt >= C.max_attempts then
+    code = 'MAX_ATTEMPTS'
+  else
+    node, rec, running, code = select_node(K, C.scan_limit, job.pair, job.session, job.index,
+      set_of(job.tried), {}, now)
+  end
+  if not node then
+    finish_job(K, job_id, job, 'failed', now, C.retention_ms)
+    action.outcome = 'failed'
+    action.attempt = job.attempt
+    action.error = CODE_NAMES[code] or code
+    return action
+  end
+  reserve_slot(K, node, rec, running, job_id, job.session, job.index, now)
+  job.node = node
+  job.attempt = job.attempt + 1
+  job.state = 'dispatched'
+  job.deadline_ms = now + C.job_timeout_ms
+  job.tried[#job.tried + 1] = node
+  write_job(K, job_id, job)
+  rcall('ZADD', K.deadlines, job.deadline_ms, job_id)
+  follow_move(K, job.session, job.tgt, old_node, node)
+  action.outcome = 'reassigned'
+  action.new_node = node
+  action.attempt = job.attempt
+  action.deadline_ms = job.deadline_ms
+  action.payload = rcall('HGET', K.job_payloads, job_id) or nil
+  return action
+end

@@ -1,0 +1,37 @@
+-- slots: reserve and release one slot of a node, keeping node_running, node_jobs and the pool
+-- load in step. INVARIANT: node_running[node] == number of node_jobs members "<node>\0*".
+--@include "includes/pools.lua"
+
+local function node_job_member(node, job_id)
+  return node .. '\0' .. job_id
+end
+
+-- index may be a number (from a job record) or a string (ARGV): %d renders both the same,
+-- where plain concatenation would print large numbers in exponent form.
+local function sent_member(node, session, index)
+  return node .. '\0' .. session .. '\0' .. string.format('%d', index)
+end
+
+-- Places job_id on node: one slot, the node's job index, the "ever sent" mark.
+local function reserve_slot(K, node, rec, running, job_id, session, index, now)
+  rcall('HSET', K.node_running, node, running + 1)
+  rcall('ZADD', K.node_jobs, 0, node_job_member(node, job_id))
+  rcall('ZADD', K.sent, now, sent_member(node, session, index))
+  move_load(K, node, rec, running, running + 1)
+end
+
+-- Frees job_id's slot on node, exactly once: only when the job is still indexed on the node.
+local function release_slot(K, node, job_id)
+  if rcall('ZREM', K.node_jobs, node_job_member(node, job_id)) == 0 then
+    return false
+  end
+  local running = read_running(K, node)
+  if running > 0 then
+    rcall('HSET', K.node_running, node, running - 1)
+    local rec = read_node(K, node)
+    if rec then
+      move_load(K, node, rec, running, running - 1)
+    end
+  end
+  return true
+end

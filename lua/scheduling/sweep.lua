@@ -1,0 +1,100 @@
+-- sweep: timeouts, dead nodes and expired records; one call per replica tick.
+--
+-- INVARIANT: each due deadline and each dead node is handled by exactly one call, since the
+-- claim (moving or removing the deadline, removing the node) happens in the same script as the
+-- handling. Timed-out jobs release their old slot and go to another node (attempt + 1, never a
+-- node tried before) or fail after max_attempts. Nodes whose liveness lapsed go offline and
+-- their jobs fail over at once. Expired finished jobs (with their idempotency entries and
+-- payloads), forgotten sessions and old `sent` marks are removed. Each part handles at most
+-- sweep_batch entries; `more` says a part was cut short (call again without waiting).
+-- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
+--
+-- KEYS[1]  nodes           HASH node -> json record
+-- KEYS[2]  node_running    HASH node -> running slots
+-- KEYS[3]  node_alive      ZSET node -> alive until (ms)
+-- KEYS[4]  pools           ZSET lex "<src>:<tgt>\0<load>\0<node>"
+-- KEYS[5]  node_jobs       ZSET lex "<node>\0<job>"
+-- KEYS[6]  sent            ZSET "<node>\0<session>\0<index>" -> sent at (ms)
+-- KEYS[7]  jobs            HASH job -> json record
+-- KEYS[8]  job_payloads    HASH job -> job_assign payload
+-- KEYS[9]  deadlines       ZSET job -> deadline (ms)
+-- KEYS[10] jobs_expiry     ZSET job -> record removed at (ms)
+-- KEYS[11] idem            HASH "<session>\0<index>\0<tgt>" -> job
+-- KEYS[12] sessions        HASH session -> json {node, turns}
+-- KEYS[13] session_expiry  ZSET session -> forgotten at (ms)
+--
+-- ARGV[1] now (ms) or ""
+-- ARGV[2] max_attempts
+-- ARGV[3] select_scan_limit
+-- ARGV[4] job_timeout_ms
+-- ARGV[5] job_retention_ms
+-- ARGV[6] sweep_batch
+-- ARGV[7] sent_retention_ms
+--
+-- Reply: {0 OK, {actions = [failover actions, as take_node_offline], offline = [node ids],
+--                 removed_jobs, removed_sessions, removed_sent, more}}
+-- Replay: a second call right after finds nothing due and returns no actions.
+
+--@include "includes/take_offline.lua"
+
+local K = {nodes = KEYS[1], node_running = KEYS[2], node_alive = KEYS[3], pools = KEYS[4],
+  node_jobs = KEYS[5], sent = KEYS[6], jobs = KEYS[7], job_payloads = KEYS[8],
+  deadlines = KEYS[9], jobs_expiry = KEYS[10], idem = KEYS[11], sessions = KEYS[12],
+  session_expiry = KEYS[13]}
+local now = now_from(ARGV[1])
+local C = {max_attempts = tonumber(ARGV[2]), scan_limit = tonumber(ARGV[3]),
+  job_timeout_ms = tonumber(ARGV[4]), retention_ms = tonumber(ARGV[5])}
+local batch = tonumber(ARGV[6])
+local sent_retention_ms = tonumber(ARGV[7])
+local actions, offline = {}, {}
+local more = false
+
+-- 1. dead nodes first: their jobs fail over as "node_offline" rather than one by one later
+local dead = rcall('ZRANGEBYSCORE', K.node_alive, '-inf', '(' .. now, 'LIMIT', 0, batch)
+more = more or #dead == batch
+for _, node in ipairs(dead) do
+  take_offline(K, C, node, now, actions)
+  offline[#offline + 1] = node
+end
+
+-- 2. due deadlines
+local due = rcall('ZRANGEBYSCORE', K.deadlines, '-inf', now, 'LIMIT', 0, batch)
+more = more or #due == batch
+for _, job_id in ipairs(due) do
+  local job = read_job(K, job_id)
+  if job and ACTIVE[job.state] then
+    actions[#actions + 1] = failover_job(K, C, job_id, job, 'timeout', now)
+  else
+    rcall('ZREM', K.deadlines, job_id)
+  end
+end
+
+-- 3. expired finished records, with their idempotency entries
+local expired = rcall('ZRANGEBYSCORE', K.jobs_expiry, '-inf', now, 'LIMIT', 0, batch)
+more = more or #expired == batch
+for _, job_id in ipairs(expired) do
+  local job = read_job(K, job_id)
+  if job and rcall('HGET', K.idem, job.idem_field) == job_id then
+    rcall('HDEL', K.idem, job.idem_field)
+  end
+  rcall('HDEL', K.jobs, job_id)
+  rcall('HDEL', K.job_payloads, job_id)
+  rcall('ZREM', K.jobs_expiry, job_id)
+end
+
+-- 4. forgotten sessions
+local sessions = rcall('ZRANGEBYSCORE', K.session_expiry, '-inf', now, 'LIMIT', 0, batch)
+more = more or #sessions == batch
+for _, session in ipairs(sessions) do
+  rcall('HDEL', K.sessions, session)
+  rcall('ZREM', K.session_expiry, session)
+end
+
+-- 5. old "sent" marks (long after any job of that utterance can still be active)
+local old_sent = rcall('ZRANGEBYSCORE', K.sent, '-inf', now - sent_retention_ms, 'LIMIT', 0,
+  batch)
+more = more or #old_sent == batch
+call_chunked('ZREM', K.sent, old_sent, 1000)
+
+return reply(0, {actions = list_or_nil(actions), offline = list_or_nil(offline),
+  removed_jobs = #expired, removed_sessions = #sessions, removed_sent = #old_sent, more = more})

@@ -1,0 +1,645 @@
+"""``SchedulingCore``: the typed API over the scheduling scripts.
+
+Each method validates its input, calls exactly one script and returns the script's decision as
+a msgspec Struct. Python decides nothing: when a method returns actions (failover), the caller
+carries them out — send ``job_cancel`` to ``old_node``, ``job_assign`` (the stored payload, with
+the new attempt) to ``new_node``, or a ``JOB_TIMEOUT`` / error to the session when the job failed.
+
+Times: every method takes ``now_ms``; ``None`` means the Redis server's clock (the normal case,
+so replicas share one clock). Tests pass explicit times to move the clock.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from cross_instance.lua import ScriptLibrary
+from cross_instance.redis_client import AnyRedis
+from scheduler.config import SchedulingConfig
+from scheduler.scheduling.codes import InvalidInput, ReplyCode, error_for
+from scheduler.scheduling.keys import SchedulingKeys
+
+__all__ = [
+    "Completion",
+    "DispatchRequest",
+    "Dispatched",
+    "FailoverAction",
+    "FinalizeReason",
+    "HeartbeatAck",
+    "JobInfo",
+    "NodeCapabilities",
+    "NodeInfo",
+    "PoolEntry",
+    "Progress",
+    "Registration",
+    "SchedulingCore",
+    "SweepReport",
+]
+
+# ids travel inside lexicographic members separated by NUL and ":"-joined pairs: only plain
+# characters, so no id can forge a separator.
+_ID = re.compile(r"^[A-Za-z0-9_.:@-]+$")
+# BCP-47-like codes ("en", "zh", "zh-Hant", "auto"); ":" is the pair separator, never allowed.
+_LANG = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
+# Lua numbers are doubles: an index beyond 2^53 would lose precision inside the scripts.
+_MAX_INDEX = 2**53 - 1
+
+FinalizeReason = Literal["manual", "silence", "max_duration", "size", "close"]
+JobState = Literal["dispatched", "acked", "running", "completed", "failed"]
+
+
+class NodeCapabilities(msgspec.Struct, kw_only=True, frozen=True):
+    """What a node announces (``node_register`` / ``node_heartbeat`` language_capabilities)."""
+
+    asr: list[str]
+    semantic: list[str]
+    tts: list[str] = msgspec.field(default_factory=list)
+    # None: scheduling.default_max_concurrent_jobs; capped by max_concurrent_jobs_limit.
+    max_concurrent_jobs: int | None = None
+    hardware: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Registration(msgspec.Struct, frozen=True):
+    node_id: str
+    generation: int
+    pairs: list[str]
+    alive_until_ms: int
+
+
+class HeartbeatAck(msgspec.Struct, frozen=True):
+    generation: int
+    moved: bool  # pool membership was rewritten (languages or slots changed, or rejoined)
+    alive_until_ms: int
+
+
+class DispatchRequest(msgspec.Struct, kw_only=True, frozen=True):
+    session_id: str
+    utterance_index: int
+    src_lang: str
+    tgt_lang: str
+    turn_id: str
+    reason: FinalizeReason
+    payload: str = ""  # the job_assign message, kept to re-send on failover
+    exclude: list[str] = msgspec.field(default_factory=list)
+    job_id: str | None = None  # None: a fresh id; ignored when the job exists already
+
+
+class Dispatched(msgspec.Struct, frozen=True):
+    job_id: str
+    node_id: str
+    attempt: int
+    state: JobState
+    deadline_ms: int
+    created: bool  # False: an idempotent replay; do not send job_assign again
+
+
+class FailoverAction(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    session_id: str
+    utterance_index: int
+    tgt_lang: str
+    old_node: str
+    cause: Literal["timeout", "node_offline"]
+    outcome: Literal["reassigned", "failed"]
+    attempt: int
+    new_node: str | None = None
+    deadline_ms: int | None = None
+    payload: str | None = None
+    error: str | None = None  # failed: MAX_ATTEMPTS, NO_POOL, ALL_FULL or NO_LIVE_NODE
+
+
+class Progress(msgspec.Struct, frozen=True):
+    state: JobState
+    deadline_ms: int
+    replayed: bool
+
+
+class Completion(msgspec.Struct, frozen=True):
+    state: JobState
+    session_id: str
+    utterance_index: int
+    tgt_lang: str
+    replayed: bool  # True: an earlier completion released the slot; nothing changed now
+
+
+class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
+    actions: list[FailoverAction]
+    offline_nodes: list[str]
+    removed_jobs: int
+    removed_sessions: int
+    removed_sent: int
+    more: bool  # a batch was full: sweep again without waiting
+
+
+class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
+    node_id: str
+    generation: int
+    asr: list[str]
+    semantic: list[str]
+    tts: list[str]
+    max: int
+    running: int
+    alive_until_ms: int | None
+    in_pools: bool
+    pairs: list[str]
+    hardware: dict[str, Any]
+    reported_load: Any
+    registered_ms: int
+    last_hb_ms: int
+
+
+class PoolEntry(msgspec.Struct, frozen=True):
+    pair: str
+    node_id: str
+    load_permille: int
+
+
+class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    session_id: str
+    utterance_index: int
+    src_lang: str
+    tgt_lang: str
+    node_id: str
+    attempt: int
+    state: JobState
+    deadline_ms: int
+    created_ms: int
+    turn_id: str
+    reason: str
+    tried: list[str]
+    finished_ms: int | None = None
+
+
+# --- wire shapes of the script replies (short field names, as the Lua writes them) ---
+
+
+class _Reg(msgspec.Struct):
+    gen: int
+    alive_until_ms: int
+    pairs: list[str] = []
+
+
+class _Hb(msgspec.Struct):
+    gen: int
+    moved: bool
+    alive_until_ms: int
+
+
+class _Dispatch(msgspec.Struct):
+    job_id: str
+    node: str
+    attempt: int
+    state: JobState
+    deadline_ms: int
+    created: bool
+
+
+class _Action(msgspec.Struct):
+    job_id: str
+    session: str
+    index: int
+    tgt: str
+    old_node: str
+    cause: Literal["timeout", "node_offline"]
+    outcome: Literal["reassigned", "failed"]
+    attempt: int
+    new_node: str | None = None
+    deadline_ms: int | None = None
+    payload: str | None = None
+    error: str | None = None
+
+    def public(self) -> FailoverAction:
+        return FailoverAction(
+            job_id=self.job_id,
+            session_id=self.session,
+            utterance_index=self.index,
+            tgt_lang=self.tgt,
+            old_node=self.old_node,
+            cause=self.cause,
+            outcome=self.outcome,
+            attempt=self.attempt,
+            new_node=self.new_node,
+            deadline_ms=self.deadline_ms,
+            payload=self.payload,
+            error=self.error,
+        )
+
+
+class _Actions(msgspec.Struct):
+    actions: list[_Action] = []
+
+
+class _Progress(msgspec.Struct):
+    state: JobState
+    deadline_ms: int = 0
+
+
+class _Completion(msgspec.Struct):
+    state: JobState
+    session: str
+    index: int
+    tgt: str
+
+
+class _Sweep(msgspec.Struct):
+    removed_jobs: int
+    removed_sessions: int
+    removed_sent: int
+    more: bool
+    actions: list[_Action] = []
+    offline: list[str] = []
+
+
+class _EndSession(msgspec.Struct):
+    existed: bool
+
+
+class _NodeRecord(msgspec.Struct):
+    gen: int
+    max: int
+    registered_ms: int
+    last_hb_ms: int
+    in_pools: bool
+    asr: list[str] = []
+    semantic: list[str] = []
+    tts: list[str] = []
+    pairs: list[str] = []
+    hardware: dict[str, Any] | list[Any] = {}
+    reported_load: Any = None
+
+
+class _JobRecord(msgspec.Struct):
+    session: str
+    index: int
+    src: str
+    tgt: str
+    node: str
+    attempt: int
+    state: JobState
+    deadline_ms: int
+    created_ms: int
+    turn_id: str
+    reason: str
+    tried: list[str]
+    finished_ms: int | None = None
+
+
+def _arg_now(now_ms: int | None) -> str:
+    return "" if now_ms is None else str(int(now_ms))
+
+
+class SchedulingCore:
+    """All scheduling decisions of one domain. Safe to share between tasks of one replica."""
+
+    def __init__(
+        self,
+        client: AnyRedis,
+        config: SchedulingConfig,
+        *,
+        key_prefix: str,
+        library: ScriptLibrary | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.keys = SchedulingKeys(key_prefix, config.domain)
+        self.library = library or ScriptLibrary("scheduling")
+        self._script_keys = {
+            name: self.keys.for_script(script) for name, script in self.library.scripts.items()
+        }
+
+    async def load_scripts(self) -> None:
+        """Preload every script (optional: calls also load lazily after NOSCRIPT)."""
+        await self.library.load(self.client)
+
+    async def _call(self, name: str, args: Sequence[Any]) -> tuple[ReplyCode, bytes]:
+        reply = await self.library.call(self.client, name, self._script_keys[name], args)
+        code = ReplyCode(int(reply[0]))
+        body = reply[1] if len(reply) > 1 else "{}"
+        if code < 0:
+            raise error_for(code, name)
+        return code, body.encode() if isinstance(body, str) else body
+
+    # --- validation (bad input: a clear error, no script runs) ---
+
+    def _check_id(self, what: str, value: str) -> None:
+        if not isinstance(value, str) or not _ID.match(value):
+            raise InvalidInput(f"{what}: {value!r} is not a valid id ([A-Za-z0-9_.:@-]+)")
+        if len(value) > self.config.max_id_length:
+            raise InvalidInput(
+                f"{what}: longer than scheduling.max_id_length ({self.config.max_id_length})"
+            )
+
+    def _check_langs(self, what: str, langs: Sequence[str]) -> list[str]:
+        if len(langs) > self.config.max_languages_per_node:
+            raise InvalidInput(
+                f"{what}: {len(langs)} languages, more than scheduling.max_languages_per_node "
+                f"({self.config.max_languages_per_node})"
+            )
+        for lang in langs:
+            if not isinstance(lang, str) or not _LANG.match(lang):
+                raise InvalidInput(f"{what}: {lang!r} is not a language code")
+        return list(dict.fromkeys(langs))  # order kept, duplicates dropped
+
+    def _caps_json(self, caps: NodeCapabilities) -> bytes:
+        slots = caps.max_concurrent_jobs
+        if slots is None:
+            slots = self.config.default_max_concurrent_jobs
+        if not isinstance(slots, int) or slots < 1:
+            raise InvalidInput(f"max_concurrent_jobs: {slots!r} is not a positive integer")
+        return msgspec.json.encode(
+            {
+                "asr": self._check_langs("asr", caps.asr),
+                "semantic": self._check_langs("semantic", caps.semantic),
+                "tts": self._check_langs("tts", caps.tts),
+                "max": min(slots, self.config.max_concurrent_jobs_limit),
+                "hardware": caps.hardware,
+            }
+        )
+
+    # --- nodes ---
+
+    async def register_node(
+        self, node_id: str, caps: NodeCapabilities, *, now_ms: int | None = None
+    ) -> Registration:
+        """A node connected: record it, join its pools; keep the returned generation on the
+        connection and pass it to :meth:`heartbeat` and :meth:`node_offline`."""
+        self._check_id("node_id", node_id)
+        caps_json = self._caps_json(caps)
+        _, body = await self._call(
+            "register_node", [node_id, caps_json, _arg_now(now_ms), self.config.node_ttl_ms]
+        )
+        reply = msgspec.json.decode(body, type=_Reg)
+        return Registration(node_id, reply.gen, reply.pairs, reply.alive_until_ms)
+
+    async def heartbeat(
+        self,
+        node_id: str,
+        generation: int,
+        *,
+        caps: NodeCapabilities | None = None,
+        reported_load: Any = None,
+        now_ms: int | None = None,
+    ) -> HeartbeatAck:
+        """Refresh liveness; ``caps`` given: move between pools if languages or slots changed.
+
+        Raises :class:`NodeNotRegistered` (register again) or :class:`StaleGeneration`.
+        """
+        self._check_id("node_id", node_id)
+        caps_json = b"" if caps is None else self._caps_json(caps)
+        load_json = b"" if reported_load is None else msgspec.json.encode(reported_load)
+        _, body = await self._call(
+            "heartbeat_node",
+            [
+                node_id,
+                int(generation),
+                _arg_now(now_ms),
+                self.config.node_ttl_ms,
+                caps_json,
+                load_json,
+            ],
+        )
+        reply = msgspec.json.decode(body, type=_Hb)
+        return HeartbeatAck(reply.gen, reply.moved, reply.alive_until_ms)
+
+    async def node_offline(
+        self, node_id: str, generation: int, *, now_ms: int | None = None
+    ) -> list[FailoverAction]:
+        """The node's socket closed: leave the pools and fail its jobs over (carry out the
+        actions). Raises :class:`StaleGeneration` when a newer connection owns the node (then
+        nothing changed: just drop the old socket) and :class:`NodeNotRegistered` if gone."""
+        self._check_id("node_id", node_id)
+        c = self.config
+        _, body = await self._call(
+            "take_node_offline",
+            [
+                node_id,
+                int(generation),
+                _arg_now(now_ms),
+                c.max_attempts,
+                c.select_scan_limit,
+                c.job_timeout_ms,
+                c.job_retention_ms,
+            ],
+        )
+        return [a.public() for a in msgspec.json.decode(body, type=_Actions).actions]
+
+    # --- jobs ---
+
+    async def dispatch(self, request: DispatchRequest, *, now_ms: int | None = None) -> Dispatched:
+        """Place one job. ``created=False``: the same (session, index, tgt) was dispatched
+        before; the existing job is returned and nothing is sent again. Raises a
+        :class:`NoNodeAvailable` subclass when no node can take it (nothing changed)."""
+        self._check_id("session_id", request.session_id)
+        self._check_id("turn_id", request.turn_id)
+        if not 0 <= request.utterance_index <= _MAX_INDEX:
+            raise InvalidInput(f"utterance_index: {request.utterance_index} out of range")
+        for what, lang in (("src_lang", request.src_lang), ("tgt_lang", request.tgt_lang)):
+            if not _LANG.match(lang):
+                raise InvalidInput(f"{what}: {lang!r} is not a language code")
+        if request.reason not in FinalizeReason.__args__:  # type: ignore[attr-defined]
+            raise InvalidInput(f"reason: {request.reason!r} is not a finalize reason")
+        for node in request.exclude:
+            self._check_id("exclude", node)
+        job_id = request.job_id or f"job-{uuid.uuid4().hex}"
+        self._check_id("job_id", job_id)
+        c = self.config
+        _, body = await self._call(
+            "dispatch_job",
+            [
+                job_id,
+                request.session_id,
+                str(request.utterance_index),
+                request.src_lang,
+                request.tgt_lang,
+                request.turn_id,
+                request.reason,
+                request.payload,
+                msgspec.json.encode(request.exclude) if request.exclude else b"",
+                _arg_now(now_ms),
+                c.job_timeout_ms,
+                c.select_scan_limit,
+                c.session_affinity_ttl_ms,
+            ],
+        )
+        r = msgspec.json.decode(body, type=_Dispatch)
+        return Dispatched(r.job_id, r.node, r.attempt, r.state, r.deadline_ms, r.created)
+
+    async def _progress(
+        self,
+        script: str,
+        job_id: str,
+        node_id: str,
+        attempt: int,
+        refresh_deadline: bool,
+        now_ms: int | None,
+    ) -> Progress:
+        timeout = str(self.config.job_timeout_ms) if refresh_deadline else ""
+        code, body = await self._call(
+            script, [job_id, node_id, int(attempt), _arg_now(now_ms), timeout]
+        )
+        r = msgspec.json.decode(body, type=_Progress)
+        return Progress(r.state, r.deadline_ms, code == ReplyCode.REPLAYED)
+
+    async def ack(
+        self,
+        job_id: str,
+        node_id: str,
+        attempt: int,
+        *,
+        refresh_deadline: bool = False,
+        now_ms: int | None = None,
+    ) -> Progress:
+        """``job_ack`` from the node; fenced like :meth:`complete`."""
+        return await self._progress("ack_job", job_id, node_id, attempt, refresh_deadline, now_ms)
+
+    async def start(
+        self,
+        job_id: str,
+        node_id: str,
+        attempt: int,
+        *,
+        refresh_deadline: bool = False,
+        now_ms: int | None = None,
+    ) -> Progress:
+        """``job_started`` from the node; fenced like :meth:`complete`."""
+        return await self._progress("start_job", job_id, node_id, attempt, refresh_deadline, now_ms)
+
+    async def complete(
+        self, job_id: str, node_id: str, attempt: int, *, ok: bool, now_ms: int | None = None
+    ) -> Completion:
+        """A ``job_result`` arrived. Forward it to the session only when ``replayed`` is False.
+        Raises :class:`StaleAttempt` / :class:`ForeignNode` / :class:`JobNotFound` (drop it)."""
+        code, body = await self._call(
+            "complete_job",
+            [
+                job_id,
+                node_id,
+                int(attempt),
+                "1" if ok else "0",
+                _arg_now(now_ms),
+                self.config.job_retention_ms,
+            ],
+        )
+        r = msgspec.json.decode(body, type=_Completion)
+        return Completion(r.state, r.session, r.index, r.tgt, code == ReplyCode.ALREADY_FINISHED)
+
+    async def sweep(self, *, now_ms: int | None = None) -> SweepReport:
+        """One sweep tick (any replica, any time: each due item is handled by one call)."""
+        c = self.config
+        _, body = await self._call(
+            "sweep",
+            [
+                _arg_now(now_ms),
+                c.max_attempts,
+                c.select_scan_limit,
+                c.job_timeout_ms,
+                c.job_retention_ms,
+                c.sweep_batch,
+                c.sent_retention_ms,
+            ],
+        )
+        r = msgspec.json.decode(body, type=_Sweep)
+        return SweepReport(
+            actions=[a.public() for a in r.actions],
+            offline_nodes=r.offline,
+            removed_jobs=r.removed_jobs,
+            removed_sessions=r.removed_sessions,
+            removed_sent=r.removed_sent,
+            more=r.more,
+        )
+
+    async def end_session(self, session_id: str) -> bool:
+        """Forget the session's node and turn affinity; True if it had any."""
+        self._check_id("session_id", session_id)
+        _, body = await self._call("end_session", [session_id])
+        return msgspec.json.decode(body, type=_EndSession).existed
+
+    # --- reads (CLI, dashboards): plain commands on the domain's keys, no decisions ---
+
+    async def _hscan(self, key: str, limit: int) -> dict[str, str]:
+        out: dict[str, str] = {}
+        async for field, value in self.client.hscan_iter(key, count=min(limit, 1000)):
+            out[field] = value
+            if len(out) >= limit:
+                break
+        return out
+
+    async def list_nodes(self, *, limit: int | None = None) -> list[NodeInfo]:
+        limit = limit or self.config.list_limit
+        records = await self._hscan(self.keys.key("nodes"), limit)
+        names = sorted(records)
+        running = await self.client.hmget(self.keys.key("node_running"), names) if names else []
+        alive = await self.client.zmscore(self.keys.key("node_alive"), names) if names else []
+        out = []
+        for name, run, until in zip(names, running, alive, strict=True):
+            rec = msgspec.json.decode(records[name], type=_NodeRecord)
+            out.append(
+                NodeInfo(
+                    node_id=name,
+                    generation=rec.gen,
+                    asr=rec.asr,
+                    semantic=rec.semantic,
+                    tts=rec.tts,
+                    max=rec.max,
+                    running=int(run or 0),
+                    alive_until_ms=None if until is None else int(until),
+                    in_pools=rec.in_pools,
+                    pairs=rec.pairs,
+                    hardware=rec.hardware if isinstance(rec.hardware, dict) else {},
+                    reported_load=rec.reported_load,
+                    registered_ms=rec.registered_ms,
+                    last_hb_ms=rec.last_hb_ms,
+                )
+            )
+        return out
+
+    async def list_pools(
+        self, *, pair: str | None = None, limit: int | None = None
+    ) -> list[PoolEntry]:
+        """Pool members, least-loaded first within each pair."""
+        limit = limit or self.config.list_limit
+        lo, hi = ("-", "+") if pair is None else (f"[{pair}\0", f"({pair}\1")
+        members = await self.client.zrangebylex(self.keys.key("pools"), lo, hi, 0, limit)
+        out = []
+        for member in members:
+            text = member if isinstance(member, str) else member.decode()
+            pair_name, load, node = text.split("\0")
+            out.append(PoolEntry(pair_name, node, int(load)))
+        return out
+
+    async def list_jobs(
+        self, *, active_only: bool = False, limit: int | None = None
+    ) -> list[JobInfo]:
+        limit = limit or self.config.list_limit
+        records = await self._hscan(self.keys.key("jobs"), limit)
+        out = []
+        for job_id, raw in records.items():
+            r = msgspec.json.decode(raw, type=_JobRecord)
+            if active_only and r.state in ("completed", "failed"):
+                continue
+            out.append(
+                JobInfo(
+                    job_id=job_id,
+                    session_id=r.session,
+                    utterance_index=r.index,
+                    src_lang=r.src,
+                    tgt_lang=r.tgt,
+                    node_id=r.node,
+                    attempt=r.attempt,
+                    state=r.state,
+                    deadline_ms=r.deadline_ms,
+                    created_ms=r.created_ms,
+                    turn_id=r.turn_id,
+                    reason=r.reason,
+                    tried=r.tried,
+                    finished_ms=r.finished_ms,
+                )
+            )
+        out.sort(key=lambda j: (j.created_ms, j.job_id))
+        return out

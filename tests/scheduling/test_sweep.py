@@ -1,0 +1,113 @@
+"""sweep: timeouts and failover, dead nodes, expiry of records; exactly-once claims."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from scheduler.config import SchedulingConfig
+from scheduler.scheduling import SchedulingCore
+from tests.scheduling.conftest import T0, caps, req
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_timeout_reassigns_then_fails_after_max_attempts(core: SchedulingCore) -> None:
+    cfg = core.config
+    for node in ("a", "b", "c", "d"):
+        await core.register_node(node, caps(), now_ms=T0)
+    job = await core.dispatch(req(), now_ms=T0)
+    now, seen = T0, [job.node_id]
+    for attempt in range(2, cfg.max_attempts + 1):
+        now += cfg.job_timeout_ms
+        for node in ("a", "b", "c", "d"):  # keep every node alive across the clock jump
+            reg = {n.node_id: n.generation for n in await core.list_nodes()}[node]
+            await core.heartbeat(node, reg, now_ms=now)
+        [action] = (await core.sweep(now_ms=now)).actions
+        assert (action.cause, action.outcome, action.attempt) == ("timeout", "reassigned", attempt)
+        assert action.old_node == seen[-1] and action.new_node not in seen
+        seen.append(action.new_node)
+    now += cfg.job_timeout_ms
+    for node in ("a", "b", "c", "d"):
+        reg = {n.node_id: n.generation for n in await core.list_nodes()}[node]
+        await core.heartbeat(node, reg, now_ms=now)
+    [action] = (await core.sweep(now_ms=now)).actions
+    assert (action.outcome, action.error, action.new_node) == ("failed", "MAX_ATTEMPTS", None)
+    [info] = await core.list_jobs()
+    assert (info.state, info.tried) == ("failed", seen)
+    assert all(n.running == 0 for n in await core.list_nodes())
+
+
+async def test_dead_node_goes_offline_and_its_jobs_move(core: SchedulingCore) -> None:
+    await core.register_node("a", caps(), now_ms=T0)
+    job = await core.dispatch(req(), now_ms=T0)
+    late = T0 + core.config.node_ttl_ms // 2
+    b = await core.register_node("b", caps(), now_ms=late)
+    report = await core.sweep(now_ms=T0 + core.config.node_ttl_ms + 1)
+    assert report.offline_nodes == ["a"]
+    [action] = report.actions
+    assert (action.job_id, action.cause, action.new_node) == (job.job_id, "node_offline", "b")
+    assert [(n.node_id, n.running, n.generation) for n in await core.list_nodes()] == [
+        ("b", 1, b.generation)
+    ]
+
+
+async def test_expired_records_are_removed(core: SchedulingCore) -> None:
+    cfg = core.config
+    reg = await core.register_node("a", caps(), now_ms=T0)
+    job = await core.dispatch(req(), now_ms=T0)
+    await core.complete(job.job_id, "a", 1, ok=True, now_ms=T0 + 1)
+    now = T0 + 1 + cfg.job_retention_ms
+    await core.heartbeat("a", reg.generation, now_ms=now)
+    report = await core.sweep(now_ms=now)
+    assert report.removed_jobs == 1
+    assert await core.list_jobs() == []
+    # the idempotency entry went with the record: the same key makes a new job now; the node
+    # that had the utterance is still avoided (sent marks outlive job records)
+    await core.register_node("b", caps(), now_ms=now)
+    again = await core.dispatch(req(), now_ms=now)
+    assert again.created and again.job_id != job.job_id and again.node_id == "b"
+    later = T0 + cfg.sent_retention_ms + 1
+    await core.heartbeat("a", reg.generation, now_ms=later)
+    report = await core.sweep(now_ms=later)
+    assert report.removed_sent >= 1 and report.removed_sessions == 1
+
+
+async def test_concurrent_sweeps_handle_each_timeout_once(
+    core: SchedulingCore, client_factory, key_prefix: str
+) -> None:  # type: ignore[no-untyped-def]
+    for node in ("a", "b"):
+        await core.register_node(node, caps(slots=20), now_ms=T0)
+    jobs = [await core.dispatch(req(f"s{i}"), now_ms=T0) for i in range(20)]
+    now = T0 + core.config.job_timeout_ms
+    clients = [client_factory() for _ in range(4)]
+    cores = [SchedulingCore(c, core.config, key_prefix=key_prefix) for c in clients]
+    handled: list[str] = []
+
+    async def sweeper(c: SchedulingCore) -> None:
+        handled.extend(a.job_id for a in (await c.sweep(now_ms=now)).actions)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for c in cores:
+                tg.start_soon(sweeper, c)
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert sorted(handled) == sorted(j.job_id for j in jobs)
+    assert sum(n.running for n in await core.list_nodes()) == 20
+
+
+async def test_batches_are_bounded(core: SchedulingCore) -> None:
+    core = SchedulingCore(
+        core.client, SchedulingConfig(sweep_batch=3), key_prefix=core.keys.key_prefix
+    )
+    await core.register_node("a", caps(slots=10), now_ms=T0)
+    await core.register_node("b", caps(slots=10), now_ms=T0)
+    for i in range(5):
+        await core.dispatch(req(f"s{i}"), now_ms=T0)
+    now = T0 + core.config.job_timeout_ms
+    first = await core.sweep(now_ms=now)
+    assert (len(first.actions), first.more) == (3, True)
+    second = await core.sweep(now_ms=now)
+    assert (len(second.actions), second.more) == (2, False)
