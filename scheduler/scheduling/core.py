@@ -613,6 +613,20 @@ class SchedulingCore:
             out.append(PoolEntry(pair_name, node, int(load)))
         return out
 
+    async def job_holder(self, job_id: str) -> tuple[str, int] | None:
+        """``(node, attempt)`` of an active job, None when finished or unknown.
+
+        A plain read, used to check that an ``asr_partial`` (which carries no attempt) comes from
+        the node currently holding the job; every change of a job stays inside the scripts.
+        """
+        raw = await self.client.hget(self.keys.key("jobs"), job_id)
+        if raw is None:
+            return None
+        record = msgspec.json.decode(raw, type=_JobRecord)
+        if record.state in ("completed", "failed"):
+            return None
+        return record.node, record.attempt
+
     async def list_jobs(
         self, *, active_only: bool = False, limit: int | None = None
     ) -> list[JobInfo]:
