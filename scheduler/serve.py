@@ -68,8 +68,14 @@ async def run(config: Config) -> None:
             start_timeout_s=config.redis.embedded_start_timeout_ms / 1000,
         ).start()
         url = embedded.url
-        config = msgspec.structs.replace(config, redis=msgspec.structs.replace(config.redis, url=url))
-        log.info("no redis.url configured: embedded redis-server started at %s (pid %s)", url, embedded.pid)
+        config = msgspec.structs.replace(
+            config, redis=msgspec.structs.replace(config.redis, url=url)
+        )
+        log.info(
+            "no redis.url configured: embedded redis-server started at %s (pid %s)",
+            url,
+            embedded.pid,
+        )
     client = connect(config.redis)
     try:
         await Replica(config, client).run()

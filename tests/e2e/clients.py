@@ -32,12 +32,16 @@ def opus_plan_a(packets: int, packet_bytes: int = 58) -> bytes:
 
 
 class _Peer:
+    # Set (then replaced) whenever any peer receives a frame: lets a test wait on several peers.
+    any_arrived = anyio.Event()
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.ws: ClientConnection | None = None
         self.received: list[Message] = []
         self._arrived = anyio.Event()
         self.closed_code: int | None = None
+        self.closed = anyio.Event()
 
     async def connect(self) -> None:
         self.ws = await connect(self.url, compression=None, max_size=None, open_timeout=5)
@@ -58,11 +62,19 @@ class _Peer:
                 self.received.append(orjson.loads(frame))
                 self._arrived.set()
                 self._arrived = anyio.Event()
+                _Peer._notify_any()
         except Exception:
             pass
         finally:
             self.closed_code = self.ws.close_code
+            self.closed.set()
             self._arrived.set()
+            _Peer._notify_any()
+
+    @staticmethod
+    def _notify_any() -> None:
+        _Peer.any_arrived.set()
+        _Peer.any_arrived = anyio.Event()
 
     async def wait_for(
         self, predicate: Callable[[Message], bool], within: float = 10.0, start: int = 0
@@ -252,3 +264,17 @@ class SimBrowser(_Peer):
         for start in range(0, packets, 10):
             await self.chunk(opus_plan_a(min(10, packets - start)))
         await self.final()
+
+
+async def wait_any(
+    peers: list[SimNode], predicate: Callable[[Message], bool], within: float = 10.0
+) -> tuple[int, Message]:
+    """The first message matching ``predicate`` on any of ``peers``, with that peer's index."""
+    with anyio.fail_after(within):
+        while True:
+            arrived = _Peer.any_arrived
+            for i, peer in enumerate(peers):
+                for message in peer.received:
+                    if predicate(message):
+                        return i, message
+            await arrived.wait()

@@ -45,9 +45,10 @@ class Replica:
     def start(self, timeout_s: float = 20.0) -> Replica:
         self.port = self.port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LINGUA_")}
+        if self.redis_url:  # none: serve starts its embedded Redis, as `make run` does
+            env["LINGUA_REDIS_URL"] = self.redis_url
         env.update(
             {
-                "LINGUA_REDIS_URL": self.redis_url,
                 "LINGUA_INSTANCE_ID": self.instance_id,
                 "LINGUA_REDIS__KEY_PREFIX": self.key_prefix,
                 "LINGUA_SERVER__HOST": "127.0.0.1",
@@ -108,6 +109,7 @@ class Replica:
             self.proc.wait()
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time; removes the log."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -1,0 +1,309 @@
+"""One scheduler replica: the WebSocket gateways, the job lifecycle, the sweeper, drain.
+
+The replica decides nothing about scheduling: scripts decide (``SchedulingCore``) and the replica
+carries out what they return: send a ``job_assign`` through the runtime, tell a client, close a
+socket. Messages between replicas travel through the cross-instance runtime; when the target is
+connected here the runtime delivers in process.
+
+Message kinds carried by the runtime (``Envelope.kind``):
+
+=============  =========  ===========================================================
+kind           target     payload
+=============  =========  ===========================================================
+``frame``      node/sess  an encoded frame to write to the socket as is
+``job_result`` session    the node's ``job_result`` (already completed in Redis)
+``asr_partial`` session   the node's ``asr_partial`` (from the job's current node)
+``job_failed`` session    ``{job_id, utterance_index, code, trace_id}``
+=============  =========  ===========================================================
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import secrets
+import signal
+from typing import Any
+
+import anyio
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from websockets.asyncio.server import ServerConnection, serve
+
+from cross_instance.runtime import Envelope, Runtime
+from scheduler import protocol as wire
+from scheduler.config import Config
+from scheduler.http_routes import HttpRoutes
+from scheduler.links import Link
+from scheduler.node_gateway import NodeGateway
+from scheduler.rooms import Rooms
+from scheduler.scheduling.core import FailoverAction, SchedulingCore
+from scheduler.session_gateway import SessionGateway
+
+__all__ = ["Replica"]
+
+log = logging.getLogger("lingua.replica")
+
+
+class Replica:
+    def __init__(self, config: Config, redis: Any) -> None:
+        self.config = config
+        self.redis = redis
+        self.registry = CollectorRegistry()
+        self.core = SchedulingCore(redis, config.scheduling, key_prefix=config.redis.key_prefix)
+        self.rooms = Rooms(redis, config.redis.key_prefix, config.session)
+        self.runtime = Runtime(
+            config.redis,
+            config.runtime,
+            self.deliver,
+            on_ownership_lost=self.ownership_lost,
+            on_drain_requested=self.drain_requested,
+            registry=self.registry,
+            address=f"{config.server.host}:{config.server.port}",
+            version=_version(),
+        )
+        self.nodes = NodeGateway(self)
+        self.sessions = SessionGateway(self)
+        self.starting = True
+        self.draining = False
+        self._stop = anyio.Event()
+        self.connections = Gauge(
+            "lingua_connections", "Open WebSocket connections", ["kind"], registry=self.registry
+        )
+        self.frames_in = Counter(
+            "lingua_frames_received_total", "Frames received", ["kind"], registry=self.registry
+        )
+        self.errors_sent = Counter(
+            "lingua_client_errors_total",
+            "error frames sent to clients",
+            ["code"],
+            registry=self.registry,
+        )
+        # Redis answered the last sweep (every sweep_interval_ms): readiness without a probe.
+        self.redis_ok = False
+        ready = Gauge(
+            "lingua_ready",
+            "1 when this replica takes traffic (started, not draining, Redis reachable)",
+            registry=self.registry,
+        )
+        ready.set_function(lambda: float(not self.starting and not self.draining and self.redis_ok))
+        self.jobs = Counter(
+            "lingua_jobs_total", "Job lifecycle events", ["event"], registry=self.registry
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self.core.load_scripts()
+        await self.rooms.scripts.load(self.redis)
+        routes = HttpRoutes(
+            readiness=self.readiness,
+            metrics=lambda: generate_latest(self.registry),
+            cluster=self.cluster_view,
+            stats=self.stats_view,
+        )
+        server_cfg = self.config.server
+        async with self.runtime, anyio.create_task_group() as tg:
+            async with serve(
+                self.handle_socket,
+                server_cfg.host,
+                server_cfg.port,
+                process_request=routes.process_request,
+                compression="deflate" if server_cfg.compression else None,
+                max_size=server_cfg.max_frame_bytes,
+                ping_interval=server_cfg.ping_interval_ms / 1000 or None,
+                ping_timeout=server_cfg.ping_timeout_ms / 1000,
+                close_timeout=server_cfg.close_timeout_ms / 1000,
+            ) as server:
+                tg.start_soon(self._sweep_forever)
+                tg.start_soon(self._watch_signals)
+                self.starting = False
+                log.info("replica ready on %s:%s", server_cfg.host, server_cfg.port)
+                task_status.started()
+                await self._stop.wait()
+                await self.drain(server)
+            tg.cancel_scope.cancel()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def drain_requested(self) -> None:
+        """``lingua-scheduler drain <us>`` from anywhere: the same path as SIGTERM."""
+        log.info("drain requested remotely")
+        self.stop()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("signal %s: draining", signal.Signals(signum).name)
+                self.stop()
+                return
+
+    async def drain(self, server: Any) -> None:
+        """Readiness off, no new sockets, close ours with 1012, hand the rest over, leave."""
+        self.draining = True
+        with anyio.move_on_after(self.config.runtime.drain_grace_ms / 1000) as scope:
+            server.close(close_connections=False)
+            await self.nodes.close_all(self.config.server.shutdown_close_code, draining=True)
+            await self.sessions.close_all(self.config.server.shutdown_close_code)
+            await self.runtime.drain()
+        if scope.cancelled_caught:
+            log.warning(
+                "drain grace (%s ms) exceeded: exiting anyway", self.config.runtime.drain_grace_ms
+            )
+
+    async def readiness(self) -> tuple[bool, str]:
+        if self.starting:
+            return False, "starting"
+        if self.draining or self.runtime.draining:
+            return False, "draining"
+        try:
+            with anyio.fail_after(self.config.redis.command_timeout_ms / 1000):
+                await self.redis.ping()
+        except Exception as exc:
+            self.redis_ok = False
+            return False, f"redis unreachable: {type(exc).__name__}"
+        self.redis_ok = True
+        return True, "ready"
+
+    # -- sockets ---------------------------------------------------------------------------
+
+    async def handle_socket(self, ws: ServerConnection) -> None:
+        path = ws.request.path.split("?", 1)[0] if ws.request else ""
+        if self.draining:
+            await ws.close(self.config.server.shutdown_close_code, "draining")
+            return
+        kind = "node" if path == "/ws/node" else "session"
+        link = Link(ws, queue_max=self.config.server.send_queue_max, kind=kind)
+        self.connections.labels(kind).inc()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(link.run_writer)
+                if kind == "node":
+                    await self.nodes.serve(link)
+                else:
+                    await self.sessions.serve(link)
+                link.close(1000)
+        finally:
+            self.connections.labels(kind).dec()
+
+    # -- cross-instance delivery -----------------------------------------------------------
+
+    async def deliver(self, envelope: Envelope) -> None:
+        """Runtime handler: raising leaves the message pending (retried, then dead-lettered)."""
+        if envelope.target_kind == "node":
+            self.nodes.deliver(envelope)
+        else:
+            await self.sessions.deliver(envelope)
+
+    async def ownership_lost(self, kind: str, ident: str) -> None:
+        """A newer connection claimed this node or session on another replica: close ours."""
+        if kind == "node":
+            self.nodes.evict(ident)
+        else:
+            self.sessions.evict(ident)
+
+    async def send_to_node(self, node_id: str, frame: Any, trace_id: str = "") -> None:
+        await self.runtime.send_to_node(
+            node_id, "frame", wire.encode(frame).decode(), trace_id=trace_id
+        )
+
+    async def send_to_session(
+        self, session_id: str, kind: str, payload: Any, trace_id: str = ""
+    ) -> None:
+        body = payload if isinstance(payload, str) else msgspec.json.encode(payload).decode()
+        await self.runtime.send_to_session(session_id, kind, body, trace_id=trace_id)
+
+    async def send_frame_to_session(self, session_id: str, frame: Any, trace_id: str = "") -> None:
+        await self.send_to_session(session_id, "frame", wire.encode(frame).decode(), trace_id)
+
+    # -- job lifecycle ---------------------------------------------------------------------
+
+    async def carry_out_moves(self, moves: list[Any]) -> None:
+        """Carry out what a sweep or a node going offline decided for each job."""
+        for move in moves:
+            try:
+                await self._carry_out(move)
+            except Exception:
+                log.exception("carrying out a job move failed", extra={"job_id": move.job_id})
+
+    async def _carry_out(self, move: FailoverAction) -> None:
+        assign = msgspec.json.decode(move.payload, type=wire.JobAssign) if move.payload else None
+        trace_id = assign.trace_id if assign else ""
+        if move.cause == "timeout":
+            # The old node is alive but silent: tell it to drop the job (a dead node needs no cancel).
+            self.jobs.labels("cancelled").inc()
+            await self.send_to_node(
+                move.old_node,
+                wire.JobCancel(job_id=move.job_id, trace_id=trace_id, reason="job_timeout"),
+                trace_id,
+            )
+        if move.outcome == "reassigned" and move.new_node and assign is not None:
+            self.jobs.labels("reassigned").inc()
+            await self.send_to_node(
+                move.new_node, msgspec.structs.replace(assign, attempt_id=move.attempt), trace_id
+            )
+            return
+        self.jobs.labels("failed").inc()
+        code = (
+            "JOB_TIMEOUT"
+            if move.cause == "timeout" or move.error == "MAX_ATTEMPTS"
+            else "NO_AVAILABLE_NODE"
+        )
+        await self.send_to_session(
+            move.session_id,
+            "job_failed",
+            {
+                "job_id": move.job_id,
+                "utterance_index": move.utterance_index,
+                "code": code,
+                "trace_id": trace_id,
+            },
+            trace_id,
+        )
+
+    async def _sweep_forever(self) -> None:
+        interval = self.config.scheduling.sweep_interval_ms / 1000
+        while True:
+            more = False
+            try:
+                report = await self.core.sweep()
+                self.redis_ok = True
+                await self.carry_out_moves(report.actions)
+                more = report.more
+            except Exception:
+                self.redis_ok = False
+                log.exception("sweep failed")
+            if not more:
+                await anyio.sleep(interval)
+
+    # -- views -----------------------------------------------------------------------------
+
+    async def cluster_view(self) -> dict[str, Any]:
+        from cross_instance import admin
+
+        view = await admin.cluster_overview(
+            self.redis, self.config.runtime, self.config.redis.key_prefix
+        )
+        view["nodes"] = [msgspec.to_builtins(n) for n in await self.core.list_nodes()]
+        return view
+
+    async def stats_view(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.runtime.instance_id,
+            "web_clients": {"active_users": self.sessions.count()},
+            "nodes": {"connected_nodes": self.nodes.count()},
+        }
+
+
+def new_id(prefix: str, hex_chars: int = 12) -> str:
+    return f"{prefix}-{secrets.token_hex(hex_chars // 2).upper()}"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("lingua-scheduler")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"

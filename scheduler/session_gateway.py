@@ -1,0 +1,435 @@
+"""``/ws/session``: client sessions, their utterances, their results (original-protocol.md §3, §5).
+
+The session state machine (``scheduler.session_flow``) decides; this module does the I/O: it feeds
+the machine decoded frames and timer expiries with ``now``, and carries out its actions (arm a
+timer, dispatch an utterance, answer the client). One socket holds one session: a second
+``session_init`` ends the first one cleanly (the original leaked it, §3.1). Every frame naming a
+``session_id`` must name this socket's session (§7.13).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+from websockets.exceptions import ConnectionClosed
+
+from scheduler import protocol as wire
+from scheduler import relay
+from scheduler import session_flow as flow_
+from scheduler.links import CLOSE_POLICY, Link
+from scheduler.rooms import RoomError, Rooms
+from scheduler.scheduling.codes import NoNodeAvailable
+from scheduler.scheduling.core import DispatchRequest
+
+if TYPE_CHECKING:
+    from cross_instance.runtime import Envelope
+    from scheduler.replica import Replica
+
+__all__ = ["SessionGateway"]
+
+log = logging.getLogger("lingua.session")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Session:
+    session_id: str
+    link: Link
+    init: Any
+    trace_id: str
+    flow: flow_.SessionFlow
+    results: relay.ResultRelay
+    room_code: str | None = None
+    # job id -> sessions that receive its result (room mode); bounded like every per-session map.
+    job_targets: OrderedDict[str, list[str]] = field(default_factory=OrderedDict)
+    # timer kind -> (deadline_ms, generation), armed by the flow, fired by _run_timers.
+    timers: dict[str, tuple[int, int]] = field(default_factory=dict)
+    timer_wakeup: anyio.Event = field(default_factory=anyio.Event)
+    closed: bool = False
+
+
+class SessionGateway:
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self.local: dict[str, Session] = {}
+
+    def count(self) -> int:
+        return len(self.local)
+
+    # -- the socket ------------------------------------------------------------------------
+
+    async def serve(self, link: Link) -> None:
+        session: Session | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                async for frame in link.ws:
+                    self.replica.frames_in.labels("session").inc()
+                    try:
+                        message = wire.decode_client_message(frame)
+                    except wire.ProtocolError as exc:
+                        self._error(link, "INVALID_MESSAGE", f"Invalid message format: {exc}")
+                        continue
+                    if isinstance(message, wire.SessionInit):
+                        if session is not None:
+                            await self._end(session)
+                        session = await self._init(link, message)
+                        tg.start_soon(self._run_timers, session)
+                        continue
+                    if session is None:
+                        self._error(link, "INVALID_SESSION", "Session not initialized")
+                        continue
+                    named = getattr(message, "session_id", None)
+                    if named is not None and named != session.session_id:
+                        self._error(
+                            link, "INVALID_SESSION", "Session does not belong to this connection"
+                        )
+                        continue
+                    await self._handle(session, message)
+                tg.cancel_scope.cancel()
+        except ConnectionClosed:
+            pass
+        finally:
+            if session is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._end(session)
+
+    def _error(self, link: Link, code: str, message: str) -> None:
+        self.replica.errors_sent.labels(code).inc()
+        link.send(wire.encode(wire.ErrorMessage(code=code, message=message)))
+
+    async def _init(self, link: Link, message: Any) -> Session:
+        from scheduler.replica import new_id
+
+        session_id = new_id("s", 16)
+        trace_id = message.trace_id or str(uuid.uuid4())
+        await self.replica.runtime.claim_session(session_id)
+        session = Session(
+            session_id=session_id,
+            link=link,
+            init=message,
+            trace_id=trace_id,
+            flow=flow_.SessionFlow(
+                self.replica.config.session, flow_.SessionParams.from_init(message)
+            ),
+            results=relay.ResultRelay(self.replica.config.session, session_id),
+        )
+        self.local[session_id] = session
+        link.ident = session_id
+        link.send(wire.encode(relay.session_init_ack(session_id, trace_id)))
+        log.info("session started", extra={"session_id": session_id, "trace_id": trace_id})
+        return session
+
+    async def _end(self, session: Session) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        try:
+            with anyio.fail_after(self.replica.config.redis.command_timeout_ms / 1000):
+                if session.room_code:
+                    await self._leave_room(session)
+                await self.replica.core.end_session(session.session_id)
+                await self.replica.runtime.release_session(session.session_id)
+        except Exception:
+            log.exception("session clean-up failed", extra={"session_id": session.session_id})
+        finally:
+            if self.local.get(session.session_id) is session:
+                del self.local[session.session_id]
+            session.timer_wakeup.set()
+
+    # -- client messages -------------------------------------------------------------------
+
+    async def _handle(self, session: Session, message: Any) -> None:
+        if isinstance(message, wire.AudioChunk):
+            try:
+                audio = base64.b64decode(message.payload or "", validate=True)
+            except (binascii.Error, ValueError):
+                self._error(
+                    session.link, "INVALID_MESSAGE", "audio_chunk payload is not valid base64"
+                )
+                return
+            await self._feed(session, flow_.AudioReceived(audio=audio, is_final=message.is_final))
+        elif isinstance(message, wire.ClientHeartbeat):
+            session.link.send(
+                wire.encode(wire.ServerHeartbeat(session_id=session.session_id, timestamp=now_ms()))
+            )
+        elif isinstance(message, wire.SessionClose):
+            await self._feed(session, flow_.CloseSession())
+            session.link.send(wire.encode(wire.SessionCloseAck(session_id=session.session_id)))
+        elif isinstance(message, wire.TtsStarted):
+            await self._feed(session, flow_.TtsPlaybackStarted())
+        elif isinstance(message, wire.TtsPlayEnded):
+            await self._feed(session, flow_.TtsPlaybackEnded(ts_end_ms=message.ts_end_ms))
+        elif isinstance(message, wire.Utterance):
+            await self._utterance(session, message)
+        elif isinstance(
+            message, (wire.RoomCreate, wire.RoomJoin, wire.RoomLeave, wire.RoomRawVoicePreference)
+        ):
+            await self._room(session, message)
+        elif isinstance(message, (wire.WebrtcOffer, wire.WebrtcAnswer, wire.WebrtcIce)):
+            await self._webrtc(session, message)
+        # Anything else that parses (e.g. a server-to-client type echoed back) is ignored (§2.4).
+
+    async def _feed(self, session: Session, event: Any) -> None:
+        for action in session.flow.handle(event, now_ms()):
+            await self._act(session, action)
+
+    async def _act(self, session: Session, action: Any) -> None:
+        if isinstance(action, flow_.ArmTimer):
+            session.timers[action.kind] = (action.deadline_ms, action.generation)
+            session.timer_wakeup.set()
+        elif isinstance(action, flow_.CancelTimer):
+            session.timers.pop(action.kind, None)
+        elif isinstance(action, flow_.FinalizeUtterance):
+            await self._dispatch_utterance(session, action)
+        elif isinstance(action, flow_.InputRejected):
+            self._error(session.link, action.code, action.message)
+
+    async def _run_timers(self, session: Session) -> None:
+        """One task per session: sleep until the earliest armed timer, feed its event."""
+        while not session.closed:
+            session.timer_wakeup = anyio.Event()
+            if not session.timers:
+                await session.timer_wakeup.wait()
+                continue
+            kind, (deadline, generation) = min(session.timers.items(), key=lambda kv: kv[1][0])
+            delay = (deadline - now_ms()) / 1000
+            if delay > 0:
+                with anyio.move_on_after(delay):
+                    await session.timer_wakeup.wait()
+                    continue
+            if session.timers.get(kind) == (deadline, generation):
+                del session.timers[kind]
+                await self._feed(session, flow_.TimerFired(kind=kind, generation=generation))
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    async def _targets(self, session: Session) -> dict[str, list[str]]:
+        if session.room_code:
+            members = await self.replica.rooms.members(session.room_code)
+            by_lang = Rooms.target_languages(members, session.session_id)
+            if by_lang:
+                return by_lang
+        return {session.init.tgt_lang: [session.session_id]}
+
+    async def _dispatch_utterance(self, session: Session, action: Any) -> None:
+        init = session.init
+        for tgt_lang, recipients in (await self._targets(session)).items():
+            spec = relay.JobSpec(
+                job_id=f"job-{uuid.uuid4()}",
+                session_id=session.session_id,
+                utterance_index=action.utterance_index,
+                src_lang=init.src_lang,
+                tgt_lang=tgt_lang,
+                init=init,
+                audio=action.audio,
+                trace_id=session.trace_id,
+                turn_id=action.turn_id,
+                reason=action.reason,
+                padding_ms=action.padding_ms,
+            )
+            await self._dispatch(session, spec, recipients)
+
+    async def _dispatch(self, session: Session, spec: Any, recipients: list[str]) -> None:
+        assign = relay.job_assign(spec)
+        init = session.init
+        # Pool pair: two-way auto mode selects from lang_a:lang_b (original-protocol.md §3.5).
+        if spec.src_lang == "auto" and init.lang_a and init.lang_b:
+            pool_src, pool_tgt = init.lang_a, init.lang_b
+        else:
+            pool_src, pool_tgt = spec.src_lang, spec.tgt_lang
+        request = DispatchRequest(
+            session_id=spec.session_id,
+            utterance_index=spec.utterance_index,
+            src_lang=pool_src,
+            tgt_lang=pool_tgt,
+            turn_id=spec.turn_id,
+            reason=spec.reason,
+            payload=wire.encode(assign).decode(),
+            job_id=spec.job_id,
+        )
+        try:
+            dispatched = await self.replica.core.dispatch(request)
+        except NoNodeAvailable as exc:
+            self.replica.jobs.labels("no_node").inc()
+            log.info(
+                "no node: %s",
+                exc,
+                extra={"session_id": spec.session_id, "utterance_index": spec.utterance_index},
+            )
+            for frame in relay.failure_frames(
+                spec.session_id,
+                spec.job_id,
+                spec.utterance_index,
+                "NO_AVAILABLE_NODE",
+                str(exc),
+                spec.trace_id,
+            ):
+                session.link.send(wire.encode(frame))
+            return
+        except Exception:
+            log.exception("dispatch failed", extra={"session_id": spec.session_id})
+            for frame in relay.failure_frames(
+                spec.session_id,
+                spec.job_id,
+                spec.utterance_index,
+                "INTERNAL_ERROR",
+                "dispatch failed",
+                spec.trace_id,
+            ):
+                session.link.send(wire.encode(frame))
+            return
+        self.replica.jobs.labels("dispatched").inc()
+        session.job_targets[dispatched.job_id] = recipients
+        while len(session.job_targets) > self.replica.config.session.result_dedup_max:
+            session.job_targets.popitem(last=False)
+        if dispatched.created:
+            assign = msgspec.structs.replace(
+                assign, job_id=dispatched.job_id, attempt_id=dispatched.attempt
+            )
+            await self.replica.send_to_node(dispatched.node_id, assign, spec.trace_id)
+        session.link.send(
+            wire.encode(
+                relay.dispatched_event(
+                    spec.session_id, dispatched.job_id, spec.utterance_index, spec.trace_id
+                )
+            )
+        )
+
+    async def _utterance(self, session: Session, message: Any) -> None:
+        try:
+            audio = base64.b64decode(message.audio, validate=True)
+        except (binascii.Error, ValueError):
+            self._error(session.link, "INVALID_MESSAGE", "utterance audio is not valid base64")
+            return
+        for action in session.flow.handle(
+            flow_.ExplicitUtterance(
+                audio=audio, utterance_index=message.utterance_index, manual_cut=message.manual_cut
+            ),
+            now_ms(),
+        ):
+            await self._act(session, action)
+
+    # -- deliveries from the runtime ---------------------------------------------------------
+
+    async def deliver(self, envelope: Envelope) -> None:
+        session = self.local.get(envelope.target_id)
+        if session is None or session.closed:
+            raise LookupError(f"session {envelope.target_id} is not connected here")
+        if envelope.kind == "frame":
+            session.link.send(envelope.payload.encode())
+            return
+        now = now_ms()
+        if envelope.kind == "job_result":
+            result = wire.decode_node_message(envelope.payload)
+            recipients = session.job_targets.get(result.job_id, [session.session_id])
+            frames = session.results.on_result(result, now)
+            await self._fan_out(session, frames, recipients)
+        elif envelope.kind == "asr_partial":
+            partial = wire.decode_node_message(envelope.payload)
+            for frame in relay.partial_frames(partial):
+                session.link.send(wire.encode(frame))
+        elif envelope.kind == "job_failed":
+            failed = msgspec.json.decode(envelope.payload)
+            message = "job timed out" if failed["code"] == "JOB_TIMEOUT" else "no node available"
+            for frame in relay.failure_frames(
+                session.session_id,
+                failed["job_id"],
+                failed["utterance_index"],
+                failed["code"],
+                message,
+                failed["trace_id"],
+            ):
+                session.link.send(wire.encode(frame))
+
+    async def _fan_out(self, session: Session, frames: list[Any], recipients: list[str]) -> None:
+        for frame in frames:
+            if isinstance(frame, wire.TranslationResult) and recipients != [session.session_id]:
+                for target in recipients:
+                    await self.replica.send_frame_to_session(
+                        target, msgspec.structs.replace(frame, session_id=target), frame.trace_id
+                    )
+            else:
+                session.link.send(wire.encode(frame))
+
+    def evict(self, session_id: str) -> None:
+        session = self.local.get(session_id)
+        if session is not None:
+            session.link.close(CLOSE_POLICY, "session taken over elsewhere")
+
+    async def close_all(self, code: int) -> None:
+        for session in list(self.local.values()):
+            await self._feed(session, flow_.CloseSession())
+            session.link.close(code, "service restart")
+
+    # -- rooms and WebRTC --------------------------------------------------------------------
+
+    async def _room(self, session: Session, message: Any) -> None:
+        rooms = self.replica.rooms
+        try:
+            if isinstance(message, wire.RoomCreate):
+                if session.room_code:
+                    await self._leave_room(session)
+                me = rooms.participant(
+                    session.session_id, message.display_name, message.preferred_lang
+                )
+                code, room_id = await rooms.create(me)
+                session.room_code = code
+                session.link.send(wire.encode(wire.RoomCreateAck(room_code=code, room_id=room_id)))
+                await self._broadcast_members(code, [me])
+            elif isinstance(message, wire.RoomJoin):
+                if session.room_code and session.room_code != message.room_code:
+                    await self._leave_room(session)
+                me = rooms.participant(
+                    session.session_id, message.display_name, message.preferred_lang
+                )
+                members = await rooms.join(message.room_code, me)
+                session.room_code = message.room_code
+                await self._broadcast_members(message.room_code, members)
+            elif isinstance(message, wire.RoomLeave):
+                if session.room_code == message.room_code:
+                    await self._leave_room(session)
+            elif isinstance(message, wire.RoomRawVoicePreference):
+                members = await rooms.set_raw_voice(
+                    message.room_code,
+                    session.session_id,
+                    message.target_session_id,
+                    message.receive_raw_voice,
+                )
+                await self._broadcast_members(message.room_code, members)
+        except RoomError as exc:
+            session.link.send(wire.encode(wire.RoomError(code=exc.code, message=exc.message)))
+
+    async def _leave_room(self, session: Session) -> None:
+        code, session.room_code = session.room_code, None
+        if code:
+            remaining = await self.replica.rooms.leave(code, session.session_id)
+            await self._broadcast_members(code, remaining)
+
+    async def _broadcast_members(self, code: str, members: list[Any]) -> None:
+        frame = wire.RoomMembers(room_code=code, members=[msgspec.to_builtins(m) for m in members])
+        for member in members:
+            await self.replica.send_frame_to_session(member.session_id, frame)
+
+    async def _webrtc(self, session: Session, message: Any) -> None:
+        members = await self.replica.rooms.members(message.room_code)
+        ids = {m.session_id for m in members}
+        if session.session_id not in ids or message.to not in ids:
+            return
+        if not Rooms.accepts_raw_voice(members, receiver=message.to, sender=session.session_id):
+            return
+        # On delivery `to` carries the sender's id (§2.5).
+        await self.replica.send_frame_to_session(
+            message.to, msgspec.structs.replace(message, to=session.session_id)
+        )
