@@ -172,6 +172,34 @@ class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     padding_manual_ms: Annotated[
         int, _doc("padding_ms sent to the node for manual finalizes.", ge=0)
     ] = 280
+    opus_frame_ms: Annotated[
+        int,
+        _doc("Duration of one Plan-A Opus packet, for the max-duration estimate.", ge=1, le=120),
+    ] = 20
+    opus_bytes_per_second: Annotated[
+        int,
+        _doc(
+            "Opus byte rate assumed for the max-duration estimate when a chunk is not Plan-A "
+            "framed (3000: 24 kbps, the browser's bitrate).",
+            ge=100,
+        ),
+    ] = 3000
+    tts_hold_max_ms: Annotated[
+        int,
+        _doc(
+            "Longest a tts_started holds the silence timer when no tts_play_ended follows "
+            "(a lost end event must not keep an utterance open).",
+            ge=0,
+        ),
+    ] = 30000
+    max_held_utterances: Annotated[
+        int,
+        _doc(
+            "Explicit utterance messages held back while a lower utterance_index is missing; "
+            "one further ahead is refused.",
+            ge=0,
+        ),
+    ] = 8
     result_dedup_max: Annotated[
         int, _doc("Result ids remembered per session for deduplication.", ge=1)
     ] = 1024
@@ -191,6 +219,14 @@ class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     partial_update_interval_ms: Annotated[
         int, _doc("partial_update_interval_ms sent to nodes.", ge=1)
     ] = 1000
+    result_group_window_ms: Annotated[
+        int,
+        _doc(
+            "A result joins the session's current TTS group (same group_id, next part_index) "
+            "if it arrives within this long of the group's start or its last tts_play_ended.",
+            ge=0,
+        ),
+    ] = 2000
 
 
 class LoggingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

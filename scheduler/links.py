@@ -15,12 +15,13 @@ import anyio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-__all__ = ["CLOSE_POLICY", "CLOSE_SERVICE_RESTART", "Link"]
+__all__ = ["CLOSE_POLICY", "CLOSE_SERVICE_RESTART", "CLOSE_TRY_AGAIN_LATER", "Link"]
 
 log = logging.getLogger("lingua.link")
 
 CLOSE_POLICY = 1008
 CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class Link:

@@ -34,7 +34,7 @@ from cross_instance.runtime import Envelope, Runtime
 from scheduler import protocol as wire
 from scheduler.config import Config
 from scheduler.http_routes import HttpRoutes
-from scheduler.links import Link
+from scheduler.links import CLOSE_TRY_AGAIN_LATER, Link
 from scheduler.node_gateway import NodeGateway
 from scheduler.rooms import Rooms
 from scheduler.scheduling.core import FailoverAction, SchedulingCore
@@ -66,6 +66,7 @@ class Replica:
         self.sessions = SessionGateway(self)
         self.starting = True
         self.draining = False
+        self.open_sockets = 0
         self._stop = anyio.Event()
         self.connections = Gauge(
             "lingua_connections", "Open WebSocket connections", ["kind"], registry=self.registry
@@ -176,8 +177,13 @@ class Replica:
             await ws.close(self.config.server.shutdown_close_code, "draining")
             return
         kind = "node" if path == "/ws/node" else "session"
+        if self.open_sockets >= self.config.server.max_connections:
+            # 1013 "try again later": the client's reconnect lands on a replica with room.
+            await ws.close(CLOSE_TRY_AGAIN_LATER, "too many connections")
+            return
         link = Link(ws, queue_max=self.config.server.send_queue_max, kind=kind)
         self.connections.labels(kind).inc()
+        self.open_sockets += 1
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(link.run_writer)
@@ -187,6 +193,7 @@ class Replica:
                     await self.sessions.serve(link)
                 link.close(1000)
         finally:
+            self.open_sockets -= 1
             self.connections.labels(kind).dec()
 
     # -- cross-instance delivery -----------------------------------------------------------
