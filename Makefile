@@ -11,7 +11,7 @@ CONFIG_FLAG := $(if $(CONFIG),--config $(CONFIG),)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check style types bench bench-lua ownership inbox dlq-list dlq-show dlq-replay dlq-purge nodes pools jobs audit config-doc clean
+.PHONY: help install run test check style types bench bench-lua ownership inbox dlq-list dlq-show dlq-replay dlq-purge drain nodes pools jobs audit config-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,31 @@ pools: $(STAMP) ## language-pair pools and their nodes
 
 jobs: $(STAMP) ## active jobs and their deadlines
 	$(CLI) $(CONFIG_FLAG) jobs $(ARGS)
+
+ownership: $(STAMP) ## replicas, what each owns, orphans (ARGS=--full / --json)
+	$(CLI) $(CONFIG_FLAG) ownership $(ARGS)
+
+inbox: $(STAMP) ## per replica inbox: length, pending, oldest pending age, lag
+	$(CLI) $(CONFIG_FLAG) inbox $(ARGS)
+
+dlq-list: $(STAMP) ## dead letters, oldest first (ARGS=--reason no_owner --target node:X --older-than 15m)
+	$(CLI) $(CONFIG_FLAG) dlq list $(ARGS)
+
+dlq-show: $(STAMP) ## one dead letter in full: make dlq-show ID=<entry or message id>
+	@test -n "$(ID)" || { echo "usage: make dlq-show ID=<entry or message id>"; exit 2; }
+	$(CLI) $(CONFIG_FLAG) dlq show $(ID) $(ARGS)
+
+dlq-replay: $(STAMP) ## send dead letters again: [ID="a b"] (default all) [TO=<instance>] [ARGS=--dry-run]
+	$(CLI) $(CONFIG_FLAG) dlq replay $(if $(ID),$(ID),--all) $(if $(TO),--to $(TO),) $(ARGS)
+
+dlq-purge: $(STAMP) ## delete dead letters for good: [ID="a b"] (default all); needs CONFIRM=1
+	@test "$(CONFIRM)" = 1 || { echo "dlq-purge deletes for good: add CONFIRM=1 (or ARGS=--dry-run)"; \
+		case "$(ARGS)" in *--dry-run*) ;; *) exit 2;; esac; }
+	$(CLI) $(CONFIG_FLAG) dlq purge $(if $(ID),$(ID),--all) $(if $(filter 1,$(CONFIRM)),--yes,) $(ARGS)
+
+drain: $(STAMP) ## ask a replica to drain and exit: make drain INSTANCE=<id>
+	@test -n "$(INSTANCE)" || { echo "usage: make drain INSTANCE=<instance id>"; exit 2; }
+	$(CLI) $(CONFIG_FLAG) drain $(INSTANCE) $(ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

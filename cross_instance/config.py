@@ -132,3 +132,10 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int,
         _doc("Longest a drain (SIGTERM, `drain`) takes before the replica exits anyway.", ge=0),
     ] = 20000
+    route_recheck_ms: Annotated[
+        int,
+        _doc("How often a held message (target without a live owner) re-checks its owner.", ge=10),
+    ] = 250
+    admin_list_limit: Annotated[
+        int, _doc("Default most entries `dlq list` and `ownership --full` print.", ge=1)
+    ] = 100
