@@ -134,6 +134,10 @@ class NodeGateway:
         core = self.replica.core
         if isinstance(message, wire.NodeHeartbeat):
             caps = wire.node_capabilities(message)
+            if caps is not None and not caps.hardware:
+                # Heartbeats carry no hardware summary: keep the one registered.
+                caps = msgspec.structs.replace(caps, hardware=conn.caps.hardware)
+                conn.caps = caps
             load = msgspec.to_builtins(message.resource_usage) if message.resource_usage else None
             try:
                 await core.heartbeat(conn.node_id, conn.generation, caps=caps, reported_load=load)

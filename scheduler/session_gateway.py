@@ -144,6 +144,7 @@ class SessionGateway:
         except Exception:
             log.exception("session clean-up failed", extra={"session_id": session.session_id})
         finally:
+            session.results.close()
             if self.local.get(session.session_id) is session:
                 del self.local[session.session_id]
             session.timer_wakeup.set()
@@ -170,6 +171,7 @@ class SessionGateway:
         elif isinstance(message, wire.TtsStarted):
             await self._feed(session, flow_.TtsPlaybackStarted())
         elif isinstance(message, wire.TtsPlayEnded):
+            session.results.on_tts_ended(message.group_id, now_ms())
             await self._feed(session, flow_.TtsPlaybackEnded(ts_end_ms=message.ts_end_ms))
         elif isinstance(message, wire.Utterance):
             await self._utterance(session, message)
@@ -242,7 +244,7 @@ class SessionGateway:
             await self._dispatch(session, spec, recipients)
 
     async def _dispatch(self, session: Session, spec: Any, recipients: list[str]) -> None:
-        assign = relay.job_assign(spec)
+        assign = relay.job_assign(spec, self.replica.config.session)
         init = session.init
         # Pool pair: two-way auto mode selects from lang_a:lang_b (original-protocol.md §3.5).
         if spec.src_lang == "auto" and init.lang_a and init.lang_b:
@@ -332,12 +334,12 @@ class SessionGateway:
             return
         now = now_ms()
         if envelope.kind == "job_result":
-            result = wire.decode_node_message(envelope.payload)
+            result = wire.decode_as(envelope.payload, wire.JobResult)
             recipients = session.job_targets.get(result.job_id, [session.session_id])
             frames = session.results.on_result(result, now)
             await self._fan_out(session, frames, recipients)
         elif envelope.kind == "asr_partial":
-            partial = wire.decode_node_message(envelope.payload)
+            partial = wire.decode_as(envelope.payload, wire.NodeAsrPartial)
             for frame in relay.partial_frames(partial):
                 session.link.send(wire.encode(frame))
         elif envelope.kind == "job_failed":
