@@ -98,7 +98,8 @@ class SessionGateway:
                         continue
                     await self._handle(session, message)
                 tg.cancel_scope.cancel()
-        except ConnectionClosed:
+        except* ConnectionClosed:
+            # The task group wraps it; a vanished client is an ordinary end.
             pass
         finally:
             if session is not None:
