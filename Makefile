@@ -27,8 +27,9 @@ install: $(STAMP) ## create .venv and install the package with its test tools
 run: $(STAMP) ## start a scheduler (embedded Redis when none is configured)
 	$(CLI) $(CONFIG_FLAG) serve
 
-test: $(STAMP) ## lint, then the whole suite (unit, real Redis, Cluster, end to end)
+test: $(STAMP) ## lint and type-check, then the whole suite (unit, real Redis, Cluster, end to end)
 	$(VENV)/bin/ruff check scheduler cross_instance tests
+	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: style types test ## everything CI should be happy with

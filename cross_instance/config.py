@@ -18,7 +18,7 @@ PositiveMs = Annotated[int, Meta(ge=1)]
 
 
 def _doc(text: str, **constraints: int | str) -> Meta:
-    return Meta(description=text, **constraints)  # type: ignore[arg-type]
+    return Meta(description=text, **constraints)  # type: ignore[call-overload]
 
 
 class RedisConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

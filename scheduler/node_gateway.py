@@ -87,7 +87,7 @@ class NodeGateway:
 
     async def _register(
         self, link: Link, message: Any, previous: NodeConnection | None
-    ) -> NodeConnection:
+    ) -> NodeConnection | None:
         from scheduler.replica import new_id
 
         node_id = message.node_id or new_id("node", 8)
