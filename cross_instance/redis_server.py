@@ -124,7 +124,11 @@ class RedisServerProcess:
             *self.extra_args,
         ]  # fmt: skip
         log = open(os.path.join(self.workdir, "redis.log"), "ab")
-        self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        # Its own session: a Ctrl-C meant for the replica must not stop Redis under a draining
+        # replica; whoever started it stops it (``stop``).
+        self._proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+        )
         log.close()
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
