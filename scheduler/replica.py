@@ -23,6 +23,7 @@ import importlib.metadata
 import logging
 import secrets
 import signal
+import socket
 from typing import Any
 
 import anyio
@@ -59,7 +60,7 @@ class Replica:
             on_ownership_lost=self.ownership_lost,
             on_drain_requested=self.drain_requested,
             registry=self.registry,
-            address=f"{config.server.host}:{config.server.port}",
+            address=_reachable_address(config.server.host, config.server.port),
             version=_version(),
         )
         self.nodes = NodeGateway(self)
@@ -307,6 +308,13 @@ class Replica:
 
 def new_id(prefix: str, hex_chars: int = 12) -> str:
     return f"{prefix}-{secrets.token_hex(hex_chars // 2).upper()}"
+
+
+def _reachable_address(host: str, port: int) -> str:
+    """What peers and operators can dial: a wildcard bind says nothing, the host name does."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"{host}:{port}"
 
 
 def _version() -> str:
