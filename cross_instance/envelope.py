@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 TargetKind = Literal["node", "session"]
-Route = Literal["local", "remote", "held", "dead_letter"]
+# dropped: no live owner and the envelope is not resumable (its target cannot come back).
+Route = Literal["local", "remote", "held", "dead_letter", "dropped"]
 # no_owner: no live owner within route_grace_ms; max_deliveries: the handler kept failing;
 # hold_overflow: route_hold_max messages were already held; undecodable: a corrupt entry.
 DeadReason = Literal["no_owner", "max_deliveries", "hold_overflow", "undecodable"]
@@ -81,6 +82,10 @@ class Envelope(msgspec.Struct, kw_only=True, frozen=True):
     trace_id: str = ""
     created_ms: int = 0
     origin: str = ""  # token of the sending replica
+    # False: the target can never come back under this id (a client session gets a new id on
+    # reconnect), so with no live owner the message is dropped (counted), not held or
+    # dead-lettered: nobody could ever replay it anywhere.
+    resumable: bool = True
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):

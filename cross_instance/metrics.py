@@ -52,6 +52,11 @@ class RuntimeMetrics:
             ["reason"],
             registry=r,
         )
+        self.dropped = Counter(
+            "lingua_runtime_dropped_total",
+            "Non-resumable messages whose target has no live owner (it ended): dropped",
+            registry=r,
+        )
         self.inbox_length = Gauge(
             "lingua_runtime_inbox_length", "Entries in this replica's inbox", registry=r
         )

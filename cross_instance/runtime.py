@@ -398,17 +398,31 @@ class Runtime:
     # -- sending ---------------------------------------------------------------------------
 
     async def send_to_node(
-        self, node_id: str, kind: str, payload: str, trace_id: str = ""
+        self, node_id: str, kind: str, payload: str, trace_id: str = "", *, resumable: bool = True
     ) -> SendResult:
-        return await self._send("node", node_id, kind, payload, trace_id)
+        return await self._send("node", node_id, kind, payload, trace_id, resumable)
 
     async def send_to_session(
-        self, session_id: str, kind: str, payload: str, trace_id: str = ""
+        self,
+        session_id: str,
+        kind: str,
+        payload: str,
+        trace_id: str = "",
+        *,
+        resumable: bool = True,
     ) -> SendResult:
-        return await self._send("session", session_id, kind, payload, trace_id)
+        """``resumable=False``: the session cannot come back under this id; when it has no live
+        owner the message is dropped (``route="dropped"``) instead of held and dead-lettered."""
+        return await self._send("session", session_id, kind, payload, trace_id, resumable)
 
     async def _send(
-        self, target_kind: TargetKind, target_id: str, kind: str, payload: str, trace_id: str
+        self,
+        target_kind: TargetKind,
+        target_id: str,
+        kind: str,
+        payload: str,
+        trace_id: str,
+        resumable: bool,
     ) -> SendResult:
         _check_id(f"{target_kind} id", target_id)
         if not kind or kind in INTERNAL_KINDS:
@@ -425,6 +439,7 @@ class Runtime:
             trace_id=trace_id,
             created_ms=now_ms(),
             origin=self.token,
+            resumable=resumable,
         )
         if (target_kind, target_id) in self._owned:
             return await self._deliver_local(envelope, prior=0, failure=None)
@@ -438,6 +453,9 @@ class Runtime:
         try:
             await self.handler(envelope)
         except Exception as exc:
+            if self._ended(envelope):
+                self.metrics.dropped.inc()
+                return SendResult(route="dropped", message_id=envelope.message_id)
             log.debug("local delivery failed, queued for retry: %r", exc)
             now = now_ms()
             failure = Failure(
@@ -453,6 +471,12 @@ class Runtime:
             )
         self.metrics.delivered_local.inc()
         return SendResult(route="local", message_id=envelope.message_id, owner=self.token)
+
+    def _ended(self, envelope: Envelope) -> bool:
+        """A non-resumable target we no longer own has ended: retrying cannot deliver it."""
+        return (
+            not envelope.resumable and (envelope.target_kind, envelope.target_id) not in self._owned
+        )
 
     async def _forward(
         self, token: str, envelope: Envelope, *, prior: int, failure: Failure | None
@@ -495,6 +519,10 @@ class Runtime:
                 return SendResult(
                     route="remote", message_id=envelope.message_id, owner=owner, entry_id=entry
                 )
+        if not envelope.resumable:
+            self.metrics.dropped.inc()
+            log.debug("target %s ended: message dropped", envelope.target_id)
+            return SendResult(route="dropped", message_id=envelope.message_id, owner=owner)
         return await self._hold(envelope, prior, failure, owner, stream, entry_id)
 
     async def _hold(
@@ -713,6 +741,10 @@ class Runtime:
             try:
                 await self.handler(envelope)
             except Exception as exc:
+                if self._ended(envelope):
+                    self.metrics.dropped.inc()
+                    await self._ack([entry_id])
+                    return
                 await self._record_failure(entry_id, fields, exc)
                 return
             await client.set(

@@ -222,7 +222,10 @@ class Replica:
         self, session_id: str, kind: str, payload: Any, trace_id: str = ""
     ) -> None:
         body = payload if isinstance(payload, str) else msgspec.json.encode(payload).decode()
-        await self.runtime.send_to_session(session_id, kind, body, trace_id=trace_id)
+        # A client session never comes back under its id: once it ended, drop what is left.
+        await self.runtime.send_to_session(
+            session_id, kind, body, trace_id=trace_id, resumable=False
+        )
 
     async def send_frame_to_session(self, session_id: str, frame: Any, trace_id: str = "") -> None:
         await self.send_to_session(session_id, "frame", wire.encode(frame).decode(), trace_id)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
+from cross_instance.keys import RuntimeKeys
 from tests.e2e.clients import SimBrowser, SimNode, opus_plan_a, wait_any
 from tests.e2e.daemons import Replica
+from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -317,3 +320,38 @@ def _deploy_monitoring_text() -> str:
 
 def is_error(code: str) -> Callable[[dict[str, Any]], bool]:
     return lambda m: m.get("type") == "error" and m.get("code") == code
+
+
+async def test_a_result_for_a_closed_browser_is_dropped_not_dead_lettered(
+    replicas: list[Replica], peers, pair, redis_url: str, cluster_prefix: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Closing the tab mid-job is ordinary: no DLQ entry, no alert, a counter."""
+    src, tgt = pair
+    node = await peers(SimNode(replicas[0].ws + "/ws/node", ([src], [tgt])))
+    await node.register()
+    browser = await peers(SimBrowser(replicas[1].ws + "/ws/session", src, tgt))
+    await browser.init()
+    await browser.speak(5)
+    job = await node.wait_for(is_job)
+    dropped_before = _metric(replicas[0], "lingua_runtime_dropped_total")
+    depth_before = orjson.loads(replicas[0].get("/api/v1/cluster")[1])["dlq"]["depth"]
+    await browser.close()
+    # The session's replica releases it (another process): wait for that in Redis.
+    owners = RuntimeKeys(cluster_prefix).rt("session_owner")
+    client = Redis.from_url(redis_url)
+    try:
+        await until(lambda: _not(client.hexists(owners, browser.session_id)))
+    finally:
+        await client.aclose()
+    await node.send(node.result_for(job))
+    await until(lambda: _metric(replicas[0], "lingua_runtime_dropped_total") > dropped_before)
+    assert orjson.loads(replicas[0].get("/api/v1/cluster")[1])["dlq"]["depth"] == depth_before
+
+
+async def _not(value: Awaitable[Any]) -> bool:
+    return not await value
+
+
+def _metric(replica: Replica, name: str) -> float:
+    body = replica.get("/metrics")[1].decode()
+    return sum(float(line.split()[-1]) for line in body.splitlines() if line.startswith(name))

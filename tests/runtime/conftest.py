@@ -11,13 +11,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from cross_instance.config import RedisConfig, RuntimeConfig
@@ -43,18 +42,6 @@ FAST: dict[str, int] = {
 
 def fast_config(**overrides: Any) -> RuntimeConfig:
     return RuntimeConfig(**{**FAST, **overrides})
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], limit_s: float = 10.0) -> None:
-    """Wait until ``check()`` is true (polls every 20 ms); fails the test after ``limit_s``."""
-    with anyio.fail_after(limit_s):
-        while True:
-            result = check()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await anyio.sleep(0.02)
 
 
 @dataclass

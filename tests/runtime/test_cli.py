@@ -11,7 +11,8 @@ import pytest
 from cross_instance import admin
 from cross_instance.redis_client import AnyRedis
 from scheduler.cli import main
-from tests.runtime.conftest import Recorder, until
+from tests.runtime.conftest import Recorder
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 

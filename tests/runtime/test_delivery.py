@@ -13,7 +13,8 @@ from cross_instance.config import RedisConfig
 from cross_instance.envelope import DeadLetter, Envelope, RuntimeFenced, new_message_id
 from cross_instance.redis_client import AnyRedis
 from cross_instance.runtime import Runtime
-from tests.runtime.conftest import Recorder, fast_config, until
+from tests.runtime.conftest import Recorder, fast_config
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -219,3 +220,25 @@ async def _gone(redis: AnyRedis, key: str) -> bool:
 def _envelope(target: str) -> Any:
     return Envelope(message_id=new_message_id(), kind="frame", target_kind="node",
                     target_id=target, payload="x", created_ms=1)  # fmt: skip
+
+
+async def test_messages_for_an_ended_session_are_dropped_not_dead_lettered(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    async with start_runtime("a") as (a, _), start_runtime("b") as (b, rec_b):
+        # Released (or never claimed): nothing can ever take it, so no hold and no DLQ.
+        gone = await a.send_to_session("s-gone", "frame", "x", resumable=False)
+        assert gone.route == "dropped"
+        # Owned by b when sent; b's handler fails because the session ended meanwhile.
+        await b.claim_session("s1")
+        rec_b.fail_kinds.add("job_result")
+        sent = await a.send_to_session("s1", "job_result", "{}", resumable=False)
+        assert sent.route == "remote"
+        await until(lambda: rec_b.attempts.get(sent.message_id, 0) >= 1)
+        assert await b.release_session("s1")
+        await until(lambda: b.metrics.dropped._value.get() == 1)
+        await until(lambda: _zero(redis, b.inbox))
+        # A resumable send to the same ended target is still held (then dead-lettered).
+        assert (await a.send_to_session("s-gone", "frame", "y")).route == "held"
+        assert a.metrics.dropped._value.get() == 1
+        assert await dlq_entries(redis, a) == []

@@ -16,7 +16,7 @@ import pytest
 from cross_instance.envelope import DeadLetter
 from cross_instance.keys import CONSUMER_GROUP
 from cross_instance.redis_client import AnyRedis
-from tests.runtime.conftest import until
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
