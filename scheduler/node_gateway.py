@@ -153,9 +153,14 @@ class NodeGateway:
             await self._result(conn, message)
         elif isinstance(message, wire.NodeAsrPartial):
             holder = await core.job_holder(message.job_id)
-            if holder is not None and holder[0] == conn.node_id:
+            # Only the job's current node, only into the job's own session (§7.13).
+            if (
+                holder is not None
+                and holder.node_id == conn.node_id
+                and holder.session_id == message.session_id
+            ):
                 await self.replica.send_to_session(
-                    message.session_id,
+                    holder.session_id,
                     "asr_partial",
                     wire.encode(message).decode(),
                     message.trace_id,
@@ -207,8 +212,14 @@ class NodeGateway:
             # Already completed by an earlier copy of this result: it reached the session then.
             return
         self.replica.jobs.labels("completed").inc()
+        # The job record says whose result it is; the node's claim does not (§7.13).
+        result = msgspec.structs.replace(
+            message,
+            session_id=completion.session_id,
+            utterance_index=completion.utterance_index,
+        )
         await self.replica.send_to_session(
-            message.session_id, "job_result", wire.encode(message).decode(), message.trace_id
+            completion.session_id, "job_result", wire.encode(result).decode(), message.trace_id
         )
 
     async def _disconnect(self, conn: NodeConnection, *, draining: bool) -> None:

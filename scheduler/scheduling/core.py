@@ -31,6 +31,7 @@ __all__ = [
     "FailoverAction",
     "FinalizeReason",
     "HeartbeatAck",
+    "JobHolder",
     "JobInfo",
     "NodeCapabilities",
     "NodeInfo",
@@ -125,6 +126,12 @@ class Completion(msgspec.Struct, frozen=True):
     utterance_index: int
     tgt_lang: str
     replayed: bool  # True: an earlier completion released the slot; nothing changed now
+
+
+class JobHolder(msgspec.Struct, frozen=True):
+    node_id: str
+    attempt: int
+    session_id: str  # the session the job serves: partials go there, whatever a node claims
 
 
 class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -613,8 +620,8 @@ class SchedulingCore:
             out.append(PoolEntry(pair_name, node, int(load)))
         return out
 
-    async def job_holder(self, job_id: str) -> tuple[str, int] | None:
-        """``(node, attempt)`` of an active job, None when finished or unknown.
+    async def job_holder(self, job_id: str) -> JobHolder | None:
+        """Who holds an active job and for which session; None when finished or unknown.
 
         A plain read, used to check that an ``asr_partial`` (which carries no attempt) comes from
         the node currently holding the job; every change of a job stays inside the scripts.
@@ -625,7 +632,7 @@ class SchedulingCore:
         record = msgspec.json.decode(raw, type=_JobRecord)
         if record.state in ("completed", "failed"):
             return None
-        return record.node, record.attempt
+        return JobHolder(record.node, record.attempt, record.session)
 
     async def list_jobs(
         self, *, active_only: bool = False, limit: int | None = None

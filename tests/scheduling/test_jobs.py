@@ -10,6 +10,7 @@ from scheduler.scheduling import (
     ForeignNode,
     InvalidInput,
     JobFinished,
+    JobHolder,
     JobNotFound,
     NoLiveNode,
     NoPool,
@@ -264,7 +265,7 @@ async def test_ack_and_start(core: SchedulingCore) -> None:
 async def test_job_holder_follows_the_job(core: SchedulingCore) -> None:
     await core.register_node("a", caps(slots=4), now_ms=T0)
     job = await core.dispatch(req(), now_ms=T0)
-    assert await core.job_holder(job.job_id) == ("a", 1)
+    assert await core.job_holder(job.job_id) == JobHolder("a", 1, "s1")
     await core.complete(job.job_id, "a", 1, ok=True, now_ms=T0 + 1)
     assert await core.job_holder(job.job_id) is None
     assert await core.job_holder("job-unknown") is None
