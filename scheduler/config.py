@@ -72,6 +72,15 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_connections: Annotated[
         int, _doc("Most WebSocket connections one replica accepts.", ge=1)
     ] = 10000
+    drain_unready_ms: Annotated[
+        int,
+        _doc(
+            "On drain, /readyz answers 503 this long before the listener closes, so load "
+            "balancers stop routing new connections here first (counts against "
+            "runtime.drain_grace_ms).",
+            ge=0,
+        ),
+    ] = 2000
     shutdown_close_code: Annotated[
         int,
         _doc(
@@ -318,6 +327,18 @@ def _validate(raw: dict[str, Any]) -> Config:
     if sched.default_max_concurrent_jobs > sched.max_concurrent_jobs_limit:
         raise ConfigError(
             "scheduling.default_max_concurrent_jobs: must not exceed max_concurrent_jobs_limit"
+        )
+    rt = config.runtime
+    if rt.takeover_lock_ttl_ms <= rt.route_grace_ms:
+        raise ConfigError(
+            "runtime.takeover_lock_ttl_ms: must outlast runtime.route_grace_ms (a takeover holds "
+            f"messages up to the grace under its lease: {rt.takeover_lock_ttl_ms} <= "
+            f"{rt.route_grace_ms})"
+        )
+    if config.server.drain_unready_ms >= rt.drain_grace_ms > 0:
+        raise ConfigError(
+            "server.drain_unready_ms: must be shorter than runtime.drain_grace_ms "
+            f"({config.server.drain_unready_ms} >= {rt.drain_grace_ms})"
         )
     if config.redis.mode == "sentinel" and not config.redis.sentinels:
         raise ConfigError("redis.sentinels: mode = sentinel needs at least one host:port")

@@ -147,6 +147,8 @@ class Replica:
         """Readiness off, no new sockets, close ours with 1012, hand the rest over, leave."""
         self.draining = True
         with anyio.move_on_after(self.config.runtime.drain_grace_ms / 1000) as scope:
+            # Readiness is already false: give load balancers time to notice before refusing.
+            await anyio.sleep(self.config.server.drain_unready_ms / 1000)
             server.close(close_connections=False)
             await self.nodes.close_all(self.config.server.shutdown_close_code, draining=True)
             await self.sessions.close_all(self.config.server.shutdown_close_code)

@@ -10,7 +10,7 @@ are in flight and latency is send -> handler with no unbounded queue behind it. 
 a session it owns itself: the in-process short circuit. In the same run, with the same client
 settings and the same process shape, plain redis-py does XADD, XREADGROUP (batch, dedicated
 connection) and one XACK per batch: the ceiling of Redis Streams + redis-py on this machine.
-Server commands per message come from ``INFO commandstats`` around each phase.
+Server commands per message come from ``INFO commandstats``, server CPU from ``INFO cpu``.
 """
 
 from __future__ import annotations

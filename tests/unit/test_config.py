@@ -65,6 +65,8 @@ def test_env_list_value_is_json() -> None:
         ({"LINGUA_REDIS__KEY_PREFIX": "a{b}"}, "redis.key_prefix"),
         ({"LINGUA_REDIS__MODE": "sentinel"}, "redis.sentinels"),
         ({"LINGUA_RUNTIME__PRESENCE_REFRESH_MS": "5000"}, "runtime.presence_refresh_ms"),
+        ({"LINGUA_RUNTIME__ROUTE_GRACE_MS": "40000"}, "runtime.takeover_lock_ttl_ms"),
+        ({"LINGUA_SERVER__DRAIN_UNREADY_MS": "25000"}, "server.drain_unready_ms"),
     ],
 )
 def test_bad_values_name_the_key(environ: dict[str, str], message: str) -> None:
