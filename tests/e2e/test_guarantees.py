@@ -696,7 +696,9 @@ async def test_a_drain_request_stops_readiness_and_closes_sockets_with_1012(
     from scheduler.cli import main
 
     prefix = f"drain{secrets.token_hex(4)}"
-    replica = Replica(redis_url, "drainme", prefix, dict(FAST_SETTINGS))
+    replica = Replica(
+        redis_url, "drainme", prefix, {**FAST_SETTINGS, "LINGUA_SERVER__DRAIN_UNREADY_MS": "2000"}
+    )
     await anyio.to_thread.run_sync(replica.start)
     try:
         browser = await peers(SimBrowser(replica.ws + "/ws/session", "zh", "en"))
@@ -707,6 +709,9 @@ async def test_a_drain_request_stops_readiness_and_closes_sockets_with_1012(
         monkeypatch.setenv("LINGUA_REDIS_URL", redis_url)
         monkeypatch.setenv("LINGUA_REDIS__KEY_PREFIX", prefix)
         assert await anyio.to_thread.run_sync(main, ["drain", "drainme"]) == 0
+        # Readiness goes false first, while sockets are still open (load balancers look first).
+        await until(lambda: replica.get("/readyz")[0] == 503)
+        assert not browser.closed.is_set()
         with anyio.fail_after(5):
             await browser.closed.wait()
         assert browser.closed_code == 1012
