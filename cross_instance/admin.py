@@ -17,7 +17,7 @@ import msgspec
 from cross_instance.config import RuntimeConfig
 from cross_instance.envelope import DeadLetter, RuntimeReply
 from cross_instance.keys import CONSUMER_GROUP, RuntimeKeys, split_token
-from cross_instance.runtime import call_script
+from cross_instance.runtime import append_entry, call_script
 
 __all__ = [
     "cluster_overview",
@@ -302,15 +302,17 @@ async def dlq_replay(
         elif dry_run:
             report["replayed"].append({"id": entry_id, "to": dest, "message_id": env.message_id})
         else:
-            added = await redis.xadd(
-                keys.inbox(dest),
+            code, _ = await append_entry(
+                redis,
+                keys,
+                dest,
                 {"env": msgspec.json.encode(env).decode()},
-                maxlen=runtime_config.inbox_maxlen,
-                approximate=True,
-                nomkstream=True,
+                runtime_config.inbox_maxlen,
             )
-            if added is None:
+            if code is RuntimeReply.UNKNOWN_INBOX:
                 report["skipped"].append({"id": entry_id, "reason": "inbox_gone"})
+            elif code is RuntimeReply.FULL:
+                report["skipped"].append({"id": entry_id, "reason": "inbox_full"})
             else:
                 await call_script(redis, keys, "remove_dead", [entry_id])
                 report["replayed"].append(

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-__all__ = ["RedisConfig", "RuntimeConfig"]
+__all__ = ["RedisConfig", "RuntimeConfig", "validate_runtime"]
 
 PositiveMs = Annotated[int, Meta(ge=1)]
 
@@ -98,7 +98,12 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         _doc("Most messages held for ownerless targets at once; beyond it, dead-letter now.", ge=0),
     ] = 10000
     inbox_maxlen: Annotated[
-        int, _doc("Approximate MAXLEN of each replica inbox stream.", ge=100)
+        int,
+        _doc(
+            "Most entries (unread plus pending) a replica inbox holds; a message for a full "
+            "inbox is dead-lettered with reason inbox_full, never trimmed away.",
+            ge=100,
+        ),
     ] = 100000
     inbox_block_ms: Annotated[
         int, _doc("XREADGROUP BLOCK on the dedicated read connection.", ge=1)
@@ -110,6 +115,14 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reclaim_min_idle_ms: Annotated[
         int, _doc("An entry pending this long is reclaimed and retried.", ge=1)
     ] = 5000
+    handler_timeout_ms: Annotated[
+        int,
+        _doc(
+            "Longest one handler call may take; beyond it the attempt counts as failed and the "
+            "entry is retried by reclaim (then dead-lettered after max_deliveries).",
+            ge=1,
+        ),
+    ] = 10000
     max_deliveries: Annotated[
         int, _doc("Deliveries of one entry before it goes to the DLQ.", ge=1)
     ] = 5
@@ -139,3 +152,25 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     admin_list_limit: Annotated[
         int, _doc("Default most entries `dlq list` and `ownership --full` print.", ge=1)
     ] = 100
+
+
+def validate_runtime(config: RuntimeConfig) -> None:
+    """Refuse timings that contradict each other (ValueError naming the key to change)."""
+    if config.takeover_lock_ttl_ms <= config.route_grace_ms:
+        raise ValueError(
+            "runtime.takeover_lock_ttl_ms: must outlast runtime.route_grace_ms (a takeover holds "
+            f"messages up to the grace under its lease: {config.takeover_lock_ttl_ms} <= "
+            f"{config.route_grace_ms})"
+        )
+    if config.presence_refresh_ms * 3 > config.presence_ttl_ms:
+        raise ValueError(
+            "runtime.presence_refresh_ms: must be at most a third of runtime.presence_ttl_ms, so "
+            f"presence survives a failed refresh ({config.presence_refresh_ms} > "
+            f"{config.presence_ttl_ms} / 3)"
+        )
+    if 0 < config.drain_grace_ms <= config.route_grace_ms:
+        raise ValueError(
+            "runtime.drain_grace_ms: must outlast runtime.route_grace_ms (a drain holds messages "
+            f"for ownerless targets up to the grace: {config.drain_grace_ms} <= "
+            f"{config.route_grace_ms})"
+        )

@@ -7,8 +7,9 @@ The reply codes of the ``lua/runtime`` scripts are listed once, in :class:`Runti
 Error tree::
 
     RuntimeError
-    └── RuntimeFenced       this replica's token is no longer live, or another replica took its
-                            inbox over: it must stop acting (drain and restart with a new epoch)
+    ├── RuntimeFenced       this replica's token is no longer live, or another replica took its
+    │                       inbox over: it must stop acting (drain and restart with a new epoch)
+    └── RuntimeDraining     this replica is draining: it takes on nothing new
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "Envelope",
     "Failure",
     "Route",
+    "RuntimeDraining",
     "RuntimeFenced",
     "RuntimeReply",
     "SendResult",
@@ -39,8 +41,9 @@ TargetKind = Literal["node", "session"]
 # dropped: no live owner and the envelope is not resumable (its target cannot come back).
 Route = Literal["local", "remote", "held", "dead_letter", "dropped"]
 # no_owner: no live owner within route_grace_ms; max_deliveries: the handler kept failing;
-# hold_overflow: route_hold_max messages were already held; undecodable: a corrupt entry.
-DeadReason = Literal["no_owner", "max_deliveries", "hold_overflow", "undecodable"]
+# hold_overflow: route_hold_max messages were already held; undecodable: a corrupt entry;
+# inbox_full: the owner's inbox already held runtime.inbox_maxlen entries (it is not keeping up).
+DeadReason = Literal["no_owner", "max_deliveries", "hold_overflow", "undecodable", "inbox_full"]
 
 # Kinds the runtime handles itself; they never reach the handler.
 OWNERSHIP_LOST = "ownership_lost"
@@ -55,11 +58,16 @@ class RuntimeReply(IntEnum):
     ALIVE = -3
     UNKNOWN_INBOX = -4
     BUSY = -5
+    FULL = -6
 
 
 class RuntimeFenced(RuntimeError):
     """Our token is not live any more (presence lapsed and the inbox is being taken over, or the
     instance id restarted with a newer epoch): nothing may be claimed, acked or released."""
+
+
+class RuntimeDraining(RuntimeError):
+    """The replica is draining: it claims nothing new (the client reconnects elsewhere)."""
 
 
 def now_ms() -> int:

@@ -70,6 +70,11 @@ class RuntimeMetrics:
             "Presence refreshes that failed (Redis unreachable or slow)",
             registry=r,
         )
+        self.inbox_read_failures = Counter(
+            "lingua_runtime_inbox_read_failures_total",
+            "Inbox reads (XREADGROUP) that failed; the reader backs off and reads again",
+            registry=r,
+        )
         self.takeovers = Counter(
             "lingua_runtime_takeovers_total",
             "Inboxes of dead replicas taken over and retired by this replica",

@@ -36,9 +36,9 @@ import msgspec
 from anyio.abc import TaskGroup
 from prometheus_client import CollectorRegistry
 from redis.asyncio import RedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from cross_instance.config import RedisConfig, RuntimeConfig
+from cross_instance.config import RedisConfig, RuntimeConfig, validate_runtime
 from cross_instance.envelope import (
     INTERNAL_KINDS,
     OWNERSHIP_LOST,
@@ -46,6 +46,8 @@ from cross_instance.envelope import (
     DeadReason,
     Envelope,
     Failure,
+    Route,
+    RuntimeDraining,
     RuntimeFenced,
     RuntimeReply,
     SendResult,
@@ -58,7 +60,15 @@ from cross_instance.lua import ScriptLibrary
 from cross_instance.metrics import RuntimeMetrics
 from cross_instance.redis_client import AnyRedis, connect, connect_blocking
 
-__all__ = ["Envelope", "Runtime", "RuntimeFenced", "SendResult", "call_script"]
+__all__ = [
+    "Envelope",
+    "Runtime",
+    "RuntimeDraining",
+    "RuntimeFenced",
+    "SendResult",
+    "append_entry",
+    "call_script",
+]
 
 log = logging.getLogger("lingua.runtime")
 
@@ -91,6 +101,16 @@ async def call_script(
     code = RuntimeReply(int(raw[0]))
     data = msgspec.json.decode(raw[1]) if len(raw) > 1 else {}
     return code, data
+
+
+async def append_entry(
+    client: Any, keys: RuntimeKeys, token: str, fields: dict[str, str], maxlen: int
+) -> tuple[RuntimeReply, str]:
+    """Add an entry to ``token``'s inbox within ``maxlen`` entries: ``(OK, entry id)``,
+    ``(FULL, "")`` when the inbox is full, ``(UNKNOWN_INBOX, "")`` when it was retired."""
+    flat = [part for pair in fields.items() for part in pair]
+    code, data = await call_script(client, keys, "append_entry", [maxlen, *flat], token=token)
+    return code, str(data.get("id", ""))
 
 
 def default_instance_id() -> str:
@@ -136,11 +156,7 @@ class Runtime:
         address: str = "",
         version: str = "",
     ) -> None:
-        if runtime_config.takeover_lock_ttl_ms <= runtime_config.route_grace_ms:
-            raise ValueError(
-                "runtime.takeover_lock_ttl_ms must exceed runtime.route_grace_ms (a takeover "
-                "holds messages up to the grace while it holds the lease)"
-            )
+        validate_runtime(runtime_config)
         self.redis_config = redis_config
         self.config = runtime_config
         self.handler = handler
@@ -175,6 +191,8 @@ class Runtime:
         self._drain_done = anyio.Event()
         self._drain_requested = False
         self._reclaim_cursor = "0-0"
+        # While draining, every hold ends by this time (monotonic s), however many are queued.
+        self._hold_deadline = float("inf")
 
     def __repr__(self) -> str:
         state = "fenced" if self.fenced else "draining" if self.draining else "running"
@@ -302,7 +320,15 @@ class Runtime:
             log.exception("drain request failed", extra={"instance": self.token})
 
     async def _presence_loop(self) -> None:
-        timeout = self.redis_config.command_timeout_ms / 1000
+        # A refresh that hangs is cut short so the next one still lands within the TTL (two
+        # attempts fit in it: validate() keeps the TTL at least 3 refresh intervals).
+        timeout = (
+            min(
+                self.redis_config.command_timeout_ms,
+                (self.config.presence_ttl_ms - 2 * self.config.presence_refresh_ms) / 2,
+            )
+            / 1000
+        )
         while not self.fenced and not self._drain_done.is_set():
             await anyio.sleep(self.config.presence_refresh_ms / 1000)
             if self._drain_done.is_set():
@@ -360,6 +386,8 @@ class Runtime:
         self._client()
         if self.fenced:
             raise RuntimeFenced(f"{self.token} is fenced: cannot claim {kind} {ident}")
+        if self.draining:
+            raise RuntimeDraining(f"{self.token} is draining: cannot claim {kind} {ident}")
         code, data = await self._script("claim_owner", [kind, ident, self.token, ""], kind=kind)
         if code is RuntimeReply.FENCED:
             raise RuntimeFenced(f"{self.token} is not live: cannot claim {kind} {ident}")
@@ -446,12 +474,25 @@ class Runtime:
         result = await self._route(envelope, prior=0, failure=None)
         return result.result if isinstance(result, _Held) and result.result else _as_send(result)
 
-    async def _deliver_local(
-        self, envelope: Envelope, *, prior: int, failure: Failure | None
-    ) -> SendResult:
-        """The owner is us: call the handler in process; a failure queues it in our own inbox."""
-        try:
+    async def _call_handler(self, envelope: Envelope) -> None:
+        # A hung handler must not hold its entry (and the batch behind it) forever.
+        with anyio.fail_after(self.config.handler_timeout_ms / 1000):
             await self.handler(envelope)
+
+    async def _deliver_local(
+        self, envelope: Envelope, *, prior: int, failure: Failure | None, seen: bool = False
+    ) -> SendResult:
+        """The owner is us: call the handler in process; a failure queues it in our own inbox.
+
+        ``seen``: the message came out of an inbox (re-route, takeover, hold of an entry), so
+        an earlier copy may have been handled: check and write the dedup mark, as the inbox does.
+        """
+        dedup = self.keys.dedup(envelope.message_id)
+        if seen and await self._client().exists(dedup):
+            self.metrics.duplicates.inc()
+            return SendResult(route="local", message_id=envelope.message_id, owner=self.token)
+        try:
+            await self._call_handler(envelope)
         except Exception as exc:
             if self._ended(envelope):
                 self.metrics.dropped.inc()
@@ -461,14 +502,14 @@ class Runtime:
             failure = Failure(
                 first_ms=failure.first_ms if failure else now, last_ms=now, error=_describe(exc)
             )
-            entry = await self._forward(self.token, envelope, prior=prior + 1, failure=failure)
-            if entry is None:  # our inbox is gone: we are being taken over
+            queued = await self._to_inbox(self.token, envelope, prior=prior + 1, failure=failure)
+            if queued is None:  # our inbox is gone: we are being taken over
                 return await self._dead_letter(
                     envelope, "no_owner", deliveries=prior + 1, failure=failure, owner=self.token
                 )
-            return SendResult(
-                route="local", message_id=envelope.message_id, owner=self.token, entry_id=entry
-            )
+            return queued
+        if seen:
+            await self._client().set(dedup, self.token, px=self.config.dedup_ttl_ms)
         self.metrics.delivered_local.inc()
         return SendResult(route="local", message_id=envelope.message_id, owner=self.token)
 
@@ -480,25 +521,47 @@ class Runtime:
 
     async def _forward(
         self, token: str, envelope: Envelope, *, prior: int, failure: Failure | None
-    ) -> str | None:
-        """XADD to ``token``'s inbox; None when that inbox no longer exists (retired)."""
+    ) -> tuple[RuntimeReply, str]:
+        """Append to ``token``'s inbox: (OK, entry id), FULL, or UNKNOWN_INBOX (retired)."""
         fields: dict[str, str] = {"env": msgspec.json.encode(envelope).decode()}
         if prior:
             fields["prior"] = str(prior)
         if failure is not None:
             fields["failure"] = msgspec.json.encode(failure).decode()
-        entry = await self._client().xadd(
-            self.keys.inbox(token),
-            fields,  # type: ignore[arg-type]
-            maxlen=self.config.inbox_maxlen,
-            approximate=True,
-            nomkstream=True,  # never recreate a retired inbox: the sender re-resolves instead
+        code, entry = await append_entry(
+            self._client(), self.keys, token, fields, self.config.inbox_maxlen
         )
-        if entry is None:
-            return None
-        if token != self.token:
+        if code is RuntimeReply.OK and token != self.token:
             self.metrics.forwarded.inc()
-        return str(entry)
+        return code, entry
+
+    async def _to_inbox(
+        self,
+        token: str,
+        envelope: Envelope,
+        *,
+        prior: int,
+        failure: Failure | None,
+        stream: str = "",
+        entry_id: str = "",
+    ) -> SendResult | None:
+        """Queue for ``token``'s replica; a full inbox dead-letters (reason inbox_full). None:
+        the inbox is retired (its replica is gone), the caller re-resolves the owner."""
+        code, entry = await self._forward(token, envelope, prior=prior, failure=failure)
+        if code is RuntimeReply.UNKNOWN_INBOX:
+            return None
+        if code is RuntimeReply.FULL:
+            return await self._dead_letter(
+                envelope,
+                "inbox_full",
+                deliveries=prior,
+                failure=failure,
+                owner=token,
+                stream=stream,
+                entry_id=entry_id,
+            )
+        route: Route = "local" if token == self.token else "remote"
+        return SendResult(route=route, message_id=envelope.message_id, owner=token, entry_id=entry)
 
     async def _route(
         self,
@@ -512,13 +575,15 @@ class Runtime:
         """Deliver to the target's current live owner, or hold the message for the grace."""
         owner, live = await self._resolve(envelope.target_kind, envelope.target_id)
         if live and owner == self.token and not self.draining:
-            return await self._deliver_local(envelope, prior=prior, failure=failure)
+            return await self._deliver_local(
+                envelope, prior=prior, failure=failure, seen=bool(stream)
+            )
         if live and owner != self.token:
-            entry = await self._forward(owner, envelope, prior=prior, failure=failure)
-            if entry is not None:
-                return SendResult(
-                    route="remote", message_id=envelope.message_id, owner=owner, entry_id=entry
-                )
+            sent = await self._to_inbox(
+                owner, envelope, prior=prior, failure=failure, stream=stream, entry_id=entry_id
+            )
+            if sent is not None:
+                return sent
         if not envelope.resumable:
             self.metrics.dropped.inc()
             log.debug("target %s ended: message dropped", envelope.target_id)
@@ -534,6 +599,18 @@ class Runtime:
         stream: str,
         entry_id: str,
     ) -> SendResult | _Held:
+        deadline = min(time.monotonic() + self.config.route_grace_ms / 1000, self._hold_deadline)
+        if deadline <= time.monotonic():
+            # Draining past its hold budget: the grace is spent, dead-letter now.
+            return await self._dead_letter(
+                envelope,
+                "no_owner",
+                deliveries=prior,
+                failure=failure,
+                owner=owner,
+                stream=stream,
+                entry_id=entry_id,
+            )
         if len(self._held) >= self.config.route_hold_max:
             return await self._dead_letter(
                 envelope,
@@ -548,7 +625,7 @@ class Runtime:
             envelope=envelope,
             prior=prior,
             failure=failure,
-            deadline=time.monotonic() + self.config.route_grace_ms / 1000,
+            deadline=deadline,
             stream=stream,
             entry_id=entry_id,
             last_owner=owner,
@@ -578,14 +655,19 @@ class Runtime:
         owner, live = await self._resolve(env.target_kind, env.target_id)
         held.last_owner = owner or held.last_owner
         if live and owner == self.token and not self.draining:
-            result = await self._deliver_local(env, prior=held.prior, failure=held.failure)
+            result = await self._deliver_local(
+                env, prior=held.prior, failure=held.failure, seen=bool(held.stream)
+            )
         elif live and owner != self.token:
-            entry = await self._forward(owner, env, prior=held.prior, failure=held.failure)
-            if entry is not None:
-                result = SendResult(
-                    route="remote", message_id=env.message_id, owner=owner, entry_id=entry
-                )
-        if result is None and time.monotonic() >= held.deadline:
+            result = await self._to_inbox(
+                owner,
+                env,
+                prior=held.prior,
+                failure=held.failure,
+                stream=held.stream,
+                entry_id=held.entry_id,
+            )
+        if result is None and time.monotonic() >= min(held.deadline, self._hold_deadline):
             result = await self._dead_letter(
                 env,
                 "no_owner",
@@ -680,19 +762,23 @@ class Runtime:
                         count=self.config.inbox_batch,
                         block=self.config.inbox_block_ms,
                     )
-                except ResponseError as exc:
-                    if "NOGROUP" in str(exc):
+                except Exception as exc:
+                    if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                         # Only a takeover deletes our inbox (or Redis lost its data): fenced.
                         await self._on_fenced("inbox gone")
                         return
-                    raise
-                except (RedisError, OSError) as exc:
+                    # Anything else (connection lost, LOADING, READONLY after a failover...):
+                    # presence still says we read, so keep reading after a backoff.
+                    self.metrics.inbox_read_failures.inc()
                     log.warning("inbox read failed: %r", exc, extra={"instance": self.token})
-                    # Back off like the client's own retries do, then read again.
                     await anyio.sleep(self.redis_config.retry_backoff_cap_ms / 1000)
                     continue
-                for _stream, entries in response or []:
-                    for entry_id, fields in entries:
+                batch = [entry for _stream, entries in response or [] for entry in entries]
+                # The whole batch is ours until handled: reclaim must not retry the entries
+                # still waiting behind a slow handler.
+                self._inflight.update(entry_id for entry_id, _ in batch)
+                try:
+                    for entry_id, fields in batch:
                         if self._stop_reading:
                             # Draining: the rest of the batch is handed over, not attempted.
                             self._unattempted.add(entry_id)
@@ -706,8 +792,8 @@ class Runtime:
                         except Exception:
                             # The entry stays pending: reclaim retries it.
                             log.exception("inbox entry %s failed", entry_id)
-        except Exception:
-            log.exception("inbox reader stopped", extra={"instance": self.token})
+                finally:
+                    self._inflight.difference_update(entry_id for entry_id, _ in batch)
         finally:
             self._reader_done.set()
 
@@ -739,7 +825,7 @@ class Runtime:
                 await self._ack([entry_id])
                 return
             try:
-                await self.handler(envelope)
+                await self._call_handler(envelope)
             except Exception as exc:
                 if self._ended(envelope):
                     self.metrics.dropped.inc()
@@ -845,11 +931,15 @@ class Runtime:
             # Route by ownership now, not as it was at send time: the target may have moved.
             owner, live = await self._resolve(envelope.target_kind, envelope.target_id)
             if live and owner != self.token:
-                failure = _failure(item)
-                entry = await self._forward(
-                    owner, envelope, prior=item["deliveries"] - 1, failure=failure
+                sent = await self._to_inbox(
+                    owner,
+                    envelope,
+                    prior=item["deliveries"] - 1,
+                    failure=_failure(item),
+                    stream=self.inbox,
+                    entry_id=item["id"],
                 )
-                if entry is not None:
+                if sent is not None:
                     await self._ack([item["id"]])
                     return
         await self._handle_entry(item["id"], fields, item["deliveries"])
@@ -893,7 +983,7 @@ class Runtime:
                     if dead != self.token and await self.take_over(dead):
                         self.metrics.takeovers.inc()
             except RuntimeFenced:
-                return
+                continue  # the loop ends when we are fenced; a lost lease race is not that
             except Exception:
                 log.exception("takeover failed", extra={"instance": self.token})
 
@@ -929,7 +1019,12 @@ class Runtime:
             async with anyio.create_task_group() as tg:
                 for item in entries:
                     tg.start_soon(self._take_entry, dead, stream, item)
-            await self._ack([item["id"] for item in entries], dead)
+            try:
+                await self._ack([item["id"] for item in entries], dead)
+            except RuntimeFenced:
+                if dead == self.token:
+                    raise
+                return False  # our lease lapsed and another holder fenced the inbox: theirs now
             cursor = entries[-1]["id"]
             if time.monotonic() >= renew_at:
                 code, _ = await self._script(
@@ -1014,6 +1109,9 @@ class Runtime:
             return
         self._drain_started = True
         self.draining = True
+        # Every message held from here on is dead-lettered by then: a long inbox of ownerless
+        # entries cannot hold the drain past its grace.
+        self._hold_deadline = time.monotonic() + self.config.route_grace_ms / 1000
         try:
             if self._tg is None:
                 return
@@ -1029,15 +1127,23 @@ class Runtime:
             await self._reader_done.wait()
             async with self._reclaim_lock:
                 pass  # a reclaim pass in progress has finished
+            handed_over = False
             if not self.fenced:
                 with _logged("handing over the inbox"):
-                    await self.take_over(self.token)
+                    handed_over = await self.take_over(self.token)
             for held in list(self._held):
                 await held.done.wait()
-            if not self.fenced:  # a fenced replica's record is cleaned up by its taker
+            if handed_over:
                 with _logged("leaving presence"):
                     await self._script("leave_presence", [self.instance_id, self.epoch])
-            log.info("drained", extra={"instance": self.token})
+                log.info("drained", extra={"instance": self.token})
+            elif not self.fenced:  # a fenced replica's record is cleaned up by its taker
+                # Leaving now would orphan what is left in the inbox: let presence expire
+                # instead, and a live replica takes the inbox over.
+                log.warning(
+                    "drain: inbox not handed over; a peer takes it over when presence expires",
+                    extra={"instance": self.token},
+                )
         finally:
             self._drain_done.set()
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from cross_instance.config import RedisConfig, RuntimeConfig
+from cross_instance.config import RedisConfig, RuntimeConfig, validate_runtime
 
 __all__ = [
     "Config",
@@ -312,11 +312,6 @@ def _validate(raw: dict[str, Any]) -> Config:
         config = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_name_key(str(exc))) from None
-    if config.runtime.presence_refresh_ms * 2 > config.runtime.presence_ttl_ms:
-        raise ConfigError(
-            "runtime.presence_refresh_ms: must be at most half of runtime.presence_ttl_ms "
-            f"({config.runtime.presence_refresh_ms} > {config.runtime.presence_ttl_ms} / 2)"
-        )
     sched = config.scheduling
     if sched.sent_retention_ms <= sched.job_timeout_ms * sched.max_attempts:
         raise ConfigError(
@@ -329,12 +324,10 @@ def _validate(raw: dict[str, Any]) -> Config:
             "scheduling.default_max_concurrent_jobs: must not exceed max_concurrent_jobs_limit"
         )
     rt = config.runtime
-    if rt.takeover_lock_ttl_ms <= rt.route_grace_ms:
-        raise ConfigError(
-            "runtime.takeover_lock_ttl_ms: must outlast runtime.route_grace_ms (a takeover holds "
-            f"messages up to the grace under its lease: {rt.takeover_lock_ttl_ms} <= "
-            f"{rt.route_grace_ms})"
-        )
+    try:
+        validate_runtime(rt)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if config.server.drain_unready_ms >= rt.drain_grace_ms > 0:
         raise ConfigError(
             "server.drain_unready_ms: must be shorter than runtime.drain_grace_ms "

@@ -18,6 +18,7 @@ import anyio
 import msgspec
 from websockets.exceptions import ConnectionClosed
 
+from cross_instance.envelope import RuntimeDraining, RuntimeFenced
 from scheduler import protocol as wire
 from scheduler.links import CLOSE_POLICY, Link
 from scheduler.scheduling.codes import (
@@ -103,10 +104,22 @@ class NodeGateway:
             return previous
         try:
             await self.replica.runtime.claim_node(node_id)
+        except (RuntimeDraining, RuntimeFenced):
+            # This replica is leaving: the node reconnects through the load balancer.
+            link.close(self.replica.config.server.shutdown_close_code, "draining")
+            return previous
+        except ValueError as exc:  # not even a routable id
+            log.warning("registration refused: %s", exc, extra={"node_id": node_id})
+            link.close(CLOSE_POLICY, "invalid registration")
+            return previous
+        try:
             registered = await self.replica.core.register_node(node_id, caps)
         except InvalidInput as exc:
             # No error frame: the real node expects none (§6.3 item 1); it is logged instead.
             log.warning("registration refused: %s", exc, extra={"node_id": node_id})
+            if node_id not in self.local:
+                # Claimed for nothing: give it back (a live connection here keeps its claim).
+                await self.replica.runtime.release_node(node_id)
             link.close(CLOSE_POLICY, "invalid registration")
             return previous
         old = self.local.get(node_id)

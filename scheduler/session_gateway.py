@@ -22,6 +22,7 @@ import anyio
 import msgspec
 from websockets.exceptions import ConnectionClosed
 
+from cross_instance.envelope import RuntimeDraining, RuntimeFenced
 from scheduler import protocol as wire
 from scheduler import relay
 from scheduler import session_flow as flow_
@@ -85,7 +86,8 @@ class SessionGateway:
                         if session is not None:
                             await self._end(session)
                         session = await self._init(link, message)
-                        tg.start_soon(self._run_timers, session)
+                        if session is not None:
+                            tg.start_soon(self._run_timers, session)
                         continue
                     if session is None:
                         self._error(link, "INVALID_SESSION", "Session not initialized")
@@ -110,12 +112,17 @@ class SessionGateway:
         self.replica.errors_sent.labels(code).inc()
         link.send(wire.encode(wire.ErrorMessage(code=code, message=message)))
 
-    async def _init(self, link: Link, message: Any) -> Session:
+    async def _init(self, link: Link, message: Any) -> Session | None:
         from scheduler.replica import new_id
 
         session_id = new_id("s", 16)
         trace_id = message.trace_id or str(uuid.uuid4())
-        await self.replica.runtime.claim_session(session_id)
+        try:
+            await self.replica.runtime.claim_session(session_id)
+        except (RuntimeDraining, RuntimeFenced):
+            # This replica is leaving: the client reconnects through the load balancer.
+            link.close(self.replica.config.server.shutdown_close_code, "draining")
+            return None
         session = Session(
             session_id=session_id,
             link=link,

@@ -627,6 +627,26 @@ async def test_a_second_node_id_on_one_socket_is_refused(
     assert other not in cluster_node_ids(replicas[2])
 
 
+async def test_a_refused_registration_leaves_no_claim_behind(
+    replicas: list[Replica],
+    peers: Peers,
+    pair: tuple[str, str],
+    redis_url: str,
+    cluster_prefix: str,
+) -> None:
+    src, tgt = pair
+    # Routable by the runtime (printable, no spaces) but not a valid scheduling id: the claim
+    # is taken first and must be given back when the registration is refused.
+    for bad in ("node#1", "has space"):
+        node = await peers(SimNode(replicas[0].ws + "/ws/node", ([src], [tgt])))
+        await node.send({**node.register_message(), "node_id": bad})
+        with anyio.fail_after(5):
+            await node.closed.wait()
+        assert node.closed_code == 1008
+        assert not node.of_type("node_register_ack")
+        assert bad not in await owners(redis_url, cluster_prefix, "node")
+
+
 # -- rooms across replicas ---------------------------------------------------------------------
 
 

@@ -10,7 +10,13 @@ import pytest
 
 from cross_instance import admin
 from cross_instance.config import RedisConfig
-from cross_instance.envelope import DeadLetter, Envelope, RuntimeFenced, new_message_id
+from cross_instance.envelope import (
+    DeadLetter,
+    Envelope,
+    RuntimeFenced,
+    RuntimeReply,
+    new_message_id,
+)
 from cross_instance.redis_client import AnyRedis
 from cross_instance.runtime import Runtime
 from tests.runtime.conftest import Recorder, fast_config
@@ -208,7 +214,7 @@ async def test_restarted_instance_fences_the_old_epoch(start_runtime: Any, redis
             # the new start takes the old inbox over: the stuck entry reaches n1's owner once
             await until(lambda: _gone(redis, old.inbox))
             assert [e.target_id for e in rec_new.delivered] == ["n1"]
-            assert stuck and rec_old.delivered == [] and rec_old.attempts
+            assert stuck[0] is RuntimeReply.OK and rec_old.delivered == [] and rec_old.attempts
             _, live = await new._resolve("node", "n1")
             assert live and (await new._resolve("node", "n1"))[0] == new.token
 

@@ -1,0 +1,245 @@
+"""How the runtime behaves when things go wrong around it: a hand-over that cannot finish, a lost
+lease race, a slow or hung handler, Redis errors on the read connection, a full inbox, a drain
+with many ownerless entries. Each test fails on the defect it is named after."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from cross_instance import admin
+from cross_instance.config import RedisConfig
+from cross_instance.envelope import (
+    DeadLetter,
+    Envelope,
+    RuntimeDraining,
+    RuntimeReply,
+    new_message_id,
+    now_ms,
+)
+from cross_instance.keys import CONSUMER_GROUP
+from cross_instance.redis_client import AnyRedis
+from tests.runtime.conftest import Recorder
+from tests.waiting import until
+
+pytestmark = pytest.mark.anyio
+
+
+def _envelope(target: str, payload: str = "x") -> Envelope:
+    return Envelope(message_id=new_message_id(), kind="frame", target_kind="node",
+                    target_id=target, payload=payload, created_ms=now_ms())  # fmt: skip
+
+
+async def _dead(redis: AnyRedis, runtime: Any) -> list[DeadLetter]:
+    entries = await redis.xrange(runtime.keys.dlq())
+    return [msgspec.json.decode(fields["dead"], type=DeadLetter) for _, fields in entries]
+
+
+async def _gone(redis: AnyRedis, key: str) -> bool:
+    return not await redis.exists(key)
+
+
+class Gated(Recorder):
+    """Every call waits for ``gate``; ``entered`` tells the test a call is under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+        self.entered = anyio.Event()
+
+    async def __call__(self, envelope: Envelope) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().__call__(envelope)
+
+
+class Slow(Recorder):
+    async def __call__(self, envelope: Envelope) -> None:
+        await anyio.sleep(0.3)
+        await super().__call__(envelope)
+
+
+class HangsOnce(Recorder):
+    """Payload "hang" blocks forever on its first attempt, then succeeds."""
+
+    async def __call__(self, envelope: Envelope) -> None:
+        if envelope.payload == "hang" and envelope.message_id not in self.attempts:
+            self.attempts[envelope.message_id] = 1
+            await anyio.sleep_forever()
+        await super().__call__(envelope)
+
+
+async def test_a_drain_that_cannot_hand_over_leaves_its_inbox_for_a_peer(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    failing = Recorder(fail_kinds={"frame"})
+    async with start_runtime("b") as (b, rec_b):
+        async with start_runtime("a", recorder=failing, reclaim_min_idle_ms=60000) as (a, _):
+            await a.claim_node("n1")
+            sent = await b.send_to_node("n1", "frame", "x")
+            await until(lambda: failing.attempts.get(sent.message_id) == 1)  # pending at a
+            # A rival's lease runs on a's inbox: a's own hand-over is refused.
+            lease = {"holder": "rival@1", "until_ms": now_ms() + 60000}
+            await redis.hset(a.keys.rt("takeovers"), a.token, json.dumps(lease))
+            await a.drain()
+            # a did not withdraw its inbox (that would orphan the entry): a peer takes it over
+            # once a's presence expires.
+            assert await redis.hexists(a.keys.rt("inboxes"), a.token)
+            assert await redis.xlen(a.inbox) == 1
+            await b.claim_node("n1")
+            await redis.hdel(a.keys.rt("takeovers"), a.token)  # the rival is gone
+            await until(lambda: rec_b.ids() == [sent.message_id])
+            await until(lambda: _gone(redis, a.inbox))
+            assert not await redis.hexists(a.keys.rt("presence"), "a")
+
+
+async def test_takeovers_go_on_after_a_lost_lease_race_and_deliver_once(
+    start_runtime: Any, peers: Any, redis: AnyRedis
+) -> None:
+    dead = peers("d", [])
+    dead.stop()  # kill -9
+    rec = Gated()
+    async with start_runtime("c", recorder=rec) as (c, _):
+        await c.claim_node("n1")
+        code, _ = await c._forward(dead.token, _envelope("n1"), prior=0, failure=None)
+        assert code is RuntimeReply.OK
+        await rec.entered.wait()  # c took d's inbox over and hands the entry to its own handler
+        # Meanwhile another holder fenced the inbox: c's ack of this page is refused.
+        await redis.hset(c.keys.inbox(dead.token, "meta"), "fenced_by", "rival@1")
+        rec.gate.set()
+        # c's takeover loop lives on, takes the inbox again (its lease still runs), finds the
+        # entry handled already (dedup mark of the in-process delivery) and retires the inbox.
+        await until(lambda: _gone(redis, c.keys.inbox(dead.token)))
+        assert len(rec.delivered) == 1
+        assert c.metrics.duplicates._value.get() == 1
+        assert c.metrics.takeovers._value.get() == 1
+
+
+async def test_entries_waiting_behind_a_slow_handler_are_not_reclaimed(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    # Each call takes 300 ms; entries are reclaimable after 100 ms idle.
+    async with start_runtime("b", recorder=Slow(), reclaim_min_idle_ms=100) as (b, rec):
+        await b.claim_node("n1")
+        envelopes = [_envelope("n1") for _ in range(3)]
+        async with redis.pipeline(transaction=True) as pipe:  # one batch for the reader
+            for env in envelopes:
+                pipe.xadd(b.inbox, {"env": msgspec.json.encode(env).decode()})
+            await pipe.execute()
+        await until(lambda: len(rec.delivered) == 3)
+        assert [rec.attempts[env.message_id] for env in envelopes] == [1, 1, 1]
+        assert b.metrics.reclaimed._value.get() == 0
+        await until(lambda: _zero(redis, b.inbox))
+
+
+async def _zero(redis: AnyRedis, key: str) -> bool:
+    return await redis.xlen(key) == 0
+
+
+async def test_a_hung_handler_times_out_and_the_inbox_keeps_flowing(
+    start_runtime: Any,
+) -> None:
+    async with (
+        start_runtime("b", recorder=HangsOnce(), handler_timeout_ms=200) as (b, rec),
+        start_runtime("a") as (a, _),
+    ):
+        await b.claim_node("n1")
+        stuck = await a.send_to_node("n1", "frame", "hang")
+        after = await a.send_to_node("n1", "frame", "next")
+        await until(lambda: set(rec.ids()) == {stuck.message_id, after.message_id})
+        assert rec.ids().count(stuck.message_id) == 1
+        assert rec.attempts[stuck.message_id] == 2  # the timed-out attempt, then reclaim's
+        assert b.metrics.reclaimed._value.get() == 1
+
+
+async def test_the_reader_survives_redis_errors_on_its_connection(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    async with start_runtime("b") as (b, rec), start_runtime("a") as (a, _):
+        await b.claim_node("n1")
+        # The inbox key briefly holds the wrong type: every read fails with WRONGTYPE.
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(b.inbox)
+            pipe.set(b.inbox, "not a stream")
+            await pipe.execute()
+        await until(lambda: b.metrics.inbox_read_failures._value.get() >= 2)
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(b.inbox)
+            pipe.xgroup_create(b.inbox, CONSUMER_GROUP, id="0", mkstream=True)
+            await pipe.execute()
+        sent = await a.send_to_node("n1", "frame", "x")
+        await until(lambda: rec.ids() == [sent.message_id])
+        assert not b.fenced
+
+
+async def test_a_full_inbox_refuses_and_dead_letters_instead_of_trimming(
+    start_runtime: Any, redis: AnyRedis, redis_config: RedisConfig
+) -> None:
+    failing = Recorder(fail_kinds={"frame"})  # entries stay pending: the inbox fills up
+    async with (
+        start_runtime("b", recorder=failing, inbox_maxlen=100, reclaim_min_idle_ms=60000) as (
+            b,
+            _,
+        ),
+        start_runtime("a", inbox_maxlen=100) as (a, _),  # the sender applies the bound
+    ):
+        await b.claim_node("n1")
+        sent = [await a.send_to_node("n1", "frame", str(i)) for i in range(100)]
+        assert {s.route for s in sent} == {"remote"}
+        over = await a.send_to_node("n1", "frame", "one too many")
+        assert over.route == "dead_letter"
+        [dead] = await _dead(redis, a)
+        assert (dead.reason, dead.envelope.message_id, dead.owner) == (
+            "inbox_full",
+            over.message_id,
+            b.token,
+        )
+        assert a.metrics.dead_lettered.labels("inbox_full")._value.get() == 1
+        # nothing already queued was trimmed away
+        assert [entry_id for entry_id, _ in await redis.xrange(b.inbox)] == [
+            s.entry_id for s in sent
+        ]
+        # a replay into the full inbox is refused too, and the dead letter stays
+        report = await admin.dlq_replay(redis, a.config, redis_config.key_prefix, all_entries=True)
+        assert report["skipped"] == [{"id": over.entry_id, "reason": "inbox_full"}]
+        assert await redis.xlen(a.keys.dlq()) == 1
+
+
+async def test_a_draining_replica_claims_nothing_new(start_runtime: Any, redis: AnyRedis) -> None:
+    async with start_runtime("a") as (a, _):
+        await a.drain()
+        with pytest.raises(RuntimeDraining):
+            await a.claim_node("n1")
+        with pytest.raises(RuntimeDraining):
+            await a.claim_session("s1")
+        assert not await redis.hexists(a.keys.owners("node"), "n1")
+
+
+async def test_a_drain_with_many_ownerless_entries_ends_within_its_grace(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    # Ten entries for nodes nobody owns, in pages of two: holding each page for the full
+    # route grace (800 ms) would take 4 s, past the 2.5 s drain grace.
+    failing = Recorder(fail_kinds={"frame"})
+    settings = {
+        "inbox_batch": 2,
+        "route_grace_ms": 800,
+        "drain_grace_ms": 2500,
+        "reclaim_min_idle_ms": 60000,
+    }
+    async with start_runtime("a", recorder=failing, **settings) as (a, _):
+        envelopes = [_envelope(f"gone-{i}") for i in range(10)]
+        for env in envelopes:
+            await a._forward(a.token, env, prior=0, failure=None)
+        await until(lambda: all(failing.attempts.get(e.message_id) == 1 for e in envelopes))
+    # The drain on leaving finished its hand-over: presence withdrawn, inbox retired, and
+    # every entry dead-lettered once, as no_owner.
+    assert not await redis.hexists(a.keys.rt("presence"), "a")
+    assert not await redis.exists(a.inbox)
+    dead = await _dead(redis, a)
+    assert sorted(d.envelope.message_id for d in dead) == sorted(e.message_id for e in envelopes)
+    assert {d.reason for d in dead} == {"no_owner"}
