@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import msgspec
 
 from cross_instance import admin
+from cross_instance.envelope import DeadReason
 from cross_instance.redis_client import AnyRedis, connect
 from scheduler.cli_core import _table
 from scheduler.config import Config
@@ -268,7 +269,7 @@ def register(sub: Any) -> None:
     dlq = sub.add_parser("dlq", help="the dead-letter queue: list, show, replay, purge")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     listing = add(dlq_sub, "list", "DLQ entries, oldest first", _dlq_list)
-    listing.add_argument("--reason", help="no_owner, max_deliveries, hold_overflow, undecodable")
+    listing.add_argument("--reason", choices=get_args(DeadReason), help="only this dead-letter reason")
     listing.add_argument("--target", help="node:<id>, session:<id> or just the id")
     listing.add_argument("--older-than", type=_duration_ms, help="e.g. 90s, 15m, 2h")
     listing.add_argument("--limit", type=int, default=None, help="most entries")

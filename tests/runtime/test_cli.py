@@ -123,3 +123,12 @@ def _env(message_id: str) -> Any:
 
     return Envelope(message_id=message_id, kind="frame", target_kind="node", target_id="n9",
                     payload="", created_ms=1)  # fmt: skip
+
+
+async def test_an_unknown_dlq_reason_is_refused_by_name(
+    cli: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        await cli("dlq", "list", "--reason", "no-owner")
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'no-owner'" in capsys.readouterr().err
