@@ -269,7 +269,9 @@ def register(sub: Any) -> None:
     dlq = sub.add_parser("dlq", help="the dead-letter queue: list, show, replay, purge")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     listing = add(dlq_sub, "list", "DLQ entries, oldest first", _dlq_list)
-    listing.add_argument("--reason", choices=get_args(DeadReason), help="only this dead-letter reason")
+    listing.add_argument(
+        "--reason", choices=get_args(DeadReason), help="only this dead-letter reason"
+    )
     listing.add_argument("--target", help="node:<id>, session:<id> or just the id")
     listing.add_argument("--older-than", type=_duration_ms, help="e.g. 90s, 15m, 2h")
     listing.add_argument("--limit", type=int, default=None, help="most entries")
