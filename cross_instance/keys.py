@@ -23,7 +23,8 @@ takeover leases and drain requests::
 ``{dlq}`` (one slot): ``<prefix>:{dlq}:stream`` (STREAM, one ``dead`` json field per entry) and
 ``<prefix>:{dlq}:index`` (HASH message id -> DLQ entry id, so a repeated move adds nothing).
 
-Dedup marks spread over the cluster by message id: ``<prefix>:dedup:{<message_id>}``.
+Dedup marks spread over the cluster by message id: ``<prefix>:dedup:{<message_id>}`` (a STRING:
+``claim:<token>:<nonce>`` while a delivery runs, the handling token once it succeeded).
 
 Scripts name their keys in their header (``-- KEYS[i] name ...``); :func:`for_script` reads the
 names so Python always passes keys in the declared order.
@@ -95,10 +96,13 @@ class RuntimeKeys:
     def dedup(self, message_id: str) -> str:
         return f"{self.key_prefix}:dedup:{{{message_id}}}"
 
-    def for_script(self, script: Script, *, token: str = "", kind: str = "") -> list[str]:
+    def for_script(
+        self, script: Script, *, token: str = "", kind: str = "", message_id: str = ""
+    ) -> list[str]:
         """The keys ``script`` declares, in its ``KEYS[i]`` order.
 
-        ``token`` names the inbox for inbox keys; ``kind`` picks the owner map for ``owners``.
+        ``token`` names the inbox for inbox keys; ``kind`` picks the owner map for ``owners``;
+        ``message_id`` names the ``dedup`` key.
         """
         header = script.source.split("\n\n", 1)[0]
         out = []
@@ -111,6 +115,8 @@ class RuntimeKeys:
                 out.append(self.inbox(token, name))
             elif name in DLQ_KEYS:
                 out.append(self.dlq(name))
+            elif name == "dedup":
+                out.append(self.dedup(message_id))
             else:
                 raise KeyError(f"{script.name}: unknown key name {name}")
         return out

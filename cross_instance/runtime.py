@@ -55,7 +55,7 @@ from cross_instance.envelope import (
     new_message_id,
     now_ms,
 )
-from cross_instance.keys import CONSUMER_GROUP, RuntimeKeys
+from cross_instance.keys import CONSUMER_GROUP, RuntimeKeys, split_token
 from cross_instance.lua import ScriptLibrary
 from cross_instance.metrics import RuntimeMetrics
 from cross_instance.redis_client import AnyRedis, connect, connect_blocking
@@ -76,6 +76,7 @@ Handler = Callable[[Envelope], Awaitable[None]]
 _ID = re.compile(r"^[\x21-\x7e]{1,256}$")  # printable ASCII, no spaces: ids travel in keys/logs
 _INSTANCE_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _LIBRARY: ScriptLibrary | None = None
+_CLAIM = "claim:"  # dedup value while a delivery runs; a done mark is the handling token
 
 
 def _library() -> ScriptLibrary:
@@ -93,11 +94,13 @@ async def call_script(
     *,
     token: str = "",
     kind: str = "",
+    message_id: str = "",
 ) -> tuple[RuntimeReply, dict[str, Any]]:
     """Run one ``lua/runtime`` script; its reply as (code, decoded json data)."""
     library = _library()
     script = library.scripts[name]
-    raw = await library.call(client, name, keys.for_script(script, token=token, kind=kind), args)
+    script_keys = keys.for_script(script, token=token, kind=kind, message_id=message_id)
+    raw = await library.call(client, name, script_keys, args)
     code = RuntimeReply(int(raw[0]))
     data = msgspec.json.decode(raw[1]) if len(raw) > 1 else {}
     return code, data
@@ -127,6 +130,14 @@ def _check_id(what: str, value: str) -> None:
 
 
 @dataclass
+class _Lease:
+    """How a takeover ended: retired the inbox, lost the lease (neither flag), or fenced."""
+
+    finished: bool = False
+    fenced: bool = False
+
+
+@dataclass
 class _Held:
     """A message waiting for its target to get a live owner."""
 
@@ -137,6 +148,7 @@ class _Held:
     stream: str = ""
     entry_id: str = ""
     last_owner: str = ""
+    checking: bool = False  # a re-check task runs for it
     done: anyio.Event = field(default_factory=anyio.Event)
     result: SendResult | None = None
 
@@ -179,6 +191,9 @@ class Runtime:
         self._tg: TaskGroup | None = None
         self._owned: set[tuple[str, str]] = set()
         self._inflight: set[str] = set()
+        # Dedup claims of our deliveries in progress (added before the claim is even sent):
+        # a claim of ours that is not here belongs to an attempt that ended, and is stale.
+        self._claims: set[str] = set()
         # Read from our inbox but never given to the handler (drain stopped mid-batch): the
         # hand-over does not count that read as an attempt.
         self._unattempted: set[str] = set()
@@ -260,6 +275,9 @@ class Runtime:
                     await self.drain()
                 except Exception:
                     log.exception("drain failed", extra={"instance": self.token})
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self.redis_config.command_timeout_ms / 1000):
+                await self._abandon_held()
         # The task group's scope must be the innermost one when it exits: no scope around it.
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
@@ -267,6 +285,24 @@ class Runtime:
             self._tg = None
         with anyio.CancelScope(shield=True):
             await self._close_clients()
+
+    async def _abandon_held(self) -> None:
+        """Leaving with messages still held (the drain ran out of grace): a send's message goes
+        to the DLQ now rather than vanish; an inbox entry's stays in its inbox for the taker."""
+        for held in list(self._held):
+            self._forget(held)
+            if not held.stream:
+                try:
+                    held.result = await self._dead_letter(
+                        held.envelope,
+                        "no_owner",
+                        deliveries=held.prior,
+                        failure=held.failure,
+                        owner=held.last_owner,
+                    )
+                except Exception:
+                    log.exception("dead-lettering a held message failed")
+            held.done.set()
 
     def _client(self) -> AnyRedis:
         if self.redis is None or self._tg is None:
@@ -280,14 +316,18 @@ class Runtime:
         *,
         token: str = "",
         kind: str = "",
+        message_id: str = "",
         client: AnyRedis | None = None,
     ) -> tuple[RuntimeReply, dict[str, Any]]:
         target = client if client is not None else self.redis
-        return await call_script(target, self.keys, name, args, token=token, kind=kind)
+        return await call_script(
+            target, self.keys, name, args, token=token, kind=kind, message_id=message_id
+        )
 
     # -- presence --------------------------------------------------------------------------
 
-    async def _refresh(self) -> None:
+    async def _refresh(self) -> bool:
+        """Refresh our presence record; True when it was refused (we are fenced)."""
         code, data = await self._script(
             "refresh_presence",
             [
@@ -300,15 +340,13 @@ class Runtime:
             client=self._presence_redis,
         )
         if code is RuntimeReply.FENCED:
-            if self._drain_done.is_set():
-                return  # we left on purpose
-            await self._on_fenced("presence refresh refused")
-            return
+            return not self._drain_done.is_set()  # after our own drain, refused on purpose
         if data.get("drain_requested_ms") and not self._drain_requested and not self.draining:
             self._drain_requested = True
             log.info("drain requested remotely", extra={"instance": self.token})
             assert self._tg is not None
             self._tg.start_soon(self._run_drain_request)
+        return False
 
     async def _run_drain_request(self) -> None:
         try:
@@ -335,10 +373,13 @@ class Runtime:
                 return
             try:
                 with anyio.fail_after(timeout):
-                    await self._refresh()
+                    fenced = await self._refresh()
             except Exception as exc:
                 self.metrics.presence_refresh_failures.inc()
                 log.warning("presence refresh failed: %r", exc, extra={"instance": self.token})
+                continue
+            if fenced:  # outside the refresh timeout: telling the owners may take a while
+                await self._on_fenced("presence refresh refused")
 
     async def _on_fenced(self, why: str) -> None:
         if self.fenced:
@@ -351,11 +392,11 @@ class Runtime:
             extra={"instance": self.token},
         )
         lost, self._owned = self._owned, set()
-        for kind, ident in lost:
-            await self._tell_lost(kind, ident)
         if self._tg is not None and not self._drain_requested:
             self._drain_requested = True
             self._tg.start_soon(self._run_drain_request)
+        for kind, ident in lost:
+            await self._tell_lost(kind, ident)
 
     async def _tell_lost(self, kind: str, ident: str) -> None:
         if self.on_ownership_lost is None:
@@ -391,9 +432,10 @@ class Runtime:
         code, data = await self._script("claim_owner", [kind, ident, self.token, ""], kind=kind)
         if code is RuntimeReply.FENCED:
             raise RuntimeFenced(f"{self.token} is not live: cannot claim {kind} {ident}")
-        self._owned.add((kind, ident))
+        if not self.draining:
+            self._owned.add((kind, ident))
         if code is RuntimeReply.REPLAYED:
-            return self.token
+            return await self._unless_draining(kind, ident, self.token)
         previous: str | None = data.get("previous")
         if previous and data.get("previous_live"):
             # The newest claim wins; the old owner closes its stale socket when told.
@@ -407,7 +449,17 @@ class Runtime:
                 origin=self.token,
             )
             await self._forward(previous, notice, prior=0, failure=None)
-        return previous
+        return await self._unless_draining(kind, ident, previous)
+
+    async def _unless_draining(
+        self, kind: TargetKind, ident: str, previous: str | None
+    ) -> str | None:
+        """A drain that started while the claim was on its way has released what we owned
+        already: give this claim back too, or it would name a replica that is leaving."""
+        if not self.draining:
+            return previous
+        await self._release(kind, [ident])
+        raise RuntimeDraining(f"{self.token} is draining: cannot claim {kind} {ident}")
 
     async def _release(self, kind: str, idents: Sequence[str], token: str = "") -> int:
         for ident in idents:
@@ -474,10 +526,16 @@ class Runtime:
         result = await self._route(envelope, prior=0, failure=None)
         return result.result if isinstance(result, _Held) and result.result else _as_send(result)
 
-    async def _call_handler(self, envelope: Envelope) -> None:
-        # A hung handler must not hold its entry (and the batch behind it) forever.
-        with anyio.fail_after(self.config.handler_timeout_ms / 1000):
-            await self.handler(envelope)
+    async def _call_handler(self, envelope: Envelope, claim: str = "") -> None:
+        try:
+            # A hung handler must not hold its entry (and the batch behind it) forever.
+            with anyio.fail_after(self.config.handler_timeout_ms / 1000):
+                await self.handler(envelope)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Cancelled: our claim on this id is stale from now on, and may be taken over.
+                self._claims.discard(claim)
+            raise
 
     async def _deliver_local(
         self, envelope: Envelope, *, prior: int, failure: Failure | None, seen: bool = False
@@ -487,13 +545,25 @@ class Runtime:
         ``seen``: the message came out of an inbox (re-route, takeover, hold of an entry), so
         an earlier copy may have been handled: check and write the dedup mark, as the inbox does.
         """
-        dedup = self.keys.dedup(envelope.message_id)
-        if seen and await self._client().exists(dedup):
-            self.metrics.duplicates.inc()
-            return SendResult(route="local", message_id=envelope.message_id, owner=self.token)
+        claim = ""
+        if seen:
+            state, claim = await self._begin_delivery(envelope.message_id)
+            if state == "done":
+                self.metrics.duplicates.inc()
+                return SendResult(route="local", message_id=envelope.message_id, owner=self.token)
+            if state == "busy":
+                # Another copy is in a handler now: queue this one; its retry finds the outcome.
+                queued = await self._to_inbox(self.token, envelope, prior=prior, failure=failure)
+                if queued is not None:
+                    return queued
+                return await self._dead_letter(
+                    envelope, "no_owner", deliveries=prior, failure=failure, owner=self.token
+                )
         try:
-            await self._call_handler(envelope)
+            await self._call_handler(envelope, claim)
         except Exception as exc:
+            if claim:
+                await self._release_claim(envelope.message_id, claim)
             if self._ended(envelope):
                 self.metrics.dropped.inc()
                 return SendResult(route="dropped", message_id=envelope.message_id)
@@ -508,10 +578,83 @@ class Runtime:
                     envelope, "no_owner", deliveries=prior + 1, failure=failure, owner=self.token
                 )
             return queued
-        if seen:
-            await self._client().set(dedup, self.token, px=self.config.dedup_ttl_ms)
+        if claim:
+            await self._mark_done(envelope.message_id, claim)
         self.metrics.delivered_local.inc()
         return SendResult(route="local", message_id=envelope.message_id, owner=self.token)
+
+    # -- dedup: a message id is handled at most once ---------------------------------------------
+
+    async def _begin_delivery(self, message_id: str) -> tuple[str, str]:
+        """Claim the handling of ``message_id`` in one step (SET NX GET), so two copies
+        delivered at once cannot both run: ("claimed", claim value), ("done", "") when it was
+        handled already, ("busy", "") while another delivery of it runs."""
+        claim = f"{_CLAIM}{self.token}:{secrets.token_hex(4)}"
+        # The claim outlives the handler's own timeout by one command round trip.
+        ttl = self.config.handler_timeout_ms + self.redis_config.command_timeout_ms
+        self._claims.add(claim)
+        try:
+            previous = await self._client().set(
+                self.keys.dedup(message_id), claim, nx=True, px=ttl, get=True
+            )
+        except BaseException:
+            self._claims.discard(claim)
+            raise
+        if previous is None:
+            return "claimed", claim
+        self._claims.discard(claim)
+        previous = str(previous)
+        if not previous.startswith(_CLAIM):
+            return "done", ""
+        if await self._claim_is_stale(previous):
+            # Its holder died (or was cancelled) mid-handler: take the claim over now rather
+            # than wait for it to expire.
+            self._claims.add(claim)  # before it is visible, as above
+            try:
+                _, data = await self._script(
+                    "swap_claim", [previous, claim, ttl], message_id=message_id
+                )
+            except BaseException:
+                self._claims.discard(claim)
+                raise
+            if data.get("swapped"):
+                return "claimed", claim
+            self._claims.discard(claim)
+        return "busy", ""
+
+    async def _claim_is_stale(self, claim: str) -> bool:
+        holder = claim[len(_CLAIM) :].rpartition(":")[0]
+        if holder == self.token:
+            return claim not in self._claims  # an attempt of ours that was cancelled
+        return not await self._token_live(holder)
+
+    async def _token_live(self, token: str) -> bool:
+        try:
+            instance, epoch = split_token(token)
+        except ValueError:
+            return False
+        client = self._client()
+        raw = await client.hget(self.keys.rt("presence"), instance)
+        until = await client.zscore(self.keys.rt("alive"), instance)
+        if raw is None or until is None or until <= now_ms():
+            return False
+        return bool(msgspec.json.decode(raw).get("epoch") == epoch)
+
+    async def _mark_done(self, message_id: str, claim: str) -> None:
+        self._claims.discard(claim)
+        await self._client().set(
+            self.keys.dedup(message_id), self.token, px=self.config.dedup_ttl_ms
+        )
+
+    async def _release_claim(self, message_id: str, claim: str) -> None:
+        self._claims.discard(claim)
+        await self._script("swap_claim", [claim, "", 0], message_id=message_id)
+
+    async def _handled(self, message_id: str) -> bool:
+        """A delivery of ``message_id`` succeeded (a claim alone does not count: its handler
+        may have died with its replica)."""
+        mark = await self._client().get(self.keys.dedup(message_id))
+        return mark is not None and not str(mark).startswith(_CLAIM)
 
     def _ended(self, envelope: Envelope) -> bool:
         """A non-resumable target we no longer own has ended: retrying cannot deliver it."""
@@ -636,6 +779,7 @@ class Runtime:
         return held
 
     async def _hold_loop(self) -> None:
+        assert self._tg is not None
         while True:
             if not self._held:
                 await self._held_wakeup.wait()
@@ -643,11 +787,20 @@ class Runtime:
                 continue
             await anyio.sleep(self.config.route_recheck_ms / 1000)
             for held in list(self._held):
-                try:
-                    await self._recheck(held)
-                except Exception:
-                    log.exception("re-checking a held message failed")
+                # Each on its own task: a slow handler of one cannot hold the others past
+                # their deadline.
+                if not held.checking:
+                    held.checking = True
+                    self._tg.start_soon(self._recheck_logged, held)
             self.metrics.held.set(len(self._held))
+
+    async def _recheck_logged(self, held: _Held) -> None:
+        try:
+            await self._recheck(held)
+        except Exception:
+            log.exception("re-checking a held message failed")
+        finally:
+            held.checking = False
 
     async def _recheck(self, held: _Held) -> None:
         env = held.envelope
@@ -678,9 +831,14 @@ class Runtime:
                 entry_id=held.entry_id,
             )
         if result is not None:
-            self._held.remove(held)
+            self._forget(held)
             held.result = result
             held.done.set()
+
+    def _forget(self, held: _Held) -> None:
+        if held in self._held:
+            self._held.remove(held)
+            self.metrics.held.set(len(self._held))
 
     async def _route_final(
         self,
@@ -696,7 +854,13 @@ class Runtime:
             envelope, prior=prior, failure=failure, stream=stream, entry_id=entry_id
         )
         if isinstance(routed, _Held):
-            await routed.done.wait()
+            try:
+                await routed.done.wait()
+            finally:
+                if not routed.done.is_set():
+                    # Cancelled (the takeover lost its lease): the entry stays in its inbox
+                    # for the next holder, so this copy must not be delivered as well.
+                    self._forget(routed)
             assert routed.result is not None
             return routed.result
         return routed
@@ -819,23 +983,24 @@ class Runtime:
                 await self._ownership_lost(envelope)
                 await self._ack([entry_id])
                 return
-            client = self._client()
-            if await client.exists(self.keys.dedup(envelope.message_id)):
+            state, claim = await self._begin_delivery(envelope.message_id)
+            if state == "done":
                 self.metrics.duplicates.inc()
                 await self._ack([entry_id])
                 return
+            if state == "busy":
+                return  # another copy is in a handler now: stays pending, reclaim looks again
             try:
-                await self._call_handler(envelope)
+                await self._call_handler(envelope, claim)
             except Exception as exc:
+                await self._release_claim(envelope.message_id, claim)
                 if self._ended(envelope):
                     self.metrics.dropped.inc()
                     await self._ack([entry_id])
                     return
                 await self._record_failure(entry_id, fields, exc)
                 return
-            await client.set(
-                self.keys.dedup(envelope.message_id), self.token, px=self.config.dedup_ttl_ms
-            )
+            await self._mark_done(envelope.message_id, claim)
             await self._ack([entry_id])
             self.metrics.delivered_remote.inc()
             if deliveries > 1:
@@ -989,7 +1154,8 @@ class Runtime:
 
     async def take_over(self, dead: str) -> bool:
         """Re-route every entry of ``dead``'s inbox, then retire it. False: someone else has it,
-        or its replica is alive after all."""
+        its replica is alive after all, or our lease was lost on the way (the next holder goes
+        on from the entries we had not acked)."""
         code, _ = await self._script(
             "begin_takeover", [dead, self.token, self.config.takeover_lock_ttl_ms, ""]
         )
@@ -998,7 +1164,50 @@ class Runtime:
         if code is not RuntimeReply.OK:
             return False
         log.info("taking over inbox of %s", dead, extra={"instance": self.token})
-        renew_at = time.monotonic() + self.config.takeover_lock_ttl_ms / 2000
+        lease = _Lease()
+        async with anyio.create_task_group() as tg:
+            # The lease is renewed beside the work, not between pages: one page may wait for
+            # holds and handlers longer than the lease.
+            tg.start_soon(self._keep_lease, dead, lease, tg.cancel_scope)
+            try:
+                lease.finished = await self._take_entries(dead)
+            except RuntimeFenced:
+                lease.fenced = True
+            finally:
+                tg.cancel_scope.cancel()
+        if lease.fenced:
+            raise RuntimeFenced(self.token)
+        if not lease.finished:
+            return False
+        if dead != self.token:
+            await self._release_all_of(dead)
+            await self._script("end_takeover", [dead, self.token])
+        log.info("inbox of %s taken over and retired", dead, extra={"instance": self.token})
+        return True
+
+    async def _keep_lease(self, dead: str, lease: _Lease, work: anyio.CancelScope) -> None:
+        ttl_s = self.config.takeover_lock_ttl_ms / 1000
+        renewed = time.monotonic()
+        while True:
+            await anyio.sleep(ttl_s / 3)
+            try:
+                code, _ = await self._script(
+                    "begin_takeover", [dead, self.token, self.config.takeover_lock_ttl_ms, ""]
+                )
+            except Exception as exc:
+                log.warning("renewing the takeover lease failed: %r", exc)
+                if time.monotonic() - renewed < ttl_s:
+                    continue
+                code = RuntimeReply.BUSY  # it has lapsed by now
+            if code is not RuntimeReply.OK:
+                log.warning("takeover lease on %s lost: stopping", dead)
+                work.cancel()
+                return
+            renewed = time.monotonic()
+
+    async def _take_entries(self, dead: str) -> bool:
+        """Page through ``dead``'s inbox until it is empty and retired; False when another
+        holder fenced it."""
         stream = self.keys.inbox(dead)
         cursor = "0-0"
         while True:
@@ -1011,7 +1220,7 @@ class Runtime:
             if not entries:
                 code, _ = await self._script("retire_inbox", [self.token], token=dead)
                 if code is RuntimeReply.OK:
-                    break
+                    return True
                 if code is RuntimeReply.FENCED:
                     return False  # our lease lapsed and another holder continues
                 cursor = "0-0"
@@ -1026,18 +1235,6 @@ class Runtime:
                     raise
                 return False  # our lease lapsed and another holder fenced the inbox: theirs now
             cursor = entries[-1]["id"]
-            if time.monotonic() >= renew_at:
-                code, _ = await self._script(
-                    "begin_takeover", [dead, self.token, self.config.takeover_lock_ttl_ms, ""]
-                )
-                if code is not RuntimeReply.OK:
-                    return False
-                renew_at = time.monotonic() + self.config.takeover_lock_ttl_ms / 2000
-        if dead != self.token:
-            await self._release_all_of(dead)
-            await self._script("end_takeover", [dead, self.token])
-        log.info("inbox of %s taken over and retired", dead, extra={"instance": self.token})
-        return True
 
     async def _take_entry(self, dead: str, stream: str, item: dict[str, Any]) -> None:
         """Decide where one entry of a taken-over inbox goes; returns once it is there."""
@@ -1057,7 +1254,7 @@ class Runtime:
             return
         if envelope.kind in INTERNAL_KINDS:
             return  # a notice for a replica that is gone: nothing to tell
-        if await self._client().exists(self.keys.dedup(envelope.message_id)):
+        if await self._handled(envelope.message_id):
             self.metrics.duplicates.inc()  # handled before its replica died, just not acked
             return
         failure = _failure(item)
@@ -1131,8 +1328,9 @@ class Runtime:
             if not self.fenced:
                 with _logged("handing over the inbox"):
                     handed_over = await self.take_over(self.token)
-            for held in list(self._held):
-                await held.done.wait()
+            while self._held:  # including holds that began during the hand-over
+                with anyio.move_on_after(self.config.route_recheck_ms / 1000):
+                    await self._held[0].done.wait()
             if handed_over:
                 with _logged("leaving presence"):
                     await self._script("leave_presence", [self.instance_id, self.epoch])

@@ -103,12 +103,15 @@ class NodeGateway:
             link.close(CLOSE_POLICY, "invalid registration")
             return previous
         try:
+            # Refused before claiming: an invalid registration must not take the id over from
+            # the node's valid connection on another replica.
+            self.replica.core.check_registration(node_id, caps)
             await self.replica.runtime.claim_node(node_id)
         except (RuntimeDraining, RuntimeFenced):
             # This replica is leaving: the node reconnects through the load balancer.
             link.close(self.replica.config.server.shutdown_close_code, "draining")
             return previous
-        except ValueError as exc:  # not even a routable id
+        except ValueError as exc:  # InvalidInput, or an id the runtime cannot route
             log.warning("registration refused: %s", exc, extra={"node_id": node_id})
             link.close(CLOSE_POLICY, "invalid registration")
             return previous

@@ -371,6 +371,11 @@ class SchedulingCore:
 
     # --- nodes ---
 
+    def check_registration(self, node_id: str, caps: NodeCapabilities) -> None:
+        """What :meth:`register_node` refuses (InvalidInput), checked without touching Redis."""
+        self._check_id("node_id", node_id)
+        self._caps_json(caps)
+
     async def register_node(
         self, node_id: str, caps: NodeCapabilities, *, now_ms: int | None = None
     ) -> Registration:

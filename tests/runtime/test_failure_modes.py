@@ -21,7 +21,7 @@ from cross_instance.envelope import (
     new_message_id,
     now_ms,
 )
-from cross_instance.keys import CONSUMER_GROUP
+from cross_instance.keys import CONSUMER_GROUP, RuntimeKeys
 from cross_instance.redis_client import AnyRedis
 from tests.runtime.conftest import Recorder
 from tests.waiting import until
@@ -58,8 +58,12 @@ class Gated(Recorder):
 
 
 class Slow(Recorder):
+    def __init__(self, seconds: float = 0.3) -> None:
+        super().__init__()
+        self.seconds = seconds
+
     async def __call__(self, envelope: Envelope) -> None:
-        await anyio.sleep(0.3)
+        await anyio.sleep(self.seconds)
         await super().__call__(envelope)
 
 
@@ -243,3 +247,152 @@ async def test_a_drain_with_many_ownerless_entries_ends_within_its_grace(
     dead = await _dead(redis, a)
     assert sorted(d.envelope.message_id for d in dead) == sorted(e.message_id for e in envelopes)
     assert {d.reason for d in dead} == {"no_owner"}
+
+
+# -- races a review found: each test drives the interleaving it names ------------------------
+
+
+async def test_a_send_held_while_draining_is_dead_lettered_not_lost(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    async with start_runtime("a") as (a, _):
+        early = await a.send_to_node("gone-1", "frame", "early")
+        # Not a wait for an event: early's grace must end well before the drain's hold budget,
+        # so the drain has a reason to return while the late message is still held.
+        await anyio.sleep(0.4)
+        late: list[Any] = []
+
+        async def send_during_drain() -> None:
+            await until(lambda: _gone(redis, a.inbox))  # the hand-over is over
+            late.append(await a.send_to_node("gone-2", "frame", "late"))  # e.g. the sweeper
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send_during_drain)
+            await a.drain()
+        assert early.route == late[0].route == "held"  # promised: delivered or dead-lettered
+        # settled by the drain itself, not by the clean-up on leaving
+        dead = {d.envelope.message_id for d in await _dead(redis, a)}
+        assert dead == {early.message_id, late[0].message_id}
+
+
+async def _put(redis: AnyRedis, keys: RuntimeKeys, token: str, envelope: Envelope) -> None:
+    await redis.xadd(keys.inbox(token), {"env": msgspec.json.encode(envelope).decode()})
+
+
+async def test_copies_of_one_message_in_a_taken_over_inbox_are_handled_once(
+    start_runtime: Any, peers: Any, redis: AnyRedis, redis_config: RedisConfig
+) -> None:
+    keys = RuntimeKeys(redis_config.key_prefix)
+    dead = peers("d", [])
+    dead.stop()  # kill -9
+    env = _envelope("n1")
+    for _ in range(2):  # an earlier holder re-routed it, crashed before its ack, and so on
+        await _put(redis, keys, dead.token, env)
+    rec = Slow()  # a takeover page delivers its entries at once: both copies race
+    async with start_runtime("c", recorder=rec) as (c, _):
+        await c.claim_node("n1")
+        await until(lambda: _gone(redis, keys.inbox(dead.token)))
+        await until(lambda: _zero(redis, c.inbox))
+        assert not c._held
+        assert rec.ids() == [env.message_id]
+
+
+async def test_a_takeover_whose_lease_runs_out_mid_page_hands_over_without_doubles(
+    start_runtime: Any, peers: Any, redis: AnyRedis, redis_config: RedisConfig
+) -> None:
+    # A page of four entries waits for its holds, then for a 1.5 s handler: longer than the
+    # 1 s lease, which must be renewed while the page runs.
+    settings = {"takeover_lock_ttl_ms": 1000, "route_grace_ms": 800, "handler_timeout_ms": 2500}
+    keys = RuntimeKeys(redis_config.key_prefix)
+    dead = peers("d", ["n1"], **settings)
+    dead.stop()  # kill -9: n1 still names d
+    envelopes = [_envelope("n1") for _ in range(4)]
+    for env in envelopes:
+        await _put(redis, keys, dead.token, env)
+    rec_c = Slow(seconds=1.5)
+    async with start_runtime("c", recorder=rec_c, **settings) as (c, _):
+        await until(lambda: len(c._held) == 4)  # c holds the page: n1's owner d is dead
+        async with start_runtime("e", **settings) as (e, rec_e):
+            await c.claim_node("n1")  # the node reconnects to c
+            want = sorted(env.message_id for env in envelopes)
+            await until(lambda: sorted(set(rec_c.ids() + rec_e.ids())) == want)
+            await until(lambda: _gone(redis, keys.inbox(dead.token)))
+            await until(lambda: _zero(redis, c.inbox))
+            await until(lambda: _zero(redis, e.inbox))
+            assert not c._held and not e._held
+            assert sorted(rec_c.ids() + rec_e.ids()) == want
+            # c renewed its lease while the page ran: e never took the inbox from under it
+            assert c.metrics.takeovers._value.get() == 1
+            assert e.metrics.takeovers._value.get() == 0
+
+
+async def test_a_slow_delivery_of_one_held_message_does_not_delay_the_others(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    rec = Slow(seconds=2.0)
+    async with start_runtime("a", recorder=rec, handler_timeout_ms=3000) as (a, _):
+        mine = await a.send_to_node("n1", "frame", "x")  # n1 has no owner yet: held
+        other = await a.send_to_node("gone", "frame", "y")  # never gets one: 800 ms grace
+        assert (mine.route, other.route) == ("held", "held")
+        await a.claim_node("n1")  # the hold loop now hands mine to the 2 s handler
+        await until(lambda: a.metrics.dead_lettered.labels("no_owner")._value.get() == 1)
+        assert rec.delivered == []  # other's grace ended while mine was still in the handler
+        assert [d.envelope.message_id for d in await _dead(redis, a)] == [other.message_id]
+        await until(lambda: rec.ids() == [mine.message_id])
+
+
+class SlowToTell(Recorder):
+    """Telling the gateway an id was lost takes 150 ms (closing a socket, flushing...)."""
+
+    async def on_lost(self, kind: str, ident: str) -> None:
+        await anyio.sleep(0.15)
+        self.lost.append((kind, ident))
+
+
+async def test_a_fenced_replica_tells_every_lost_id_and_drains(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    rec = SlowToTell()
+    async with start_runtime("a", recorder=rec) as (a, _):
+        for i in range(4):
+            await a.claim_node(f"n{i}")
+        # Another replica took a's inbox over: a's next presence refresh is refused.
+        await redis.hset(a.keys.rt("inboxes"), a.token, "takeover:rival@1")
+        await until(lambda: a.fenced)
+        await until(lambda: len(rec.lost) == 4)
+        await until(lambda: a.draining)
+
+
+async def test_a_claim_in_flight_when_the_drain_starts_is_given_back(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    async with start_runtime("a") as (a, _):
+        real = a._script
+        claim_sent = anyio.Event()
+        released = anyio.Event()
+
+        async def script(name: str, args: Any, **kw: Any) -> Any:
+            if name == "claim_owner":
+                claim_sent.set()  # past the claim's own `draining` check
+                await until(lambda: a._stop_reading)  # the drain released what it owned
+            result = await real(name, args, **kw)
+            if name == "release_owner" and args[2:] == ["n9"]:
+                released.set()
+            return result
+
+        a._script = script  # type: ignore[method-assign]
+        outcome: list[BaseException] = []
+
+        async def claim() -> None:
+            try:
+                await a.claim_node("n9")
+            except RuntimeDraining as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claim)
+            await claim_sent.wait()
+            await a.drain()
+        assert released.is_set() and len(outcome) == 1
+        assert a._owned == set()
+    assert await redis.hget(a.keys.owners("node"), "n9") is None
