@@ -32,6 +32,7 @@ names so Python always passes keys in the declared order.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from cross_instance.lua import Script
@@ -64,6 +65,13 @@ def split_token(token: str) -> tuple[str, str]:
     if not sep or not instance or not epoch:
         raise ValueError(f"not an owner token (instance@epoch): {token!r}")
     return instance, epoch
+
+
+@functools.cache
+def _declared_keys(source: str) -> tuple[str, ...]:
+    """Key names a script's header declares, in ``KEYS[i]`` order (parsed once per script)."""
+    header = source.split("\n\n", 1)[0]
+    return tuple(name for _, name in sorted((int(i), n) for i, n in _KEY_DECL.findall(header)))
 
 
 class RuntimeKeys:
@@ -104,9 +112,8 @@ class RuntimeKeys:
         ``token`` names the inbox for inbox keys; ``kind`` picks the owner map for ``owners``;
         ``message_id`` names the ``dedup`` key.
         """
-        header = script.source.split("\n\n", 1)[0]
         out = []
-        for _, name in sorted((int(i), n) for i, n in _KEY_DECL.findall(header)):
+        for name in _declared_keys(script.source):
             if name == "owners":
                 out.append(self.owners(kind))
             elif name in RT_KEYS:
