@@ -118,8 +118,10 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     handler_timeout_ms: Annotated[
         int,
         _doc(
-            "Longest one handler call may take; beyond it the attempt counts as failed and the "
-            "entry is retried by reclaim (then dead-lettered after max_deliveries).",
+            "Longest one handler call on an inbox entry (or a re-routed message handled in "
+            "process) may take; beyond it the attempt counts as failed and the entry is retried "
+            "by reclaim (then dead-lettered after max_deliveries). A fresh send to a target this "
+            "replica owns runs its handler untimed: the sender waits on it.",
             ge=1,
         ),
     ] = 10000

@@ -527,8 +527,14 @@ class Runtime:
         return result.result if isinstance(result, _Held) and result.result else _as_send(result)
 
     async def _call_handler(self, envelope: Envelope, claim: str = "") -> None:
+        if not claim:
+            # A fresh send to a target we own: the sender itself waits on the handler, so no
+            # timeout scope here (it costs ~12 us, three times the rest of the short circuit).
+            await self.handler(envelope)
+            return
         try:
-            # A hung handler must not hold its entry (and the batch behind it) forever.
+            # A hung handler must not hold its claim, its entry (and the batch behind it)
+            # forever: the claim's TTL assumes this bound.
             with anyio.fail_after(self.config.handler_timeout_ms / 1000):
                 await self.handler(envelope)
         except BaseException as exc:
