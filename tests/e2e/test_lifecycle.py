@@ -15,8 +15,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 async def test_sigterm_of_the_node_replica_hands_the_node_over(
     redis_url: str, key_prefix: str, peers
 ) -> None:  # type: ignore[no-untyped-def]
-    a = Replica(redis_url, "drain-a", key_prefix, dict(FAST_SETTINGS))
-    b = Replica(redis_url, "drain-b", key_prefix, dict(FAST_SETTINGS))
+    # A job timeout far beyond the hand-off: the utterance must complete because the node came
+    # back with its result, not be moved by a timeout that a slow drain under load can reach.
+    settings = {**FAST_SETTINGS, "LINGUA_SCHEDULING__JOB_TIMEOUT_MS": "60000"}
+    a = Replica(redis_url, "drain-a", key_prefix, settings)
+    b = Replica(redis_url, "drain-b", key_prefix, settings)
     await anyio.to_thread.run_sync(a.start)
     await anyio.to_thread.run_sync(b.start)
     try:

@@ -54,18 +54,26 @@ async def test_takeover_after_kill_loses_nothing_and_delivers_once(
     b = peers("b", ["n1", "n2", "n3"])
     async with start_runtime("a") as (a, rec_a):
         # b's handler hangs on the first message: it stays pending, the rest stay unread
+        inbox = a.keys.inbox(b.token)
+
+        async def pending(n: int) -> bool:
+            return (await redis.xpending(inbox, CONSUMER_GROUP))["pending"] == n
+
         sent = {"n1": [await a.send_to_node("n1", "frame", "hang")]}
+        # Only once b holds "hang" is it certain not to read the rest (one XREADGROUP batch
+        # would take all that is there by then).
+        await until(lambda: pending(1))
         sent["n1"] += [await a.send_to_node("n1", "frame", f"p{i}") for i in range(2)]
         sent["n2"] = [await a.send_to_node("n2", "frame", f"q{i}") for i in range(2)]
         sent["n3"] = [await a.send_to_node("n3", "frame", "r0")]
-        inbox = a.keys.inbox(b.token)
 
         async def b_is_stuck() -> bool:
-            pending = await redis.xpending(inbox, CONSUMER_GROUP)
-            return pending["pending"] == 1 and await redis.xlen(inbox) == 6
+            return await pending(1) and await redis.xlen(inbox) == 6
 
         await until(b_is_stuck)
-        c = peers("c", ["n2"])  # n2 reconnects to c; b is still alive but stuck
+        # Starting a peer blocks until it prints READY: off the event loop, or a's presence
+        # (TTL 600 ms) lapses meanwhile and a is fenced.
+        c = await anyio.to_thread.run_sync(peers, "c", ["n2"])  # n2 reconnects to c
         b.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
         b.proc.wait()  # type: ignore[union-attr]
         await a.claim_node("n1")  # n1 reconnects to a; n3 never comes back
