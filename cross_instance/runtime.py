@@ -642,15 +642,18 @@ class Runtime:
         client = self._client()
         raw = await client.hget(self.keys.rt("presence"), instance)
         until = await client.zscore(self.keys.rt("alive"), instance)
-        if raw is None or until is None or until <= now_ms():
+        secs, micros = await client.time()  # alive scores are the server clock, not ours
+        if raw is None or until is None or until <= secs * 1000 + micros // 1000:
             return False
         return bool(msgspec.json.decode(raw).get("epoch") == epoch)
 
     async def _mark_done(self, message_id: str, claim: str) -> None:
-        self._claims.discard(claim)
-        await self._client().set(
-            self.keys.dedup(message_id), self.token, px=self.config.dedup_ttl_ms
-        )
+        try:
+            await self._client().set(
+                self.keys.dedup(message_id), self.token, px=self.config.dedup_ttl_ms
+            )
+        finally:
+            self._claims.discard(claim)
 
     async def _release_claim(self, message_id: str, claim: str) -> None:
         self._claims.discard(claim)
@@ -809,6 +812,8 @@ class Runtime:
             held.checking = False
 
     async def _recheck(self, held: _Held) -> None:
+        if held not in self._held:
+            return  # settled or given up (its takeover page was cancelled) since it was queued
         env = held.envelope
         result: SendResult | None = None
         owner, live = await self._resolve(env.target_kind, env.target_id)
@@ -1122,6 +1127,11 @@ class Runtime:
             envelope = msgspec.json.decode(fields["env"], type=Envelope)
         except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
             envelope = _undecodable(item["id"], fields)
+        mark = await self._client().get(self.keys.dedup(envelope.message_id))
+        if mark is not None and not inbox_token:  # a copy of it was handled, or runs now
+            if not str(mark).startswith(_CLAIM):
+                await self._ack([item["id"]], token)
+            return
         await self._dead_letter(
             envelope,
             "max_deliveries",

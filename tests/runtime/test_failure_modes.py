@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from cross_instance import admin
+from cross_instance import runtime as runtime_module
 from cross_instance.config import RedisConfig
 from cross_instance.envelope import (
     DeadLetter,
@@ -396,3 +397,80 @@ async def test_a_claim_in_flight_when_the_drain_starts_is_given_back(
         assert released.is_set() and len(outcome) == 1
         assert a._owned == set()
     assert await redis.hget(a.keys.owners("node"), "n9") is None
+
+
+async def test_a_replica_whose_clock_runs_ahead_does_not_take_a_live_holders_claim(
+    start_runtime: Any, redis: AnyRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec_a = Gated()
+    async with start_runtime("a", recorder=rec_a) as (a, _), start_runtime("c") as (c, rec_c):
+        env = _envelope("n1")
+        await _put(redis, a.keys, a.token, env)
+        await rec_a.entered.wait()  # a holds the claim and its handler runs; a is live
+        # c's clock runs 1 s ahead of the Redis server, whose TIME writes presence scores
+        # (the presence TTL here is 600 ms).
+        real = runtime_module.now_ms
+        monkeypatch.setattr(runtime_module, "now_ms", lambda: real() + 1000)
+        await _put(redis, c.keys, c.token, env)  # a second copy (re-route, replay) reaches c
+
+        async def c_looked() -> bool:  # c read its copy and is done with it for now
+            pending = await redis.xpending(c.inbox, CONSUMER_GROUP)
+            return bool(rec_c.ids()) or (pending["pending"] == 1 and not c._inflight)
+
+        await until(c_looked)
+        rec_a.gate.set()
+        await until(lambda: rec_a.ids() == [env.message_id])
+        await until(lambda: _zero(redis, c.inbox))  # c looked at its copy: busy, then done
+        assert rec_c.ids() == []
+        assert c.metrics.duplicates._value.get() == 1
+
+
+async def test_a_copy_arriving_while_the_done_mark_is_written_is_not_run_again(
+    start_runtime: Any, peers: Any, redis: AnyRedis, redis_config: RedisConfig
+) -> None:
+    keys = RuntimeKeys(redis_config.key_prefix)
+    dead = peers("d", [])
+    dead.stop()  # kill -9
+    env = _envelope("n1")
+    await _put(redis, keys, dead.token, env)
+    async with start_runtime("c") as (c, rec):
+        assert c.redis is not None
+        real_set = c.redis.set
+        marking = anyio.Event()
+        proceed = anyio.Event()
+
+        async def slow_mark(name: str, value: Any, *args: Any, **kw: Any) -> Any:
+            if name == keys.dedup(env.message_id) and not kw.get("nx") and not marking.is_set():
+                marking.set()  # the done mark's round trip is slow (a new connection...)
+                await proceed.wait()
+            return await real_set(name, value, *args, **kw)
+
+        c.redis.set = slow_mark  # type: ignore[method-assign]
+        await c.claim_node("n1")
+        await marking.wait()  # the takeover handled M in process; its done mark is on its way
+        await _put(redis, keys, c.token, env)  # a second copy of M reaches c's own inbox
+        await until(lambda: c.metrics.reclaimed._value.get() >= 1)  # ... and was looked at
+        proceed.set()
+        await until(lambda: _gone(redis, keys.inbox(dead.token)))
+        await until(lambda: _zero(redis, c.inbox))
+        assert rec.ids() == [env.message_id]
+
+
+async def test_a_busy_copy_is_not_dead_lettered_while_its_twin_is_handled(
+    start_runtime: Any, peers: Any, redis: AnyRedis, redis_config: RedisConfig
+) -> None:
+    keys = RuntimeKeys(redis_config.key_prefix)
+    settings = {"reclaim_min_idle_ms": 150, "max_deliveries": 3, "handler_timeout_ms": 3000}
+    dead = peers("d", [])
+    dead.stop()  # kill -9
+    env = _envelope("n1")
+    await _put(redis, keys, dead.token, env)
+    rec = Slow(seconds=1.5)  # long enough for the twin to be reclaimed past max_deliveries
+    async with start_runtime("c", recorder=rec, **settings) as (c, _):
+        await c.claim_node("n1")
+        await until(lambda: bool(c._claims))  # the takeover's copy is in the handler
+        await _put(redis, keys, c.token, env)  # the twin: busy, reclaimed, busy...
+        await until(lambda: rec.ids() == [env.message_id])
+        await until(lambda: _zero(redis, c.inbox))
+        assert await _dead(redis, c) == []
+        assert rec.ids() == [env.message_id]
