@@ -15,8 +15,11 @@ presence record is written (so nothing sent to us is missed); five tasks run unt
 * holds: messages whose target has no live owner wait up to ``route_grace_ms``.
 
 Leaving drains (:meth:`Runtime.drain`). Delivery is at least once; handlers see a message id at
-most once within ``dedup_ttl_ms`` (a mark is written after each success and checked before each
-inbox delivery), so a redelivery, a re-route or a DLQ replay has no second effect.
+most once within ``dedup_ttl_ms``: each delivery out of an inbox first claims the id in one step
+(``SET NX GET`` on its dedup key, so two copies never run at once) and turns the claim into a
+done mark after a success, so a redelivery, a re-route or a DLQ replay has no second effect.
+The one exception is written in docs/architecture.md (Limits): a holder that stalls past its
+presence TTL mid-handler has its claim taken over.
 """
 
 from __future__ import annotations
