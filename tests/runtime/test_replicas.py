@@ -85,7 +85,10 @@ async def test_takeover_after_kill_loses_nothing_and_delivers_once(
             return len(got) + len(rec_a.delivered) + len(dead) >= len(all_ids)
 
         await until(settled)
-        await until(lambda: _gone(redis, inbox))
+        # end_takeover (the taker's last step, after the inbox is retired and b's ownership
+        # released) forgets b's presence and inbox registration in one script: wait for it.
+        await until(lambda: _unregistered(redis, a.keys.rt("inboxes"), b.token))
+        assert not await redis.exists(inbox)
         got = await peer_deliveries(redis, key_prefix)
         dead = await dead_letters(redis, a)
         handled = Counter([d["message_id"] for d in got] + [e.message_id for e in rec_a.delivered])
@@ -106,8 +109,8 @@ async def test_takeover_after_kill_loses_nothing_and_delivers_once(
         assert c.token
 
 
-async def _gone(redis: AnyRedis, key: str) -> bool:
-    return not await redis.exists(key)
+async def _unregistered(redis: AnyRedis, inboxes: str, token: str) -> bool:
+    return not await redis.hexists(inboxes, token)
 
 
 async def test_drain_hands_off_within_grace(
