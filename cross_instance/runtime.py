@@ -562,12 +562,7 @@ class Runtime:
                 return SendResult(route="local", message_id=envelope.message_id, owner=self.token)
             if state == "busy":
                 # Another copy is in a handler now: queue this one; its retry finds the outcome.
-                queued = await self._to_inbox(self.token, envelope, prior=prior, failure=failure)
-                if queued is not None:
-                    return queued
-                return await self._dead_letter(
-                    envelope, "no_owner", deliveries=prior, failure=failure, owner=self.token
-                )
+                return await self._queue_here(envelope, prior=prior, failure=failure)
         try:
             await self._call_handler(envelope, claim)
         except Exception as exc:
@@ -581,16 +576,23 @@ class Runtime:
             failure = Failure(
                 first_ms=failure.first_ms if failure else now, last_ms=now, error=_describe(exc)
             )
-            queued = await self._to_inbox(self.token, envelope, prior=prior + 1, failure=failure)
-            if queued is None:  # our inbox is gone: we are being taken over
-                return await self._dead_letter(
-                    envelope, "no_owner", deliveries=prior + 1, failure=failure, owner=self.token
-                )
-            return queued
+            return await self._queue_here(envelope, prior=prior + 1, failure=failure)
         if claim:
             await self._mark_done(envelope.message_id, claim)
         self.metrics.delivered_local.inc()
         return SendResult(route="local", message_id=envelope.message_id, owner=self.token)
+
+    async def _queue_here(
+        self, envelope: Envelope, *, prior: int, failure: Failure | None
+    ) -> SendResult:
+        """Queue in our own inbox for a retry (reclaim); the DLQ when the inbox is gone."""
+        queued = await self._to_inbox(self.token, envelope, prior=prior, failure=failure)
+        if queued is not None:
+            return queued
+        # Our inbox is gone: another replica took it over, we are leaving.
+        return await self._dead_letter(
+            envelope, "no_owner", deliveries=prior, failure=failure, owner=self.token
+        )
 
     # -- dedup: a message id is handled at most once ---------------------------------------------
 
