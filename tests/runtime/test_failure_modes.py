@@ -483,3 +483,31 @@ async def test_a_busy_copy_is_not_dead_lettered_while_its_twin_is_handled(
         await until(lambda: _zero(redis, c.inbox))
         assert await _dead(redis, c) == []
         assert rec.ids() == [env.message_id]
+
+
+async def test_a_takeover_into_a_full_inbox_dead_letters_instead_of_trimming(
+    start_runtime: Any, peers: Any, redis: AnyRedis, redis_config: RedisConfig
+) -> None:
+    keys = RuntimeKeys(redis_config.key_prefix)
+    # d's presence outlives the set-up below by far: it is taken over only once c is full.
+    dead = peers("d", [], presence_ttl_ms=3000, presence_refresh_ms=1000)
+    env = _envelope("n1")
+    await _put(redis, keys, dead.token, env)
+    dead.stop()  # kill -9
+    failing = Recorder(fail_kinds={"frame"})  # c's handler refuses: nothing leaves its inbox
+    settings = {"inbox_maxlen": 100, "reclaim_min_idle_ms": 60000}
+    async with start_runtime("c", recorder=failing, **settings) as (c, _):
+        await c.claim_node("n1")
+        async with redis.pipeline(transaction=True) as pipe:
+            for _ in range(100):
+                pipe.xadd(c.inbox, {"env": msgspec.json.encode(_envelope("n1")).decode()})
+            await pipe.execute()
+        # The takeover hands env to c's handler, which fails; the retry it queues would be the
+        # 101st entry of c's inbox: dead-lettered instead, nothing already there trimmed.
+        await until(lambda: c.metrics.takeovers._value.get() == 1)
+        [dead_letter] = await _dead(redis, c)
+        assert (dead_letter.reason, dead_letter.envelope.message_id) == (
+            "inbox_full",
+            env.message_id,
+        )
+        assert await redis.xlen(c.inbox) == 100
