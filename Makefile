@@ -11,10 +11,10 @@ CONFIG_FLAG := $(if $(CONFIG),--config $(CONFIG),)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check style types bench bench-lua bench-runtime ownership inbox dlq-list dlq-show dlq-replay dlq-purge drain nodes pools jobs audit config-doc clean
+.PHONY: help install run test check style types bench bench-lua bench-runtime bench-e2e ownership inbox dlq-list dlq-show dlq-replay dlq-purge drain nodes pools jobs audit config-doc clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,13 +41,16 @@ style: $(STAMP) ## ruff lint and format check
 types: $(STAMP) ## mypy
 	$(VENV)/bin/mypy
 
-bench: bench-lua bench-runtime ## all benchmarks (figures go to docs/benchmarks.md)
+bench: bench-lua bench-runtime bench-e2e ## all benchmarks (figures go to docs/benchmarks.md)
 
 bench-lua: $(STAMP) ## scheduling decisions per second vs pool size, next to the raw EVALSHA ceiling
 	$(PY) -m tests.bench.bench_lua
 
 bench-runtime: $(STAMP) ## cross-instance messages/s and latency (local, remote) vs raw XADD/XREADGROUP/XACK
 	$(PY) -m tests.bench.bench_runtime
+
+bench-e2e: $(STAMP) ## utterance dispatch/relay latency through real replicas (1 and 2) vs a bare WS round trip
+	$(PY) -m tests.bench.bench_e2e
 
 config-doc: $(STAMP) ## regenerate docs/configuration.md from the config type
 	$(CLI) config doc > docs/configuration.md
