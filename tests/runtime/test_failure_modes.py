@@ -261,11 +261,12 @@ async def test_a_drain_with_many_ownerless_entries_ends_within_its_grace(
 async def test_a_send_held_while_draining_is_dead_lettered_not_lost(
     start_runtime: Any, redis: AnyRedis
 ) -> None:
-    async with start_runtime("a") as (a, _):
+    async with start_runtime("a", route_grace_ms=2000) as (a, _):
         early = await a.send_to_node("gone-1", "frame", "early")
-        # Not a wait for an event: early's grace must end well before the drain's hold budget,
-        # so the drain has a reason to return while the late message is still held.
-        await anyio.sleep(0.4)
+        # Not a wait for an event: early's grace (2 s) must end well before the drain's hold
+        # budget (2 s from the drain's start), so a drain that waited for early alone would
+        # return while the late message is still held.
+        await anyio.sleep(1.0)
         late: list[Any] = []
 
         async def send_during_drain() -> None:
