@@ -512,3 +512,19 @@ async def test_a_takeover_into_a_full_inbox_dead_letters_instead_of_trimming(
             env.message_id,
         )
         assert await redis.xlen(c.inbox) == 100
+
+
+async def test_replicas_keep_working_after_redis_drops_their_connections(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    async with start_runtime("b") as (b, rec), start_runtime("a") as (a, _):
+        await b.claim_node("n1")
+        first = await a.send_to_node("n1", "frame", "x")
+        await until(lambda: rec.ids() == [first.message_id])
+        # Every other client connection goes: the blocked reads, presence, the pools. The
+        # clients' retries (redis.retry_attempts) reconnect; nothing is fenced or stuck.
+        killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        assert int(killed) >= 4
+        second = await a.send_to_node("n1", "frame", "y")
+        await until(lambda: rec.ids() == [first.message_id, second.message_id])
+        assert not a.fenced and not b.fenced
