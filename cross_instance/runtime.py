@@ -211,6 +211,9 @@ class Runtime:
         self._reclaim_cursor = "0-0"
         # While draining, every hold ends by this time (monotonic s), however many are queued.
         self._hold_deadline = float("inf")
+        # Held messages are re-checked concurrently, but with at most a quarter of the
+        # connection pool: thousands of holds must not starve sends, acks and claims.
+        self._recheck_slots = anyio.Semaphore(max(1, redis_config.max_connections // 4))
 
     def __repr__(self) -> str:
         state = "fenced" if self.fenced else "draining" if self.draining else "running"
@@ -292,8 +295,9 @@ class Runtime:
     async def _abandon_held(self) -> None:
         """Leaving with messages still held (the drain ran out of grace): a send's message goes
         to the DLQ now rather than vanish; an inbox entry's stays in its inbox for the taker."""
-        for held in list(self._held):
-            self._forget(held)
+        abandoned, self._held = self._held, []  # no recheck runs for them from here on
+        self.metrics.held.set(0)
+        for held in abandoned:
             if not held.stream:
                 try:
                     held.result = await self._dead_letter(
@@ -529,8 +533,8 @@ class Runtime:
         result = await self._route(envelope, prior=0, failure=None)
         return result.result if isinstance(result, _Held) and result.result else _as_send(result)
 
-    async def _call_handler(self, envelope: Envelope, claim: str = "") -> None:
-        if not claim:
+    async def _call_handler(self, envelope: Envelope, claim: str = "", timed: bool = False) -> None:
+        if not claim and not timed:
             # A fresh send to a target we own: the sender itself waits on the handler, so no
             # timeout scope here (it costs ~12 us, three times the rest of the short circuit).
             await self.handler(envelope)
@@ -547,7 +551,13 @@ class Runtime:
             raise
 
     async def _deliver_local(
-        self, envelope: Envelope, *, prior: int, failure: Failure | None, seen: bool = False
+        self,
+        envelope: Envelope,
+        *,
+        prior: int,
+        failure: Failure | None,
+        seen: bool = False,
+        timed: bool = False,
     ) -> SendResult:
         """The owner is us: call the handler in process; a failure queues it in our own inbox.
 
@@ -564,7 +574,7 @@ class Runtime:
                 # Another copy is in a handler now: queue this one; its retry finds the outcome.
                 return await self._queue_here(envelope, prior=prior, failure=failure)
         try:
-            await self._call_handler(envelope, claim)
+            await self._call_handler(envelope, claim, timed)
         except Exception as exc:
             if claim:
                 await self._release_claim(envelope.message_id, claim)
@@ -821,31 +831,35 @@ class Runtime:
             return  # settled or given up (its takeover page was cancelled) since it was queued
         env = held.envelope
         result: SendResult | None = None
-        owner, live = await self._resolve(env.target_kind, env.target_id)
+        async with self._recheck_slots:
+            owner, live = await self._resolve(env.target_kind, env.target_id)
         held.last_owner = owner or held.last_owner
         if live and owner == self.token and not self.draining:
+            # Nobody waits on a held send's handler: it is timed like an inbox entry's.
             result = await self._deliver_local(
-                env, prior=held.prior, failure=held.failure, seen=bool(held.stream)
+                env, prior=held.prior, failure=held.failure, seen=bool(held.stream), timed=True
             )
         elif live and owner != self.token:
-            result = await self._to_inbox(
-                owner,
-                env,
-                prior=held.prior,
-                failure=held.failure,
-                stream=held.stream,
-                entry_id=held.entry_id,
-            )
+            async with self._recheck_slots:
+                result = await self._to_inbox(
+                    owner,
+                    env,
+                    prior=held.prior,
+                    failure=held.failure,
+                    stream=held.stream,
+                    entry_id=held.entry_id,
+                )
         if result is None and time.monotonic() >= min(held.deadline, self._hold_deadline):
-            result = await self._dead_letter(
-                env,
-                "no_owner",
-                deliveries=held.prior,
-                failure=held.failure,
-                owner=held.last_owner,
-                stream=held.stream,
-                entry_id=held.entry_id,
-            )
+            async with self._recheck_slots:
+                result = await self._dead_letter(
+                    env,
+                    "no_owner",
+                    deliveries=held.prior,
+                    failure=held.failure,
+                    owner=held.last_owner,
+                    stream=held.stream,
+                    entry_id=held.entry_id,
+                )
         if result is not None:
             self._forget(held)
             held.result = result
@@ -1093,11 +1107,14 @@ class Runtime:
                 handled += 1
                 await self._dead_letter_entry(item)
             for item in data.get("retry") or []:
+                if self._stop_reading:  # draining: the hand-over takes the rest, unattempted
+                    self._unattempted.add(item["id"])
+                    continue
                 handled += 1
                 self.metrics.reclaimed.inc()
                 await self._retry_entry(item)
             self._reclaim_cursor = data["cursor"]
-            if self._reclaim_cursor == "0-0":
+            if self._reclaim_cursor == "0-0" or self._stop_reading:
                 break
         return handled
 

@@ -528,3 +528,16 @@ async def test_replicas_keep_working_after_redis_drops_their_connections(
         second = await a.send_to_node("n1", "frame", "y")
         await until(lambda: rec.ids() == [first.message_id, second.message_id])
         assert not a.fenced and not b.fenced
+
+
+async def test_a_held_message_whose_handler_hangs_times_out_and_is_retried(
+    start_runtime: Any,
+) -> None:
+    rec = HangsOnce()
+    async with start_runtime("a", recorder=rec, handler_timeout_ms=200) as (a, _):
+        held = await a.send_to_node("n1", "frame", "hang")  # n1 has no owner yet
+        assert held.route == "held"
+        await a.claim_node("n1")  # the hold's re-check hands it to the handler, which hangs
+        await until(lambda: rec.ids() == [held.message_id])  # timed out, queued, retried
+        assert rec.attempts[held.message_id] == 2
+        assert not a._held
