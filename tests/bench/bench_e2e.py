@@ -47,6 +47,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from cross_instance.redis_server import RedisServerProcess, free_port
+from tests.bench import concurrency_levels
 from tests.e2e.clients import Message, SimBrowser, SimNode, _Peer, opus_plan_a
 from tests.e2e.daemons import Replica
 
@@ -81,15 +82,6 @@ class Marks:
 Ledger = dict[tuple[str, int], Marks]  # (session_id, utterance_index) -> marks
 
 
-def _keep(peer: _Peer, message: Message | None) -> None:
-    """What ``_Peer.pump`` does with a frame (None: the socket closed): keep it, wake waiters."""
-    if message is not None:
-        peer.received.append(message)
-    peer._arrived.set()
-    peer._arrived = anyio.Event()
-    _Peer._notify_any()
-
-
 class TimedNode(SimNode):
     """The sim node, answering each ``job_assign`` from its receive loop with ``job_result``."""
 
@@ -97,25 +89,14 @@ class TimedNode(SimNode):
         super().__init__(url, langs)
         self.ledger = ledger
 
-    async def pump(self) -> None:
-        assert self.ws is not None
-        try:
-            async for frame in self.ws:
-                received = time.perf_counter()
-                message = orjson.loads(frame)
-                if message.get("type") != "job_assign":
-                    _keep(self, message)
-                    continue
-                marks = self.ledger[(message["session_id"], message["utterance_index"])]
-                marks.assign_received = received
-                marks.result_sent = time.perf_counter()
-                await self.send(self.result_for(message))
-        except Exception:
-            pass
-        finally:
-            self.closed_code = self.ws.close_code
-            self.closed.set()
-            _keep(self, None)
+    async def on_frame(self, message: Message, at: float) -> bool:
+        if message.get("type") != "job_assign":
+            return True
+        marks = self.ledger[(message["session_id"], message["utterance_index"])]
+        marks.assign_received = at
+        marks.result_sent = time.perf_counter()
+        await self.send(self.result_for(message))
+        return False
 
     async def heartbeats(self) -> None:
         while True:
@@ -131,34 +112,22 @@ class TimedBrowser(SimBrowser):
         self.ledger = ledger
         self.next_index = 0  # dense from 0 per session: one per non-empty cut
 
-    async def pump(self) -> None:
-        assert self.ws is not None
-        try:
-            async for frame in self.ws:
-                received = time.perf_counter()
-                message = orjson.loads(frame)
-                kind = message.get("type")
-                if kind == "translation_result":
-                    marks = self.ledger[(message["session_id"], message["utterance_index"])]
-                    marks.result_received = received
-                    marks.done.set()
-                elif kind == "ui_event" and message.get("event") != "ERROR":
-                    continue  # DISPATCHED, ASR_FINAL, NMT_DONE
-                elif kind in ("error", "missing_result"):
-                    # The utterance in flight on this session failed: fail the run.
-                    failed = self.ledger.get((self.session_id or "", self.next_index - 1))
-                    if failed is not None and not failed.done.is_set():
-                        failed.error = message
-                        failed.done.set()
-                    _keep(self, message)
-                else:
-                    _keep(self, message)
-        except Exception:
-            pass
-        finally:
-            self.closed_code = self.ws.close_code
-            self.closed.set()
-            _keep(self, None)
+    async def on_frame(self, message: Message, at: float) -> bool:
+        kind = message.get("type")
+        if kind == "translation_result":
+            marks = self.ledger[(message["session_id"], message["utterance_index"])]
+            marks.result_received = at
+            marks.done.set()
+            return False
+        if kind == "ui_event" and message.get("event") != "ERROR":
+            return False  # DISPATCHED, ASR_FINAL, NMT_DONE
+        if kind in ("error", "missing_result"):
+            # The utterance in flight on this session failed: fail the run.
+            failed = self.ledger.get((self.session_id or "", self.next_index - 1))
+            if failed is not None and not failed.done.is_set():
+                failed.error = message
+                failed.done.set()
+        return True
 
     async def utterance(self) -> Marks:
         assert self.session_id is not None
@@ -478,17 +447,10 @@ def main(utterances: int, concurrencies: list[int], hangover_manual_ms: int) -> 
     )
 
 
-def _concurrencies(text: str) -> list[int]:
-    values = [int(part) for part in text.split(",") if part.strip()]
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"concurrency levels must be positive ints: {text!r}")
-    return values
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--utterances", type=int, default=300)
-    parser.add_argument("--concurrency", type=_concurrencies, default=[1, 8])
+    parser.add_argument("--concurrency", type=concurrency_levels, default=[1, 8])
     parser.add_argument(
         "--hangover-manual-ms",
         type=int,

@@ -30,6 +30,7 @@ from cross_instance.envelope import Envelope
 from cross_instance.redis_client import AnyRedis, connect, connect_blocking
 from cross_instance.redis_server import RedisServerProcess
 from cross_instance.runtime import Runtime
+from tests.bench import concurrency_levels
 
 LOCAL_SESSION = "bench-local"
 REMOTE_SESSION = "bench-remote"
@@ -291,18 +292,11 @@ async def main(messages: int, local_messages: int, concurrencies: list[int]) -> 
     )
 
 
-def _concurrencies(text: str) -> list[int]:
-    values = [int(part) for part in text.split(",") if part.strip()]
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"concurrency levels must be positive ints: {text!r}")
-    return values
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--local-messages", type=int, default=20000)
-    parser.add_argument("--concurrency", type=_concurrencies, default=[1, 16])
+    parser.add_argument("--concurrency", type=concurrency_levels, default=[1, 16])
     ns = parser.parse_args()
     if ns.messages < 100 or ns.local_messages < 100:
         parser.error("--messages and --local-messages need at least 100 (for p99)")

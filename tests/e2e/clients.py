@@ -59,7 +59,10 @@ class _Peer:
         assert self.ws is not None
         try:
             async for frame in self.ws:
-                self.received.append(orjson.loads(frame))
+                at = time.perf_counter()
+                message = orjson.loads(frame)
+                if await self.on_frame(message, at):
+                    self.received.append(message)
                 self._arrived.set()
                 self._arrived = anyio.Event()
                 _Peer._notify_any()
@@ -70,6 +73,11 @@ class _Peer:
             self.closed.set()
             self._arrived.set()
             _Peer._notify_any()
+
+    async def on_frame(self, message: Message, at: float) -> bool:
+        """Called for each frame as it arrives (``at``: perf_counter); False: not kept in
+        ``received``. Benchmarks override it to timestamp and answer in the receive loop."""
+        return True
 
     @staticmethod
     def _notify_any() -> None:
