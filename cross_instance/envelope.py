@@ -15,11 +15,12 @@ Error tree::
 from __future__ import annotations
 
 import secrets
-import time
 from enum import IntEnum
 from typing import Literal
 
 import msgspec
+
+from cross_instance.clock import now_ms
 
 __all__ = [
     "INTERNAL_KINDS",
@@ -68,10 +69,6 @@ class RuntimeFenced(RuntimeError):
 
 class RuntimeDraining(RuntimeError):
     """The replica is draining: it claims nothing new (the client reconnects elsewhere)."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def new_message_id() -> str:

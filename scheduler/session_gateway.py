@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import anyio
 import msgspec
 from websockets.exceptions import ConnectionClosed
 
+from cross_instance.clock import now_ms
 from cross_instance.envelope import RuntimeDraining, RuntimeFenced
 from scheduler import protocol as wire
 from scheduler import relay
@@ -38,10 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["SessionGateway"]
 
 log = logging.getLogger("lingua.session")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
