@@ -14,11 +14,10 @@ from msgspec import Meta
 
 __all__ = ["RedisConfig", "RuntimeConfig", "validate_runtime"]
 
-PositiveMs = Annotated[int, Meta(ge=1)]
-
 
 def _doc(text: str, **constraints: int | str) -> Meta:
-    return Meta(description=text, **constraints)  # type: ignore[call-overload]
+    meta: Meta = Meta(description=text, **constraints)  # type: ignore[call-overload]
+    return meta
 
 
 class RedisConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -32,9 +32,6 @@ names so Python always passes keys in the declared order.
 
 from __future__ import annotations
 
-import functools
-import re
-
 from cross_instance.lua import Script
 
 __all__ = ["CONSUMER_GROUP", "RT_KEYS", "RuntimeKeys", "split_token"]
@@ -56,8 +53,6 @@ RT_KEYS: dict[str, str] = {
 INBOX_KEYS: dict[str, str] = {"stream": "STREAM", "failures": "HASH", "meta": "HASH"}
 DLQ_KEYS: dict[str, str] = {"dlq": "STREAM", "dlq_index": "HASH"}
 
-_KEY_DECL = re.compile(r"^--\s*KEYS\[(\d+)\]\s+(\w+)", re.MULTILINE)
-
 
 def split_token(token: str) -> tuple[str, str]:
     """``"instance@epoch"`` -> ``(instance, epoch)``; a malformed token is a ValueError."""
@@ -65,13 +60,6 @@ def split_token(token: str) -> tuple[str, str]:
     if not sep or not instance or not epoch:
         raise ValueError(f"not an owner token (instance@epoch): {token!r}")
     return instance, epoch
-
-
-@functools.cache
-def _declared_keys(source: str) -> tuple[str, ...]:
-    """Key names a script's header declares, in ``KEYS[i]`` order (parsed once per script)."""
-    header = source.split("\n\n", 1)[0]
-    return tuple(name for _, name in sorted((int(i), n) for i, n in _KEY_DECL.findall(header)))
 
 
 class RuntimeKeys:
@@ -112,8 +100,8 @@ class RuntimeKeys:
         ``token`` names the inbox for inbox keys; ``kind`` picks the owner map for ``owners``;
         ``message_id`` names the ``dedup`` key.
         """
-        out = []
-        for name in _declared_keys(script.source):
+        out: list[str] = []
+        for name in script.key_names:
             if name == "owners":
                 out.append(self.owners(kind))
             elif name in RT_KEYS:

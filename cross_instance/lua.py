@@ -20,11 +20,12 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-__all__ = ["LUA_ROOT", "Script", "ScriptError", "ScriptLibrary"]
+__all__ = ["LUA_ROOT", "Script", "ScriptError", "ScriptLibrary", "declared_keys", "load_script"]
 
 LUA_ROOT = Path(__file__).resolve().parent.parent / "lua"
 _INCLUDE = re.compile(r'^--@include\s+"([^"]+)"\s*$', re.MULTILINE)
-_KEY_DECL = re.compile(r"^--\s*KEYS\[(\d+)\]", re.MULTILINE)
+# A header line declaring a key: ``-- KEYS[i] name ...`` (the one parser of these lines).
+_KEY_DECL = re.compile(r"^--\s*KEYS\[(\d+)\](?:\s+(\w+))?", re.MULTILINE)
 
 
 class ScriptError(RuntimeError):
@@ -36,7 +37,22 @@ class Script:
     name: str
     source: str
     sha: str
-    num_keys: int
+    key_names: tuple[str, ...]  # as the header declares them, in KEYS[i] order
+
+    @property
+    def num_keys(self) -> int:
+        return len(self.key_names)
+
+
+def declared_keys(source: str, name: str = "") -> tuple[str, ...]:
+    """The key names a script's header (its text before the first blank line) declares, in
+    ``KEYS[i]`` order; declarations with gaps are a :class:`ScriptError`."""
+    header = source.split("\n\n", 1)[0]
+    declared = sorted({(int(i), key) for i, key in _KEY_DECL.findall(header)})
+    numbers = [i for i, _ in declared]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ScriptError(f"{name}: KEYS declarations must be 1..n without gaps, got {numbers}")
+    return tuple(key for _, key in declared)
 
 
 def _flatten(path: Path, root: Path, stack: tuple[Path, ...], seen: set[Path]) -> str:
@@ -63,13 +79,9 @@ def _flatten(path: Path, root: Path, stack: tuple[Path, ...], seen: set[Path]) -
 
 def load_script(path: Path, root: Path = LUA_ROOT) -> Script:
     source = _flatten(path.resolve(), root.resolve(), (), set())
-    declared = sorted({int(n) for n in _KEY_DECL.findall(source.split("\n\n", 1)[0])})
-    if declared != list(range(1, len(declared) + 1)):
-        raise ScriptError(
-            f"{path.name}: KEYS declarations must be 1..n without gaps, got {declared}"
-        )
+    key_names = declared_keys(source, path.name)
     sha = hashlib.sha1(source.encode()).hexdigest()
-    return Script(name=path.stem, source=source, sha=sha, num_keys=len(declared))
+    return Script(name=path.stem, source=source, sha=sha, key_names=key_names)
 
 
 @dataclass

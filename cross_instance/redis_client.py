@@ -46,10 +46,11 @@ def _build(
         return RedisCluster.from_url(url, max_connections=max_connections, **kwargs)
     if config.mode == "sentinel":
         hosts = [(h, int(p)) for h, _, p in (s.rpartition(":") for s in config.sentinels)]
-        sentinel = Sentinel(hosts, **kwargs)
-        return sentinel.master_for(
+        sentinel = Sentinel(hosts, **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
+        master: Redis = sentinel.master_for(
             config.sentinel_master, max_connections=max_connections, **kwargs
         )
+        return master
     return Redis.from_url(url, max_connections=max_connections, **kwargs)
 
 

@@ -10,8 +10,6 @@ Python passes keys in always matches the script's declaration.
 
 from __future__ import annotations
 
-import re
-
 from cross_instance.lua import Script
 
 __all__ = ["KEY_NAMES", "SchedulingKeys"]
@@ -34,8 +32,6 @@ KEY_NAMES: dict[str, str] = {
     "session_expiry": "ZSET",
 }
 
-_KEY_DECL = re.compile(r"^--\s*KEYS\[(\d+)\]\s+(\w+)", re.MULTILINE)
-
 
 class SchedulingKeys:
     """Key names of one scheduling domain."""
@@ -55,6 +51,4 @@ class SchedulingKeys:
 
     def for_script(self, script: Script) -> list[str]:
         """The keys ``script`` declares, in its ``KEYS[i]`` order."""
-        header = script.source.split("\n\n", 1)[0]
-        declared = sorted((int(i), name) for i, name in _KEY_DECL.findall(header))
-        return [self.key(name) for _, name in declared]
+        return [self.key(name) for name in script.key_names]
