@@ -3,6 +3,7 @@
 -- the same epoch and that instance's alive score (expiry, ms) is still ahead of now.
 
 --@include "includes/util.lua"
+--@include "includes/runtime_codes.lua"
 
 local function split_token(token)
   local at = string.find(token, '@[^@]*$')

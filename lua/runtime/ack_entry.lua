@@ -23,7 +23,7 @@ local K = {stream = KEYS[1], failures = KEYS[2], meta = KEYS[3]}
 local group, token = ARGV[1], ARGV[2]
 local fenced_by = rcall('HGET', K.meta, 'fenced_by')
 if fenced_by and fenced_by ~= token then
-  return reply(-1)
+  return reply(FENCED)
 end
 local acked = 0
 for i = 3, #ARGV do
@@ -31,4 +31,4 @@ for i = 3, #ARGV do
   rcall('XDEL', K.stream, ARGV[i])
   rcall('HDEL', K.failures, ARGV[i])
 end
-return reply(0, {acked = acked})
+return reply(OK, {acked = acked})

@@ -19,11 +19,11 @@
 
 local K = {stream = KEYS[1]}
 if rcall('EXISTS', K.stream) == 0 then
-  return reply(-4)
+  return reply(UNKNOWN_INBOX)
 end
 local length = rcall('XLEN', K.stream)
 if length >= tonumber(ARGV[1]) then
-  return reply(-6, {length = length})
+  return reply(FULL, {length = length})
 end
 local id = rcall('XADD', K.stream, '*', unpack(ARGV, 2))
-return reply(0, {id = id})
+return reply(OK, {id = id})

@@ -26,22 +26,22 @@ local K = {presence = KEYS[1], alive = KEYS[2], inboxes = KEYS[3], takeovers = K
 local dead, holder = ARGV[1], ARGV[2]
 local now = now_from(ARGV[4])
 if not is_live(K, holder, now) then
-  return reply(-1)
+  return reply(FENCED)
 end
 if dead ~= holder and is_live(K, dead, now) then
-  return reply(-3)
+  return reply(ALIVE)
 end
 if not rcall('HGET', K.inboxes, dead) then
-  return reply(-4)
+  return reply(UNKNOWN_INBOX)
 end
 local lease = rcall('HGET', K.takeovers, dead)
 if lease then
   local held = cjson.decode(lease)
   if held.holder ~= holder and held.until_ms > now then
-    return reply(-5)
+    return reply(BUSY)
   end
 end
 local until_ms = now + tonumber(ARGV[3])
 rcall('HSET', K.takeovers, dead, cjson.encode({holder = holder, until_ms = until_ms}))
 rcall('HSET', K.inboxes, dead, 'takeover:' .. holder)
-return reply(0, {until_ms = until_ms})
+return reply(OK, {until_ms = until_ms})

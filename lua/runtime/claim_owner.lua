@@ -25,16 +25,16 @@ local K = {presence = KEYS[1], alive = KEYS[2], owners = KEYS[3], owned_count = 
 local kind, id, token = ARGV[1], ARGV[2], ARGV[3]
 local now = now_from(ARGV[4])
 if not is_live(K, token, now) then
-  return reply(-1)
+  return reply(FENCED)
 end
 local previous = rcall('HGET', K.owners, id)
 if previous == token then
-  return reply(1)
+  return reply(REPLAYED)
 end
 rcall('HSET', K.owners, id, token)
 count_owned(K, kind, token, 1)
 if previous then
   count_owned(K, kind, previous, -1)
-  return reply(0, {previous = previous, previous_live = is_live(K, previous, now)})
+  return reply(OK, {previous = previous, previous_live = is_live(K, previous, now)})
 end
-return reply(0, {previous_live = false})
+return reply(OK, {previous_live = false})

@@ -22,7 +22,7 @@ local K = {dlq = KEYS[1], dlq_index = KEYS[2]}
 local mid = ARGV[1]
 local existing = rcall('HGET', K.dlq_index, mid)
 if existing and #rcall('XRANGE', K.dlq, existing, existing) > 0 then
-  return reply(1, {id = existing})
+  return reply(REPLAYED, {id = existing})
 end
 local id = rcall('XADD', K.dlq, '*', 'mid', mid, 'dead', ARGV[2])
 rcall('HSET', K.dlq_index, mid, id)
@@ -36,4 +36,4 @@ if excess > 0 then
     end
   end
 end
-return reply(0, {id = id})
+return reply(OK, {id = id})

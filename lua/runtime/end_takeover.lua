@@ -23,7 +23,7 @@ local K = {presence = KEYS[1], alive = KEYS[2], inboxes = KEYS[3], takeovers = K
 local dead, holder = ARGV[1], ARGV[2]
 local lease = rcall('HGET', K.takeovers, dead)
 if not lease or cjson.decode(lease).holder ~= holder then
-  return reply(-5)
+  return reply(BUSY)
 end
 rcall('HDEL', K.takeovers, dead)
 rcall('HDEL', K.inboxes, dead)
@@ -33,4 +33,4 @@ if instance and presence_epoch(K, instance) == epoch then
   rcall('HDEL', K.presence, instance)
   rcall('ZREM', K.alive, instance)
 end
-return reply(0)
+return reply(OK)

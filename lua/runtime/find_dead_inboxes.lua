@@ -28,4 +28,4 @@ for i = 1, #all, 2 do
     end
   end
 end
-return reply(0, {dead = list_or_nil(dead)})
+return reply(OK, {dead = list_or_nil(dead)})

@@ -29,9 +29,9 @@ if state == 'live' or state == 'takeover:' .. token then
   rcall('HDEL', K.takeovers, token)
 end
 if presence_epoch(K, instance) ~= epoch then
-  return reply(1)
+  return reply(REPLAYED)
 end
 rcall('HDEL', K.presence, instance)
 rcall('ZREM', K.alive, instance)
 rcall('HDEL', K.drain_requests, instance)
-return reply(0)
+return reply(OK)

@@ -30,7 +30,7 @@ local K = {stream = KEYS[1], failures = KEYS[2], meta = KEYS[3]}
 local group, consumer = ARGV[1], ARGV[2]
 local fenced_by = rcall('HGET', K.meta, 'fenced_by')
 if fenced_by and fenced_by ~= consumer then
-  return reply(-1)
+  return reply(FENCED)
 end
 local max_deliveries = tonumber(ARGV[6])
 local skip = {}
@@ -66,4 +66,4 @@ for _, id in ipairs(page[2]) do
     end
   end
 end
-return reply(0, {cursor = page[1], retry = list_or_nil(retry), dead = list_or_nil(dead)})
+return reply(OK, {cursor = page[1], retry = list_or_nil(retry), dead = list_or_nil(dead)})

@@ -27,14 +27,14 @@ local instance, epoch = ARGV[1], ARGV[2]
 local now = now_from(ARGV[5])
 local raw = rcall('HGET', K.presence, instance)
 if not raw then
-  return reply(-1)
+  return reply(FENCED)
 end
 local rec = cjson.decode(raw)
 -- Our own takeover (a drain handing the inbox over) keeps us refreshing until we leave.
 local token = instance .. '@' .. epoch
 local state = rcall('HGET', K.inboxes, token)
 if rec.epoch ~= epoch or (state ~= 'live' and state ~= 'takeover:' .. token) then
-  return reply(-1)
+  return reply(FENCED)
 end
 rec.refreshed_ms = now
 rec.draining = ARGV[3] == '1'
@@ -50,4 +50,4 @@ if requested then
     requested_ms = request.requested_ms
   end
 end
-return reply(0, {until_ms = until_ms, now_ms = now, drain_requested_ms = requested_ms})
+return reply(OK, {until_ms = until_ms, now_ms = now, drain_requested_ms = requested_ms})

@@ -32,4 +32,4 @@ rec.draining = false
 rcall('HSET', K.presence, instance, cjson.encode(rec))
 rcall('ZADD', K.alive, now + tonumber(ARGV[4]), instance)
 rcall('HSET', K.inboxes, instance .. '@' .. epoch, 'live')
-return reply(0, {until_ms = now + tonumber(ARGV[4]), now_ms = now})
+return reply(OK, {until_ms = now + tonumber(ARGV[4]), now_ms = now})

@@ -29,4 +29,4 @@ end
 if released > 0 then
   count_owned(K, kind, token, -released)
 end
-return reply(0, {released = released})
+return reply(OK, {released = released})

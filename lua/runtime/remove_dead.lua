@@ -25,4 +25,4 @@ for i = 1, #ARGV do
     removed = removed + rcall('XDEL', K.dlq, ARGV[i])
   end
 end
-return reply(0, {removed = removed})
+return reply(OK, {removed = removed})

@@ -18,4 +18,4 @@
 local K = {presence = KEYS[1], alive = KEYS[2], owners = KEYS[3]}
 local now = now_from(ARGV[2])
 local owner = rcall('HGET', K.owners, ARGV[1])
-return reply(0, {owner = owner or nil, live = owner and is_live(K, owner, now) or false})
+return reply(OK, {owner = owner or nil, live = owner and is_live(K, owner, now) or false})

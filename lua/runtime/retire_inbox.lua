@@ -19,11 +19,11 @@
 local K = {stream = KEYS[1], failures = KEYS[2], meta = KEYS[3]}
 local fenced_by = rcall('HGET', K.meta, 'fenced_by')
 if fenced_by and fenced_by ~= ARGV[1] then
-  return reply(-1)
+  return reply(FENCED)
 end
 local left = rcall('XLEN', K.stream)
 if left > 0 then
-  return reply(2, {left = left})
+  return reply(MORE, {left = left})
 end
 rcall('DEL', K.stream, K.failures, K.meta)
-return reply(0)
+return reply(OK)

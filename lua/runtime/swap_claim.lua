@@ -20,11 +20,11 @@
 
 local K = {dedup = KEYS[1]}
 if rcall('GET', K.dedup) ~= ARGV[1] then
-  return reply(0, {swapped = 0})
+  return reply(OK, {swapped = 0})
 end
 if ARGV[2] == '' then
   rcall('DEL', K.dedup)
 else
   rcall('SET', K.dedup, ARGV[2], 'PX', ARGV[3])
 end
-return reply(0, {swapped = 1})
+return reply(OK, {swapped = 1})

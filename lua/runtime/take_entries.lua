@@ -39,4 +39,4 @@ for _, item in ipairs(found) do
   entries[#entries + 1] = {id = id, fields = fields, deliveries = attempts,
     failure = rcall('HGET', K.failures, id) or nil}
 end
-return reply(0, {entries = list_or_nil(entries)})
+return reply(OK, {entries = list_or_nil(entries)})

@@ -211,3 +211,20 @@ def test_every_header_code_is_in_the_enum() -> None:
             assert RuntimeReply(int(number)).name == name, f"{path.name}: {number} {name}"
             found.add(name)
     assert found == {c.name for c in RuntimeReply}
+
+
+_LUA_CODE = re.compile(r"^local ([A-Z_]+) = (-?\d+)", re.MULTILINE)
+
+
+def test_the_lua_code_names_and_the_enum_agree() -> None:
+    source = (LUA_ROOT / "includes" / "runtime_codes.lua").read_text()
+    named = {name: int(value) for name, value in _LUA_CODE.findall(source)}
+    assert named == {code.name: code.value for code in RuntimeReply}
+
+
+def test_runtime_scripts_reply_with_named_codes_only() -> None:
+    for path in sorted((LUA_ROOT / "runtime").glob("*.lua")):
+        body = path.read_text().split("\n\n", 1)[1]
+        bare = re.findall(r"reply\(\s*-?\d", body)
+        assert not bare, f"{path.name}: a reply code by number, not by name"
+        assert '--@include "includes/runtime.lua"' in body, path.name
