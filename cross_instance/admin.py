@@ -8,16 +8,19 @@ No function here scans the keyspace: everything is found through the ``{rt}`` re
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
 
 from cross_instance.config import RuntimeConfig
-from cross_instance.envelope import DeadLetter, RuntimeReply
+from cross_instance.dead_letters import dlq_find, dlq_pages, dlq_remove
+from cross_instance.envelope import DeadLetter
+from cross_instance.errors import RuntimeReply
+from cross_instance.inbox import append_entry, entry_fields
 from cross_instance.keys import CONSUMER_GROUP, RuntimeKeys, split_token
-from cross_instance.runtime import append_entry, call_script
+from cross_instance.presence import live_token, server_ms
+from cross_instance.scripts import call_script
 
 __all__ = [
     "cluster_overview",
@@ -30,13 +33,7 @@ __all__ = [
     "request_drain",
 ]
 
-_STREAM_ID = re.compile(r"^\d+-\d+$")
 Progress = Callable[[int, int], None]
-
-
-async def _server_ms(redis: Any) -> int:
-    seconds, micros = await redis.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 async def _replicas(redis: Any, keys: RuntimeKeys, now: int) -> list[dict[str, Any]]:
@@ -87,7 +84,7 @@ async def ownership(
     """Every replica with what it owns (counts; the ids too with ``full``), and orphans: owner
     entries naming a token that is not live (its replica died and nobody took over yet)."""
     keys = RuntimeKeys(key_prefix)
-    now = await _server_ms(redis)
+    now = await server_ms(redis)
     replicas = await _replicas(redis, keys, now)
     live = {r["token"] for r in replicas if r["live"]}
     counts = await redis.hgetall(keys.rt("owned_count"))
@@ -112,7 +109,7 @@ async def ownership(
 async def inbox_stats(redis: Any, key_prefix: str) -> list[dict[str, Any]]:
     """Per registered inbox: length, pending, oldest pending age, consumer lag, state."""
     keys = RuntimeKeys(key_prefix)
-    now = await _server_ms(redis)
+    now = await server_ms(redis)
     out = []
     for token, state in sorted((await redis.hgetall(keys.rt("inboxes"))).items()):
         stream = keys.inbox(token)
@@ -175,22 +172,6 @@ def _dead_view(entry_id: str, dead: DeadLetter, now: int, *, full: bool) -> dict
     return view
 
 
-async def _dlq_pages(
-    redis: Any, keys: RuntimeKeys, page: int = 500
-) -> Any:  # AsyncIterator[tuple[str, DeadLetter | None]]
-    start = "-"
-    while True:
-        batch = await redis.xrange(keys.dlq(), start, "+", count=page)
-        for entry_id, fields in batch:
-            try:
-                yield entry_id, msgspec.json.decode(fields["dead"], type=DeadLetter)
-            except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
-                yield entry_id, None
-        if len(batch) < page:
-            return
-        start = "(" + batch[-1][0]
-
-
 async def dlq_list(
     redis: Any,
     runtime_config: RuntimeConfig,
@@ -203,10 +184,10 @@ async def dlq_list(
 ) -> list[dict[str, Any]]:
     """DLQ entries, oldest first. ``target`` matches ``kind:id`` or just the id."""
     keys = RuntimeKeys(key_prefix)
-    now = await _server_ms(redis)
+    now = await server_ms(redis)
     cap = limit or runtime_config.admin_list_limit
     out: list[dict[str, Any]] = []
-    async for entry_id, dead in _dlq_pages(redis, keys):
+    async for entry_id, dead in dlq_pages(redis, keys):
         if dead is None:
             continue
         env = dead.envelope
@@ -222,46 +203,28 @@ async def dlq_list(
     return out
 
 
-async def _find(redis: Any, keys: RuntimeKeys, ident: str) -> tuple[str, DeadLetter] | None:
-    entry_id = ident if _STREAM_ID.match(ident) else await redis.hget(keys.dlq("dlq_index"), ident)
-    if not entry_id:
-        return None
-    found = await redis.xrange(keys.dlq(), entry_id, entry_id)
-    if not found:
-        return None
-    return found[0][0], msgspec.json.decode(found[0][1]["dead"], type=DeadLetter)
-
-
 async def dlq_show(redis: Any, key_prefix: str, ident: str) -> dict[str, Any] | None:
     """One DLQ entry in full, by DLQ entry id or by message id; None when absent."""
     keys = RuntimeKeys(key_prefix)
-    found = await _find(redis, keys, ident)
+    found = await dlq_find(redis, keys, ident)
     if found is None:
         return None
-    return _dead_view(found[0], found[1], await _server_ms(redis), full=True)
+    return _dead_view(found[0], found[1], await server_ms(redis), full=True)
 
 
 async def _selected(
     redis: Any, keys: RuntimeKeys, ids: Iterable[str] | None, all_entries: bool
 ) -> tuple[list[tuple[str, DeadLetter]], list[str]]:
     if all_entries:
-        return [(i, d) async for i, d in _dlq_pages(redis, keys) if d is not None], []
+        return [(i, d) async for i, d in dlq_pages(redis, keys) if d is not None], []
     chosen, missing = [], []
     for ident in ids or []:
-        found = await _find(redis, keys, ident)
+        found = await dlq_find(redis, keys, ident)
         if found is None:
             missing.append(ident)
         else:
             chosen.append(found)
     return chosen, missing
-
-
-async def _live_token(redis: Any, keys: RuntimeKeys, instance: str, now: int) -> str | None:
-    raw = await redis.hget(keys.rt("presence"), instance)
-    score = await redis.zscore(keys.rt("alive"), instance)
-    if not raw or score is None or score <= now:
-        return None
-    return f"{instance}@{msgspec.json.decode(raw)['epoch']}"
 
 
 async def dlq_replay(
@@ -281,10 +244,10 @@ async def dlq_replay(
     keys = RuntimeKeys(key_prefix)
     if not all_entries and not ids:
         raise ValueError("name DLQ entries to replay, or all of them")
-    now = await _server_ms(redis)
+    now = await server_ms(redis)
     forced = None
     if to is not None:
-        forced = await _live_token(redis, keys, to, now)
+        forced = await live_token(redis, keys, to, now)
         if forced is None:
             raise LookupError(f"replica {to!r} is not live")
     chosen, missing = await _selected(redis, keys, ids, all_entries)
@@ -306,7 +269,7 @@ async def dlq_replay(
                 redis,
                 keys,
                 dest,
-                {"env": msgspec.json.encode(env).decode()},
+                entry_fields(env),
                 runtime_config.inbox_maxlen,
             )
             if code is RuntimeReply.UNKNOWN_INBOX:
@@ -314,7 +277,7 @@ async def dlq_replay(
             elif code is RuntimeReply.FULL:
                 report["skipped"].append({"id": entry_id, "reason": "inbox_full"})
             else:
-                await call_script(redis, keys, "remove_dead", [entry_id])
+                await dlq_remove(redis, keys, [entry_id])
                 report["replayed"].append(
                     {"id": entry_id, "to": dest, "message_id": env.message_id}
                 )
@@ -340,8 +303,7 @@ async def dlq_purge(
     purged = [entry_id for entry_id, _ in chosen]
     if not dry_run:
         for start in range(0, len(purged), 500):
-            code, _ = await call_script(redis, keys, "remove_dead", purged[start : start + 500])
-            assert code is RuntimeReply.OK
+            await dlq_remove(redis, keys, purged[start : start + 500])
             if progress is not None:
                 progress(min(start + 500, len(purged)), len(purged))
     return {"dry_run": dry_run, "purged": purged, "missing": missing}
@@ -351,9 +313,9 @@ async def request_drain(redis: Any, key_prefix: str, instance: str) -> str:
     """Ask the live replica ``instance`` to drain (it notices on its next presence refresh);
     returns its token. LookupError when it is not live."""
     keys = RuntimeKeys(key_prefix)
-    token = await _live_token(redis, keys, instance, await _server_ms(redis))
+    token = await live_token(redis, keys, instance, await server_ms(redis))
     if token is None:
         raise LookupError(f"replica {instance!r} is not live")
-    request = {"epoch": split_token(token)[1], "requested_ms": await _server_ms(redis)}
+    request = {"epoch": split_token(token)[1], "requested_ms": await server_ms(redis)}
     await redis.hset(keys.rt("drain_requests"), instance, msgspec.json.encode(request).decode())
     return token

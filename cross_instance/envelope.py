@@ -2,25 +2,21 @@
 
 An :class:`Envelope` is encoded as JSON into the ``env`` field of an inbox stream entry; a
 :class:`DeadLetter` (the envelope plus its history) into the ``dead`` field of a DLQ entry.
-The reply codes of the ``lua/runtime`` scripts are listed once, in :class:`RuntimeReply`.
-
-Error tree::
-
-    RuntimeError
-    ├── RuntimeFenced       this replica's token is no longer live, or another replica took its
-    │                       inbox over: it must stop acting (drain and restart with a new epoch)
-    └── RuntimeDraining     this replica is draining: it takes on nothing new
+A :class:`Trail` is what a message carries on its way (handler attempts, last failure, the
+inbox entry it came from): routing, holds and the DLQ pass it along instead of four arguments.
+The reply codes and exceptions live in :mod:`cross_instance.errors`; they are importable from
+here too, where the runtime's users have always found them.
 """
 
 from __future__ import annotations
 
 import secrets
-from enum import IntEnum
 from typing import Literal
 
 import msgspec
 
 from cross_instance.clock import now_ms
+from cross_instance.errors import RuntimeDraining, RuntimeFenced, RuntimeReply
 
 __all__ = [
     "INTERNAL_KINDS",
@@ -34,8 +30,9 @@ __all__ = [
     "RuntimeReply",
     "SendResult",
     "TargetKind",
+    "Trail",
+    "describe",
     "new_message_id",
-    "now_ms",
 ]
 
 TargetKind = Literal["node", "session"]
@@ -49,26 +46,6 @@ DeadReason = Literal["no_owner", "max_deliveries", "hold_overflow", "undecodable
 # Kinds the runtime handles itself; they never reach the handler.
 OWNERSHIP_LOST = "ownership_lost"
 INTERNAL_KINDS = frozenset({OWNERSHIP_LOST})
-
-
-class RuntimeReply(IntEnum):
-    OK = 0
-    REPLAYED = 1
-    MORE = 2
-    FENCED = -1
-    ALIVE = -3
-    UNKNOWN_INBOX = -4
-    BUSY = -5
-    FULL = -6
-
-
-class RuntimeFenced(RuntimeError):
-    """Our token is not live any more (presence lapsed and the inbox is being taken over, or the
-    instance id restarted with a newer epoch): nothing may be claimed, acked or released."""
-
-
-class RuntimeDraining(RuntimeError):
-    """The replica is draining: it claims nothing new (the client reconnects elsewhere)."""
 
 
 def new_message_id() -> str:
@@ -125,3 +102,30 @@ class SendResult(msgspec.Struct, kw_only=True, frozen=True):
     message_id: str
     owner: str = ""  # the owner token it went to ("" when none)
     entry_id: str = ""  # the inbox (or DLQ) entry id, when it went through Redis
+
+
+def describe(exc: BaseException) -> str:
+    """A handler failure as stored with its entry (bounded)."""
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+class Trail(msgspec.Struct, kw_only=True, frozen=True):
+    """Where a message has been: handler attempts so far, the last failure, and the inbox entry
+    it came out of (``stream`` "" when it never reached an inbox, e.g. a fresh send)."""
+
+    deliveries: int = 0
+    failure: Failure | None = None
+    stream: str = ""
+    entry_id: str = ""
+
+    def failed(self, exc: BaseException) -> Trail:
+        """One more attempt, which failed with ``exc``."""
+        now = now_ms()
+        first = self.failure.first_ms if self.failure else now
+        failure = Failure(first_ms=first, last_ms=now, error=describe(exc))
+        return Trail(
+            deliveries=self.deliveries + 1,
+            failure=failure,
+            stream=self.stream,
+            entry_id=self.entry_id,
+        )

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from cross_instance import admin
+from cross_instance.envelope import Trail
 from cross_instance.redis_client import AnyRedis
 from scheduler.cli import main
 from tests.runtime.conftest import Recorder
@@ -99,7 +100,9 @@ async def test_ownership_inbox_and_dlq_commands(
         await until(lambda: [e.message_id for e in rec_a.delivered] == [lost.message_id])
 
         # purge asks for confirmation (no tty here: refused), then --yes
-        await a._dead_letter(_env("m-x"), "no_owner", deliveries=0, failure=None, owner="")
+        await a.dead_letters.add(
+            _env("m-x"), "no_owner", Trail(deliveries=0, failure=None), owner=""
+        )
         code, _, err = await cli("dlq", "purge", "--all")
         assert code == 1 and "--yes" in err
         code, out, _ = await cli("dlq", "purge", "--all", "--dry-run", "--json")
@@ -112,7 +115,7 @@ async def test_ownership_inbox_and_dlq_commands(
         # drain: b notices on its next presence refresh and drains itself
         code, out, _ = await cli("drain", "b")
         assert code == 0 and b.token in out
-        await until(lambda: b._drain_done.is_set())
+        await until(lambda: b.lifecycle.drain_done.is_set())
         code, out, _ = await cli("ownership", "--json")
         assert [r["instance_id"] for r in json.loads(out)["replicas"]] == ["a"]
         assert (await cli("drain", "b"))[0] == 1  # not live any more

@@ -15,6 +15,7 @@ from cross_instance.envelope import (
     Envelope,
     RuntimeFenced,
     RuntimeReply,
+    Trail,
     new_message_id,
 )
 from cross_instance.redis_client import AnyRedis
@@ -108,8 +109,8 @@ async def test_cap_then_dlq_with_complete_envelope(start_runtime: Any, redis: An
         assert 0 < dead.first_failure_ms < dead.last_failure_ms <= dead.dead_lettered_ms
         assert await redis.xlen(b.inbox) == 0  # acked and deleted from the inbox
         # a repeated move (crash between DLQ add and inbox ack) adds nothing
-        await b._dead_letter(
-            dead.envelope, "max_deliveries", deliveries=3, failure=None, owner=b.token
+        await b.dead_letters.add(
+            dead.envelope, "max_deliveries", Trail(deliveries=3, failure=None), owner=b.token
         )
         assert len(await dlq_entries(redis, a)) == 1
 
@@ -133,7 +134,7 @@ async def test_replay_from_dlq_delivers_once(
         # replaying again finds nothing; a duplicate copy of the message has no second effect
         again = await admin.dlq_replay(redis, a.config, redis_config.key_prefix, ids=[dlq_id])
         assert again["replayed"] == [] and again["missing"] == [dlq_id]
-        await b._forward(b.token, rec_b.delivered[0], prior=0, failure=None)
+        await b.inbox_stream.append(b.token, rec_b.delivered[0], Trail(deliveries=0, failure=None))
         await until(lambda: b.metrics.duplicates._value.get() == 1)
         assert [e.message_id for e in rec_b.delivered] == [result.message_id]
 
@@ -203,7 +204,9 @@ async def test_restarted_instance_fences_the_old_epoch(start_runtime: Any, redis
     # the old start's handler fails: its entry stays pending in the old inbox
     async with start_runtime("a", recorder=Recorder(fail_kinds={"frame"})) as (old, rec_old):
         await old.claim_node("n1")
-        stuck = await old._forward(old.token, _envelope("n1"), prior=0, failure=None)
+        stuck = await old.inbox_stream.append(
+            old.token, _envelope("n1"), Trail(deliveries=0, failure=None)
+        )
         async with start_runtime("a") as (new, rec_new):  # same pod name, new start
             assert new.token != old.token
             assert await new.claim_node("n1") == old.token
@@ -215,8 +218,8 @@ async def test_restarted_instance_fences_the_old_epoch(start_runtime: Any, redis
             await until(lambda: _gone(redis, old.inbox))
             assert [e.target_id for e in rec_new.delivered] == ["n1"]
             assert stuck[0] is RuntimeReply.OK and rec_old.delivered == [] and rec_old.attempts
-            _, live = await new._resolve("node", "n1")
-            assert live and (await new._resolve("node", "n1"))[0] == new.token
+            _, live = await new.ownership.resolve("node", "n1")
+            assert live and (await new.ownership.resolve("node", "n1"))[0] == new.token
 
 
 async def _gone(redis: AnyRedis, key: str) -> bool:

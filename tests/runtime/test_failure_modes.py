@@ -11,16 +11,16 @@ import anyio
 import msgspec
 import pytest
 
-from cross_instance import admin
-from cross_instance import runtime as runtime_module
+from cross_instance import admin, dead_letters, inbox, ownership, routing
+from cross_instance.clock import now_ms
 from cross_instance.config import RedisConfig
 from cross_instance.envelope import (
     DeadLetter,
     Envelope,
     RuntimeDraining,
     RuntimeReply,
+    Trail,
     new_message_id,
-    now_ms,
 )
 from cross_instance.keys import CONSUMER_GROUP, RuntimeKeys
 from cross_instance.redis_client import AnyRedis
@@ -28,6 +28,9 @@ from tests.runtime.conftest import Recorder
 from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
+
+# Where the runtime read `now_ms` when it was one module (runtime.py), it reads it here now.
+RUNTIME_MODULES_READING_THE_CLOCK = (dead_letters, inbox, ownership, routing)
 
 
 def _envelope(target: str, payload: str = "x") -> Envelope:
@@ -113,7 +116,9 @@ async def test_takeovers_go_on_after_a_lost_lease_race_and_deliver_once(
     rec = Gated()
     async with start_runtime("c", recorder=rec) as (c, _):
         await c.claim_node("n1")
-        code, _ = await c._forward(dead.token, _envelope("n1"), prior=0, failure=None)
+        code, _ = await c.inbox_stream.append(
+            dead.token, _envelope("n1"), Trail(deliveries=0, failure=None)
+        )
         assert code is RuntimeReply.OK
         await rec.entered.wait()  # c took d's inbox over and hands the entry to its own handler
         # Meanwhile another holder fenced the inbox: c's ack of this page is refused.
@@ -244,7 +249,7 @@ async def test_a_drain_with_many_ownerless_entries_ends_within_its_grace(
     async with start_runtime("a", recorder=failing, **settings) as (a, _):
         envelopes = [_envelope(f"gone-{i}") for i in range(10)]
         for env in envelopes:
-            await a._forward(a.token, env, prior=0, failure=None)
+            await a.inbox_stream.append(a.token, env, Trail(deliveries=0, failure=None))
         await until(lambda: all(failing.attempts.get(e.message_id) == 1 for e in envelopes))
     # The drain on leaving finished its hand-over: presence withdrawn, inbox retired, and
     # every entry dead-lettered once, as no_owner.
@@ -300,7 +305,7 @@ async def test_copies_of_one_message_in_a_taken_over_inbox_are_handled_once(
         await c.claim_node("n1")
         await until(lambda: _gone(redis, keys.inbox(dead.token)))
         await until(lambda: _zero(redis, c.inbox))
-        assert not c._held
+        assert not c.holds.held
         assert rec.ids() == [env.message_id]
 
 
@@ -318,7 +323,7 @@ async def test_a_takeover_whose_lease_runs_out_mid_page_hands_over_without_doubl
         await _put(redis, keys, dead.token, env)
     rec_c = Slow(seconds=1.5)
     async with start_runtime("c", recorder=rec_c, **settings) as (c, _):
-        await until(lambda: len(c._held) == 4)  # c holds the page: n1's owner d is dead
+        await until(lambda: len(c.holds.held) == 4)  # c holds the page: n1's owner d is dead
         async with start_runtime("e", **settings) as (e, rec_e):
             await c.claim_node("n1")  # the node reconnects to c
             want = sorted(env.message_id for env in envelopes)
@@ -330,7 +335,7 @@ async def test_a_takeover_whose_lease_runs_out_mid_page_hands_over_without_doubl
             assert not await redis.exists(keys.inbox(dead.token))
             await until(lambda: _zero(redis, c.inbox))
             await until(lambda: _zero(redis, e.inbox))
-            assert not c._held and not e._held
+            assert not c.holds.held and not e.holds.held
             assert sorted(rec_c.ids() + rec_e.ids()) == want
             # c renewed its lease while the page ran: e never took the inbox from under it
             assert c.metrics.takeovers._value.get() == 1
@@ -378,20 +383,20 @@ async def test_a_claim_in_flight_when_the_drain_starts_is_given_back(
     start_runtime: Any, redis: AnyRedis
 ) -> None:
     async with start_runtime("a") as (a, _):
-        real = a._script
+        real = a.scripts.run
         claim_sent = anyio.Event()
         released = anyio.Event()
 
         async def script(name: str, args: Any, **kw: Any) -> Any:
             if name == "claim_owner":
                 claim_sent.set()  # past the claim's own `draining` check
-                await until(lambda: a._stop_reading)  # the drain released what it owned
+                await until(lambda: a.lifecycle.stopping)  # the drain released what it owned
             result = await real(name, args, **kw)
             if name == "release_owner" and args[2:] == ["n9"]:
                 released.set()
             return result
 
-        a._script = script  # type: ignore[method-assign]
+        a.scripts.run = script  # type: ignore[method-assign]
         outcome: list[BaseException] = []
 
         async def claim() -> None:
@@ -405,7 +410,7 @@ async def test_a_claim_in_flight_when_the_drain_starts_is_given_back(
             await claim_sent.wait()
             await a.drain()
         assert released.is_set() and len(outcome) == 1
-        assert a._owned == set()
+        assert a.ownership.owned == set()
     assert await redis.hget(a.keys.owners("node"), "n9") is None
 
 
@@ -419,13 +424,14 @@ async def test_a_replica_whose_clock_runs_ahead_does_not_take_a_live_holders_cla
         await rec_a.entered.wait()  # a holds the claim and its handler runs; a is live
         # c's clock runs 1 s ahead of the Redis server, whose TIME writes presence scores
         # (the presence TTL here is 600 ms).
-        real = runtime_module.now_ms
-        monkeypatch.setattr(runtime_module, "now_ms", lambda: real() + 1000)
+        real = now_ms
+        for module in RUNTIME_MODULES_READING_THE_CLOCK:
+            monkeypatch.setattr(module, "now_ms", lambda: real() + 1000)
         await _put(redis, c.keys, c.token, env)  # a second copy (re-route, replay) reaches c
 
         async def c_looked() -> bool:  # c read its copy and is done with it for now
             pending = await redis.xpending(c.inbox, CONSUMER_GROUP)
-            return bool(rec_c.ids()) or (pending["pending"] == 1 and not c._inflight)
+            return bool(rec_c.ids()) or (pending["pending"] == 1 and not c.consumer.inflight)
 
         await until(c_looked)
         rec_a.gate.set()
@@ -478,7 +484,7 @@ async def test_a_busy_copy_is_not_dead_lettered_while_its_twin_is_handled(
     rec = Slow(seconds=1.5)  # long enough for the twin to be reclaimed past max_deliveries
     async with start_runtime("c", recorder=rec, **settings) as (c, _):
         await c.claim_node("n1")
-        await until(lambda: bool(c._claims))  # the takeover's copy is in the handler
+        await until(lambda: bool(c.claims.mine))  # the takeover's copy is in the handler
         await _put(redis, keys, c.token, env)  # the twin: busy, reclaimed, busy...
         await until(lambda: rec.ids() == [env.message_id])
         await until(lambda: _zero(redis, c.inbox))
@@ -540,4 +546,4 @@ async def test_a_held_message_whose_handler_hangs_times_out_and_is_retried(
         await a.claim_node("n1")  # the hold's re-check hands it to the handler, which hangs
         await until(lambda: rec.ids() == [held.message_id])  # timed out, queued, retried
         assert rec.attempts[held.message_id] == 2
-        assert not a._held
+        assert not a.holds.held

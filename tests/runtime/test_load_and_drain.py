@@ -52,7 +52,7 @@ async def test_a_reclaim_pass_in_progress_does_not_hold_the_drain_past_its_grace
             await anyio.sleep(0.3)  # > reclaim_min_idle_ms
 
             async def reclaim_pass() -> None:
-                async with a._reclaim_lock:
+                async with a.consumer.reclaim_lock:
                     await a.reclaim_once()
 
             async with anyio.create_task_group() as tg:

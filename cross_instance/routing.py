@@ -1,0 +1,248 @@
+"""Routing: where a message goes — the handler here, the owner's inbox, a hold, or the DLQ.
+
+A send to a target we own runs the handler in process (a failure queues it in our own inbox for
+a retry). Otherwise the target's current owner is resolved: a live owner gets it in its inbox;
+with none, a resumable message is held (:mod:`cross_instance.holds`) and re-checked every
+``route_recheck_ms`` until an owner appears or its grace ends (DLQ, reason ``no_owner``); a
+message whose target cannot come back is dropped (counted). A full inbox dead-letters
+(``inbox_full``). Messages that came out of an inbox are checked against their delivery claim
+before a handler runs here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from anyio.abc import TaskGroup
+
+from cross_instance.claims import DeliveryClaims
+from cross_instance.clock import now_ms
+from cross_instance.config import RuntimeConfig
+from cross_instance.dead_letters import DeadLetters
+from cross_instance.envelope import (
+    INTERNAL_KINDS,
+    Envelope,
+    Route,
+    SendResult,
+    TargetKind,
+    Trail,
+    new_message_id,
+)
+from cross_instance.errors import RuntimeReply
+from cross_instance.holds import Held, Holds
+from cross_instance.ids import check_id
+from cross_instance.inbox import InboxStream
+from cross_instance.lifecycle import Lifecycle
+from cross_instance.metrics import RuntimeMetrics
+from cross_instance.ownership import Ownership
+
+__all__ = ["Router"]
+
+log = logging.getLogger("lingua.runtime")
+
+
+class Router:
+    def __init__(
+        self,
+        token: str,
+        config: RuntimeConfig,
+        lifecycle: Lifecycle,
+        ownership: Ownership,
+        claims: DeliveryClaims,
+        inbox: InboxStream,
+        dead_letters: DeadLetters,
+        holds: Holds,
+        metrics: RuntimeMetrics,
+    ) -> None:
+        self.token = token
+        self.config = config
+        self.lifecycle = lifecycle
+        self.ownership = ownership
+        self.claims = claims
+        self.inbox = inbox
+        self.dead_letters = dead_letters
+        self.holds = holds
+        self.metrics = metrics
+
+    async def send(
+        self,
+        target_kind: TargetKind,
+        target_id: str,
+        kind: str,
+        payload: str,
+        trace_id: str,
+        resumable: bool,
+    ) -> SendResult:
+        check_id(f"{target_kind} id", target_id)
+        if not kind or kind in INTERNAL_KINDS:
+            raise ValueError(f"message kind must be non-empty and not internal: {kind!r}")
+        if not isinstance(payload, str):
+            raise ValueError("payload must be a str")
+        _ = self.inbox.scripts.redis  # raises when the runtime is not running
+        envelope = Envelope(
+            message_id=new_message_id(),
+            kind=kind,
+            target_kind=target_kind,
+            target_id=target_id,
+            payload=payload,
+            trace_id=trace_id,
+            created_ms=now_ms(),
+            origin=self.token,
+            resumable=resumable,
+        )
+        if self.ownership.owns(target_kind, target_id):
+            return await self.deliver_local(envelope, Trail())
+        routed = await self.route(envelope, Trail())
+        return routed.as_send() if isinstance(routed, Held) else routed
+
+    def ended(self, envelope: Envelope) -> bool:
+        """A non-resumable target we no longer own has ended: retrying cannot deliver it."""
+        return not envelope.resumable and not self.ownership.owns(
+            envelope.target_kind, envelope.target_id
+        )
+
+    async def deliver_local(
+        self, envelope: Envelope, trail: Trail, *, seen: bool = False, timed: bool = False
+    ) -> SendResult:
+        """The owner is us: call the handler in process; a failure queues it in our own inbox.
+
+        ``seen``: the message came out of an inbox (re-route, takeover, hold of an entry), so
+        an earlier copy may have been handled: check and write the dedup mark, as the inbox does.
+        """
+        claim = ""
+        if seen:
+            state, claim = await self.claims.begin(envelope.message_id)
+            if state == "done":
+                self.metrics.duplicates.inc()
+                return SendResult(route="local", message_id=envelope.message_id, owner=self.token)
+            if state == "busy":
+                # Another copy is in a handler now: queue this one; its retry finds the outcome.
+                return await self.queue_here(envelope, trail)
+        try:
+            await self.claims.run(envelope, claim, timed)
+        except Exception as exc:
+            if claim:
+                await self.claims.release(envelope.message_id, claim)
+            if self.ended(envelope):
+                self.metrics.dropped.inc()
+                return SendResult(route="dropped", message_id=envelope.message_id)
+            log.debug("local delivery failed, queued for retry: %r", exc)
+            return await self.queue_here(envelope, trail.failed(exc))
+        if claim:
+            await self.claims.mark_done(envelope.message_id, claim)
+        self.metrics.delivered_local.inc()
+        return SendResult(route="local", message_id=envelope.message_id, owner=self.token)
+
+    async def queue_here(self, envelope: Envelope, trail: Trail) -> SendResult:
+        """Queue in our own inbox for a retry (reclaim); the DLQ when the inbox is gone."""
+        trail = Trail(deliveries=trail.deliveries, failure=trail.failure)  # a new entry
+        queued = await self.to_inbox(self.token, envelope, trail)
+        if queued is not None:
+            return queued
+        # Our inbox is gone: another replica took it over, we are leaving.
+        return await self.dead_letters.add(envelope, "no_owner", trail, self.token)
+
+    async def to_inbox(self, token: str, envelope: Envelope, trail: Trail) -> SendResult | None:
+        """Queue for ``token``'s replica; a full inbox dead-letters (reason inbox_full). None:
+        the inbox is retired (its replica is gone), the caller re-resolves the owner."""
+        code, entry = await self.inbox.append(token, envelope, trail)
+        if code is RuntimeReply.UNKNOWN_INBOX:
+            return None
+        if code is RuntimeReply.FULL:
+            return await self.dead_letters.add(envelope, "inbox_full", trail, token)
+        route: Route = "local" if token == self.token else "remote"
+        return SendResult(route=route, message_id=envelope.message_id, owner=token, entry_id=entry)
+
+    async def route(self, envelope: Envelope, trail: Trail) -> SendResult | Held:
+        """Deliver to the target's current live owner, or hold the message for the grace."""
+        owner, live = await self.ownership.resolve(envelope.target_kind, envelope.target_id)
+        if live and owner == self.token and not self.lifecycle.draining:
+            return await self.deliver_local(envelope, trail, seen=bool(trail.stream))
+        if live and owner != self.token:
+            sent = await self.to_inbox(owner, envelope, trail)
+            if sent is not None:
+                return sent
+        if not envelope.resumable:
+            self.metrics.dropped.inc()
+            log.debug("target %s ended: message dropped", envelope.target_id)
+            return SendResult(route="dropped", message_id=envelope.message_id, owner=owner)
+        admitted = self.holds.admit(envelope, trail, owner)
+        if isinstance(admitted, Held):
+            return admitted
+        return await self.dead_letters.add(envelope, admitted, trail, owner)
+
+    async def route_final(self, envelope: Envelope, trail: Trail) -> SendResult:
+        """Route and, when held, wait for the final outcome (delivered or dead-lettered)."""
+        routed = await self.route(envelope, trail)
+        if isinstance(routed, Held):
+            try:
+                await routed.done.wait()
+            finally:
+                if not routed.done.is_set():
+                    # Cancelled (the takeover lost its lease): the entry stays in its inbox
+                    # for the next holder, so this copy must not be delivered as well.
+                    self.holds.forget(routed)
+            assert routed.result is not None
+            return routed.result
+        return routed
+
+    # -- held messages ---------------------------------------------------------------------
+
+    async def recheck_held(self, tg: TaskGroup) -> None:
+        """Re-check held messages every ``route_recheck_ms`` (runs until cancelled)."""
+        holds = self.holds
+        while True:
+            await holds.wait_for_any()
+            await anyio.sleep(self.config.route_recheck_ms / 1000)
+            for held in list(holds.held):
+                # Each on its own task: a slow handler of one cannot hold the others past
+                # their deadline.
+                if not held.checking:
+                    held.checking = True
+                    tg.start_soon(self._recheck_logged, held)
+            self.metrics.held.set(len(holds))
+
+    async def _recheck_logged(self, held: Held) -> None:
+        try:
+            await self._recheck(held)
+        except Exception:
+            log.exception("re-checking a held message failed")
+        finally:
+            held.checking = False
+
+    async def _recheck(self, held: Held) -> None:
+        holds = self.holds
+        if not holds.holds(held):
+            return  # settled or given up (its takeover page was cancelled) since it was queued
+        env, trail = held.envelope, held.trail
+        result: SendResult | None = None
+        async with holds.slots:
+            owner, live = await self.ownership.resolve(env.target_kind, env.target_id)
+        held.last_owner = owner or held.last_owner
+        if live and owner == self.token and not self.lifecycle.draining:
+            # Nobody waits on a held send's handler: it is timed like an inbox entry's.
+            result = await self.deliver_local(env, trail, seen=bool(trail.stream), timed=True)
+        elif live and owner != self.token:
+            async with holds.slots:
+                result = await self.to_inbox(owner, env, trail)
+        if result is None and holds.expired(held):
+            async with holds.slots:
+                result = await self.dead_letters.add(env, "no_owner", trail, held.last_owner)
+        if result is not None:
+            holds.forget(held)
+            held.result = result
+            held.done.set()
+
+    async def abandon_held(self) -> None:
+        """Leaving with messages still held (the drain ran out of grace): a send's message goes
+        to the DLQ now rather than vanish; an inbox entry's stays in its inbox for the taker."""
+        for held in self.holds.take_all():
+            if not held.trail.stream:
+                try:
+                    held.result = await self.dead_letters.add(
+                        held.envelope, "no_owner", held.trail, held.last_owner
+                    )
+                except Exception:
+                    log.exception("dead-lettering a held message failed")
+            held.done.set()
