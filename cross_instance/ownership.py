@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from cross_instance.clock import now_ms
 from cross_instance.config import RuntimeConfig
 from cross_instance.envelope import OWNERSHIP_LOST, Envelope, TargetKind, new_message_id
-from cross_instance.errors import RuntimeDraining, RuntimeFenced, RuntimeReply
+from cross_instance.errors import RuntimeDraining, RuntimeFenced, RuntimeReply, fenced_unless
 from cross_instance.ids import check_id
 from cross_instance.inbox import InboxStream
 from cross_instance.lifecycle import Lifecycle
@@ -59,8 +59,7 @@ class Ownership:
         if life.draining:
             raise RuntimeDraining(f"{self.token} is draining: cannot claim {kind} {ident}")
         code, data = await self.scripts.run("claim_owner", [kind, ident, self.token, ""], kind=kind)
-        if code is RuntimeReply.FENCED:
-            raise RuntimeFenced(f"{self.token} is not live: cannot claim {kind} {ident}")
+        fenced_unless(code, f"{self.token} is not live: cannot claim {kind} {ident}")
         if not life.draining:
             self.owned.add((kind, ident))
         if code is RuntimeReply.REPLAYED:

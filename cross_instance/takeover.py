@@ -20,7 +20,7 @@ from cross_instance.config import RuntimeConfig
 from cross_instance.consumer import Consumer
 from cross_instance.dead_letters import DeadLetters
 from cross_instance.envelope import INTERNAL_KINDS, Trail
-from cross_instance.errors import RuntimeFenced, RuntimeReply
+from cross_instance.errors import RuntimeFenced, RuntimeReply, fenced_unless
 from cross_instance.inbox import Entry, InboxStream
 from cross_instance.keys import CONSUMER_GROUP
 from cross_instance.lifecycle import Lifecycle
@@ -96,9 +96,7 @@ class Takeover:
         """Re-route every entry of ``dead``'s inbox, then retire it. False: someone else has it,
         its replica is alive after all, or our lease was lost on the way (the next holder goes
         on from the entries we had not acked)."""
-        code = await self._begin(dead)
-        if code is RuntimeReply.FENCED:
-            raise RuntimeFenced(self.token)
+        code = fenced_unless(await self._begin(dead), self.token)
         if code is not RuntimeReply.OK:
             return False
         log.info("taking over inbox of %s", dead, extra={"instance": self.token})
