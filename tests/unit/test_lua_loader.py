@@ -13,6 +13,7 @@ def test_includes_are_inlined_once_and_keys_counted() -> None:
     library = ScriptLibrary("good", root=FIXTURES)
     script = library.scripts["set_sum"]
     assert script.num_keys == 1
+    assert script.key_names == ("target",)
     assert script.source.count("local function add") == 1
     assert "already included" in script.source
 
