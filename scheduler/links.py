@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
 
 import anyio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-__all__ = ["CLOSE_POLICY", "CLOSE_SERVICE_RESTART", "CLOSE_TRY_AGAIN_LATER", "Link"]
+__all__ = ["CLOSE_POLICY", "CLOSE_TRY_AGAIN_LATER", "Link"]
 
 log = logging.getLogger("lingua.link")
 
 CLOSE_POLICY = 1008
-CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -79,12 +77,3 @@ class Link:
             await self.ws.close(code, reason)
         except ConnectionClosed:
             pass
-
-
-def describe(link: Link) -> dict[str, Any]:
-    return {
-        "kind": link.kind,
-        "id": link.ident,
-        "queued": len(link._queue),
-        "closing": link.closing,
-    }
