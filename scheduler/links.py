@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import dataclass
 
 import anyio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-__all__ = ["CLOSE_POLICY", "CLOSE_TRY_AGAIN_LATER", "Link"]
+__all__ = ["CLOSE_POLICY", "CLOSE_TRY_AGAIN_LATER", "GatewaySettings", "Link"]
 
 log = logging.getLogger("lingua.link")
 
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """What both gateways need to know of the configuration."""
+
+    shutdown_close_code: int  # server.shutdown_close_code: sockets closed while this replica leaves
+    cleanup_timeout_s: float  # redis.command_timeout_ms: a socket's clean-up in Redis
 
 
 class Link:
