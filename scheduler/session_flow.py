@@ -46,7 +46,7 @@ import enum
 import logging
 import struct
 import uuid
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import msgspec
 
@@ -101,7 +101,7 @@ class SessionParams(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
 
     @classmethod
-    def from_init(cls, init: Any) -> SessionParams:
+    def from_init(cls, init: object) -> SessionParams:
         """Read a ``session_init`` by attribute; absent, ``null`` or unusable values take defaults.
 
         The browser never sends a format: the original fixed opus/16000 whatever the client said
