@@ -26,7 +26,6 @@ from scheduler.scheduling.core import FinalizeReason
 
 __all__ = [
     "EMPTY_ACK_REASONS",
-    "FinalizeReason",
     "Frame",
     "JobSpec",
     "ResultRelay",

@@ -51,9 +51,8 @@ class SessionClaims(Protocol):
 class Session:
     session_id: str
     link: Link
-    init: wire.SessionInit
     flow: flow_.SessionFlow
-    jobs: SessionJobs
+    jobs: SessionJobs  # the session's init and trace id, its results, who receives each job
     room_code: str | None = None
     # timer kind -> (deadline_ms, generation), armed by the flow, fired by _run_timers.
     timers: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -142,7 +141,6 @@ class SessionGateway:
         session = Session(
             session_id=session_id,
             link=link,
-            init=message,
             flow=flow_.SessionFlow(self.config, flow_.SessionParams.from_init(message)),
             jobs=self.jobs.open_session(session_id, message, trace_id, link),
         )
@@ -246,7 +244,7 @@ class SessionGateway:
             by_lang = Rooms.target_languages(members, session.session_id)
             if by_lang:
                 return by_lang
-        return {session.init.tgt_lang: [session.session_id]}
+        return {session.jobs.init.tgt_lang: [session.session_id]}
 
     async def _utterance(self, session: Session, message: wire.Utterance) -> None:
         try:

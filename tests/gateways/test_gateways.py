@@ -175,3 +175,38 @@ async def test_closing_the_session_socket_releases_the_session(
     await browser.init()
     await browser.close()
     await until(lambda: served.replica.sessions.count() == 0)
+
+
+async def test_a_second_session_init_ends_the_first_session(served: Served, peers: Connect) -> None:
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    first = await browser.init()
+    browser.received.clear()
+    second = await browser.init()
+    assert second["session_id"] != first["session_id"]
+    assert list(served.replica.sessions.local) == [second["session_id"]]
+
+
+async def test_a_frame_naming_another_session_is_refused(served: Served, peers: Connect) -> None:
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.send({"type": "client_heartbeat", "session_id": "s-SOMEONE", "timestamp": 1})
+    error = await browser.wait_type("error")
+    assert error["code"] == "INVALID_SESSION"
+    assert error["message"] == "Session does not belong to this connection"
+
+
+async def test_a_result_of_another_attempt_is_refused(served: Served, peers: Connect) -> None:
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.speak(10)
+    job = await node.wait_for(is_job)
+    await node.send(node.result_for(job | {"attempt_id": job["attempt_id"] + 1}))
+    await node.send(node.partial_for(job))  # read after the result: the result was handled
+    await browser.wait_type("asr_partial")
+    assert browser.of_type("translation_result") == []
+    refused = served.replica.registry.get_sample_value(
+        "lingua_jobs_total", {"event": "result_refused"}
+    )
+    assert refused == 1
