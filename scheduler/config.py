@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta
 
-from cross_instance.config import RedisConfig, RuntimeConfig, validate_runtime
+from cross_instance.config import RedisConfig, RuntimeConfig, _doc, validate_runtime
 
 __all__ = [
     "Config",
@@ -39,10 +38,6 @@ ENV_ALIASES = {
     "LINGUA_REDIS_URL": ("redis", "url"),
     "LINGUA_INSTANCE_ID": ("runtime", "instance_id"),
 }
-
-
-def _doc(text: str, **constraints: Any) -> Meta:
-    return Meta(description=text, **constraints)
 
 
 class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -212,12 +207,6 @@ class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     result_dedup_max: Annotated[
         int, _doc("Result ids remembered per session for deduplication.", ge=1)
     ] = 1024
-    max_sessions_per_socket: Annotated[
-        int,
-        _doc(
-            "Sessions one client socket may hold (a second session_init replaces the first).", ge=1
-        ),
-    ] = 1
     max_room_members: Annotated[int, _doc("Most members in one room.", ge=2)] = 16
     room_idle_ms: Annotated[int, _doc("A room with no activity this long expires.", ge=1000)] = (
         1800000

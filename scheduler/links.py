@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
+from dataclasses import dataclass
 
 import anyio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-__all__ = ["CLOSE_POLICY", "CLOSE_SERVICE_RESTART", "CLOSE_TRY_AGAIN_LATER", "Link"]
+__all__ = ["CLOSE_POLICY", "CLOSE_TRY_AGAIN_LATER", "GatewaySettings", "Link"]
 
 log = logging.getLogger("lingua.link")
 
 CLOSE_POLICY = 1008
-CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """What both gateways need to know of the configuration."""
+
+    shutdown_close_code: int  # server.shutdown_close_code: sockets closed while this replica leaves
+    cleanup_timeout_s: float  # redis.command_timeout_ms: a socket's clean-up in Redis
 
 
 class Link:
@@ -79,12 +86,3 @@ class Link:
             await self.ws.close(code, reason)
         except ConnectionClosed:
             pass
-
-
-def describe(link: Link) -> dict[str, Any]:
-    return {
-        "kind": link.kind,
-        "id": link.ident,
-        "queued": len(link._queue),
-        "closing": link.closing,
-    }

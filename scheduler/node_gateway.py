@@ -6,36 +6,47 @@ reply, as the real node expects none (§6.3 item 1); they are logged and counted
 
 A node's connection generation comes from ``register_node``: the clean-up of an old socket passes
 its own generation, so it can never take a newer registration of the same id offline (§7 B13).
+
+The decisions without I/O live in :mod:`scheduler.node_rules`; what a node says about a job
+(ack, start, partial, result) goes to :class:`scheduler.jobs.JobLifecycle`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import anyio
 import msgspec
 from websockets.exceptions import ConnectionClosed
 
-from cross_instance.envelope import RuntimeDraining, RuntimeFenced
+from cross_instance.envelope import Envelope, RuntimeDraining, RuntimeFenced
+from scheduler import node_rules
 from scheduler import protocol as wire
-from scheduler.links import CLOSE_POLICY, Link
+from scheduler.jobs import JobLifecycle
+from scheduler.links import CLOSE_POLICY, GatewaySettings, Link
+from scheduler.metrics import ReplicaMetrics
 from scheduler.scheduling.codes import (
     InvalidInput,
     NodeNotRegistered,
     SchedulingError,
     StaleGeneration,
 )
-from scheduler.scheduling.core import NodeCapabilities
+from scheduler.scheduling.core import NodeCapabilities, SchedulingCore
 
-if TYPE_CHECKING:
-    from cross_instance.runtime import Envelope
-    from scheduler.replica import Replica
-
-__all__ = ["NodeGateway"]
+__all__ = ["NodeClaims", "NodeGateway"]
 
 log = logging.getLogger("lingua.node")
+
+
+class NodeClaims(Protocol):
+    """Ownership of node ids across replicas (:class:`cross_instance.runtime.Runtime`)."""
+
+    async def claim_node(self, node_id: str) -> str | None: ...
+
+    async def release_node(self, node_id: str) -> bool: ...
 
 
 @dataclass
@@ -47,8 +58,22 @@ class NodeConnection:
 
 
 class NodeGateway:
-    def __init__(self, replica: Replica) -> None:
-        self.replica = replica
+    def __init__(
+        self,
+        *,
+        core: SchedulingCore,
+        claims: NodeClaims,
+        jobs: JobLifecycle,
+        settings: GatewaySettings,
+        metrics: ReplicaMetrics,
+        draining: Callable[[], bool],
+    ) -> None:
+        self.core = core
+        self.claims = claims
+        self.jobs = jobs
+        self.settings = settings
+        self.metrics = metrics
+        self.draining = draining
         self.local: dict[str, NodeConnection] = {}
 
     def count(self) -> int:
@@ -58,7 +83,7 @@ class NodeGateway:
         conn: NodeConnection | None = None
         try:
             async for frame in link.ws:
-                self.replica.frames_in.labels("node").inc()
+                self.metrics.frames_in.labels("node").inc()
                 try:
                     message = wire.decode_node_message(frame)
                 except wire.ProtocolError as exc:
@@ -68,61 +93,62 @@ class NodeGateway:
                         extra={"node_id": conn.node_id if conn else None},
                     )
                     continue
-                if isinstance(message, wire.NodeRegister):
+                route = node_rules.route(message, conn.node_id if conn else None)
+                if route == "register":
+                    assert isinstance(message, wire.NodeRegister)
                     conn = await self._register(link, message, conn)
-                elif conn is None:
-                    # The agent may heartbeat before its register on reconnect (§4.1): ignore it.
-                    continue
-                elif getattr(message, "node_id", conn.node_id) != conn.node_id:
+                elif route == "foreign":
+                    assert conn is not None
                     log.warning(
                         "frame names another node: refused", extra={"node_id": conn.node_id}
                     )
-                else:
+                elif route == "handle":
+                    assert conn is not None
                     await self._handle(conn, message)
         except ConnectionClosed:
             pass
         finally:
             if conn is not None:
                 with anyio.CancelScope(shield=True):
-                    await self._disconnect(conn, draining=self.replica.draining)
+                    await self._disconnect(conn, draining=self.draining())
 
     async def _register(
-        self, link: Link, message: Any, previous: NodeConnection | None
+        self, link: Link, message: wire.NodeRegister, previous: NodeConnection | None
     ) -> NodeConnection | None:
-        from scheduler.replica import new_id
-
-        node_id = message.node_id or new_id("node", 8)
-        if previous is not None and previous.node_id != node_id:
-            link.close(CLOSE_POLICY, "one node per connection")
+        decision = node_rules.registration(message, previous.node_id if previous else None)
+        node_id = decision.node_id
+        if isinstance(decision, node_rules.Refuse):
+            if decision.why == "another_node":
+                link.close(CLOSE_POLICY, "one node per connection")
+            else:
+                log.warning(
+                    "registration without language capabilities: refused",
+                    extra={"node_id": node_id},
+                )
+                link.close(CLOSE_POLICY, "invalid registration")
             return previous
-        caps = wire.node_capabilities(message)
-        if caps is None:
-            log.warning(
-                "registration without language capabilities: refused", extra={"node_id": node_id}
-            )
-            link.close(CLOSE_POLICY, "invalid registration")
-            return previous
+        caps = decision.caps
         try:
             # Refused before claiming: an invalid registration must not take the id over from
             # the node's valid connection on another replica.
-            self.replica.core.check_registration(node_id, caps)
-            await self.replica.runtime.claim_node(node_id)
+            self.core.check_registration(node_id, caps)
+            await self.claims.claim_node(node_id)
         except (RuntimeDraining, RuntimeFenced):
             # This replica is leaving: the node reconnects through the load balancer.
-            link.close(self.replica.config.server.shutdown_close_code, "draining")
+            link.close(self.settings.shutdown_close_code, "draining")
             return previous
         except ValueError as exc:  # InvalidInput, or an id the runtime cannot route
             log.warning("registration refused: %s", exc, extra={"node_id": node_id})
             link.close(CLOSE_POLICY, "invalid registration")
             return previous
         try:
-            registered = await self.replica.core.register_node(node_id, caps)
+            registered = await self.core.register_node(node_id, caps)
         except InvalidInput as exc:
             # No error frame: the real node expects none (§6.3 item 1); it is logged instead.
             log.warning("registration refused: %s", exc, extra={"node_id": node_id})
             if node_id not in self.local:
                 # Claimed for nothing: give it back (a live connection here keeps its claim).
-                await self.replica.runtime.release_node(node_id)
+                await self.claims.release_node(node_id)
             link.close(CLOSE_POLICY, "invalid registration")
             return previous
         old = self.local.get(node_id)
@@ -146,118 +172,59 @@ class NodeGateway:
         )
         return conn
 
-    async def _handle(self, conn: NodeConnection, message: Any) -> None:
-        core = self.replica.core
+    async def _handle(
+        self, conn: NodeConnection, message: wire.NodeMessage | wire.NodeCommand
+    ) -> None:
         if isinstance(message, wire.NodeHeartbeat):
-            caps = wire.node_capabilities(message)
-            if caps is not None and not caps.hardware:
-                # Heartbeats carry no hardware summary: keep the one registered.
-                caps = msgspec.structs.replace(caps, hardware=conn.caps.hardware)
-                conn.caps = caps
-            load = msgspec.to_builtins(message.resource_usage) if message.resource_usage else None
-            try:
-                await core.heartbeat(conn.node_id, conn.generation, caps=caps, reported_load=load)
-            except NodeNotRegistered:
-                # Its record expired (silent too long) but the socket lives: register it again.
-                registered = await core.register_node(conn.node_id, caps or conn.caps)
-                conn.generation = registered.generation
-            except StaleGeneration:
-                conn.link.close(CLOSE_POLICY, "replaced by a newer connection")
-            except SchedulingError as exc:
-                log.warning("heartbeat refused: %s", exc, extra={"node_id": conn.node_id})
+            await self._heartbeat(conn, message)
         elif isinstance(message, wire.JobResult):
-            await self._result(conn, message)
+            await self.jobs.on_result(conn.node_id, message)
         elif isinstance(message, wire.NodeAsrPartial):
-            holder = await core.job_holder(message.job_id)
-            # Only the job's current node, only into the job's own session (§7.13).
-            if (
-                holder is not None
-                and holder.node_id == conn.node_id
-                and holder.session_id == message.session_id
-            ):
-                await self.replica.send_to_session(
-                    holder.session_id,
-                    "asr_partial",
-                    wire.encode(message).decode(),
-                    message.trace_id,
-                )
+            await self.jobs.on_partial(conn.node_id, message)
         elif isinstance(message, (wire.JobAck, wire.JobStarted)):
-            try:
-                if isinstance(message, wire.JobAck):
-                    await core.ack(message.job_id, conn.node_id, message.attempt_id)
-                else:
-                    await core.start(message.job_id, conn.node_id, message.attempt_id)
-            except SchedulingError as exc:
-                log.info(
-                    "progress refused: %s",
-                    exc,
-                    extra={"node_id": conn.node_id, "job_id": message.job_id},
-                )
-                return
-            if isinstance(message, wire.JobAck):
-                event = wire.ui_event(
-                    message.session_id, message.job_id, None, "NODE_ACCEPTED", message.trace_id
-                )
-                await self.replica.send_frame_to_session(
-                    message.session_id, event, message.trace_id
-                )
+            await self.jobs.on_progress(conn.node_id, message)
         elif isinstance(message, wire.NodeError):
             log.warning(
                 "node error %s: %s", message.code, message.message, extra={"node_id": conn.node_id}
             )
 
-    async def _result(self, conn: NodeConnection, message: Any) -> None:
+    async def _heartbeat(self, conn: NodeConnection, message: wire.NodeHeartbeat) -> None:
+        caps = node_rules.heartbeat_capabilities(message, conn.caps)
+        if caps is not None:
+            conn.caps = caps
+        load = msgspec.to_builtins(message.resource_usage) if message.resource_usage else None
         try:
-            completion = await self.replica.core.complete(
-                message.job_id, conn.node_id, message.attempt_id, ok=message.success
-            )
+            await self.core.heartbeat(conn.node_id, conn.generation, caps=caps, reported_load=load)
+        except NodeNotRegistered:
+            # Its record expired (silent too long) but the socket lives: register it again.
+            registered = await self.core.register_node(conn.node_id, caps or conn.caps)
+            conn.generation = registered.generation
+        except StaleGeneration:
+            conn.link.close(CLOSE_POLICY, "replaced by a newer connection")
         except SchedulingError as exc:
-            # Stale attempt, foreign node or unknown job: refused, nothing reaches the client.
-            log.info(
-                "result refused: %s",
-                exc,
-                extra={
-                    "node_id": conn.node_id,
-                    "job_id": message.job_id,
-                    "attempt": message.attempt_id,
-                },
-            )
-            self.replica.jobs.labels("result_refused").inc()
-            return
-        if completion.replayed:
-            # Already completed by an earlier copy of this result: it reached the session then.
-            return
-        self.replica.jobs.labels("completed").inc()
-        # The job record says whose result it is; the node's claim does not (§7.13).
-        result = msgspec.structs.replace(
-            message,
-            session_id=completion.session_id,
-            utterance_index=completion.utterance_index,
-        )
-        await self.replica.send_to_session(
-            completion.session_id, "job_result", wire.encode(result).decode(), message.trace_id
-        )
+            log.warning("heartbeat refused: %s", exc, extra={"node_id": conn.node_id})
 
     async def _disconnect(self, conn: NodeConnection, *, draining: bool) -> None:
         if self.local.get(conn.node_id) is conn:
             del self.local[conn.node_id]
         try:
-            with anyio.fail_after(self.replica.config.redis.command_timeout_ms / 1000):
+            with anyio.fail_after(self.settings.cleanup_timeout_s):
                 if draining:
                     # The node reconnects through the load balancer: keep its jobs, let the TTL
                     # decide if it never comes back.
-                    await self.replica.runtime.release_node(conn.node_id)
+                    await self.claims.release_node(conn.node_id)
                     return
                 try:
-                    moves = await self.replica.core.node_offline(conn.node_id, conn.generation)
+                    moves = await self.core.node_offline(conn.node_id, conn.generation)
                 except StaleGeneration:
                     return  # a newer connection of this node lives (here or elsewhere)
-                await self.replica.runtime.release_node(conn.node_id)
-            await self.replica.carry_out_moves(moves)
+                await self.claims.release_node(conn.node_id)
+            await self.jobs.carry_out_moves(moves)
         except Exception:
             log.exception("node clean-up failed", extra={"node_id": conn.node_id})
 
     def deliver(self, envelope: Envelope) -> None:
+        """A frame for one of our nodes (only frames are sent to nodes): written as is."""
         conn = self.local.get(envelope.target_id)
         if conn is None or conn.link.closing:
             raise LookupError(f"node {envelope.target_id} is not connected here")
@@ -269,6 +236,6 @@ class NodeGateway:
         if conn is not None:
             conn.link.close(CLOSE_POLICY, "connected elsewhere")
 
-    async def close_all(self, code: int, *, draining: bool) -> None:
+    def close_all(self, code: int) -> None:
         for conn in list(self.local.values()):
             conn.link.close(code, "service restart")

@@ -33,8 +33,6 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from scheduler.scheduling.core import NodeCapabilities
-
 __all__ = [
     "ERROR_CODES",
     "GENERIC_ERROR_HINT",
@@ -102,7 +100,6 @@ __all__ = [
     "decode_client_message",
     "decode_node_message",
     "encode",
-    "node_capabilities",
     "ui_event",
 ]
 
@@ -762,27 +759,6 @@ def decode_as(data: str | bytes, message_type: type[_M]) -> _M:
 def encode(msg: msgspec.Struct) -> bytes:
     """One message as its JSON frame (optional fields that are unset are omitted)."""
     return _encoder.encode(msg)
-
-
-def node_capabilities(msg: NodeRegister | NodeHeartbeat) -> NodeCapabilities | None:
-    """The capabilities a register or heartbeat announces, for the scheduling core.
-
-    Returns None when the message carries no
-    ``language_capabilities`` (a heartbeat without them only refreshes liveness). Absent lists
-    are empty: the node serves no pair until it names languages (§4.2). Hardware comes from the
-    register only; ``max_concurrent_jobs`` is our optional extension (None: the core's default).
-    """
-    langs = msg.language_capabilities
-    if langs is None:
-        return None
-    hardware = msgspec.to_builtins(msg.hardware) if isinstance(msg, NodeRegister) else {}
-    return NodeCapabilities(
-        asr=list(langs.asr_languages or []),
-        semantic=list(langs.semantic_languages or []),
-        tts=list(langs.tts_languages or []),
-        max_concurrent_jobs=msg.max_concurrent_jobs,
-        hardware=hardware,
-    )
 
 
 def ui_event(

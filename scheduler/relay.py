@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import base64
 from collections import OrderedDict
-from typing import Literal
 
 import msgspec
 
 from scheduler import protocol as wire
 from scheduler.config import SessionConfig
+from scheduler.scheduling.core import FinalizeReason
 
 __all__ = [
     "EMPTY_ACK_REASONS",
-    "FinalizeReason",
     "Frame",
     "JobSpec",
     "ResultRelay",
@@ -37,7 +36,6 @@ __all__ = [
     "session_init_ack",
 ]
 
-FinalizeReason = Literal["manual", "silence", "max_duration", "size", "close"]
 Frame = wire.ServerMessage
 
 # `extra.reason` of a node's empty acknowledgement (§2.2): nothing recognized, or the job's

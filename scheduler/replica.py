@@ -1,44 +1,38 @@
-"""One scheduler replica: the WebSocket gateways, the job lifecycle, the sweeper, drain.
+"""One scheduler replica: composes the gateways, the job lifecycle and the runtime; owns the
+start, the sweeper, readiness and the drain.
 
-The replica decides nothing about scheduling: scripts decide (``SchedulingCore``) and the replica
-carries out what they return: send a ``job_assign`` through the runtime, tell a client, close a
-socket. Messages between replicas travel through the cross-instance runtime; when the target is
-connected here the runtime delivers in process.
-
-Message kinds carried by the runtime (``Envelope.kind``):
-
-=============  =========  ===========================================================
-kind           target     payload
-=============  =========  ===========================================================
-``frame``      node/sess  an encoded frame to write to the socket as is
-``job_result`` session    the node's ``job_result`` (already completed in Redis)
-``asr_partial`` session   the node's ``asr_partial`` (from the job's current node)
-``job_failed`` session    ``{job_id, utterance_index, code, trace_id}``
-=============  =========  ===========================================================
+The replica decides nothing about scheduling: scripts decide (``SchedulingCore``), the job
+lifecycle (:mod:`scheduler.jobs`) carries out what they return, the gateways own the sockets.
+Messages between replicas travel through the cross-instance runtime (their kinds:
+:mod:`scheduler.messages`); when the target is connected here the runtime delivers in process.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
-import secrets
 import signal
 import socket
 from typing import Any
 
 import anyio
 import msgspec
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from websockets.asyncio.server import ServerConnection, serve
+from prometheus_client import CollectorRegistry, generate_latest
+from websockets.asyncio.server import Server, ServerConnection, serve
 
-from cross_instance.runtime import Envelope, Runtime
-from scheduler import protocol as wire
+from cross_instance import admin
+from cross_instance.envelope import Envelope
+from cross_instance.redis_client import AnyRedis
+from cross_instance.runtime import Runtime
 from scheduler.config import Config
 from scheduler.http_routes import HttpRoutes
-from scheduler.links import CLOSE_TRY_AGAIN_LATER, Link
+from scheduler.jobs import JobLifecycle
+from scheduler.links import CLOSE_TRY_AGAIN_LATER, GatewaySettings, Link
+from scheduler.metrics import ReplicaMetrics
 from scheduler.node_gateway import NodeGateway
+from scheduler.outbox import Outbox
 from scheduler.rooms import Rooms
-from scheduler.scheduling.core import FailoverAction, SchedulingCore
+from scheduler.scheduling.core import SchedulingCore
 from scheduler.session_gateway import SessionGateway
 
 __all__ = ["Replica"]
@@ -47,7 +41,7 @@ log = logging.getLogger("lingua.replica")
 
 
 class Replica:
-    def __init__(self, config: Config, redis: Any) -> None:
+    def __init__(self, config: Config, redis: AnyRedis) -> None:
         self.config = config
         self.redis = redis
         self.registry = CollectorRegistry()
@@ -63,34 +57,38 @@ class Replica:
             address=_reachable_address(config.server.host, config.server.port),
             version=_version(),
         )
-        self.nodes = NodeGateway(self)
-        self.sessions = SessionGateway(self)
         self.starting = True
         self.draining = False
         self.open_sockets = 0
         self._stop = anyio.Event()
-        self.connections = Gauge(
-            "lingua_connections", "Open WebSocket connections", ["kind"], registry=self.registry
-        )
-        self.frames_in = Counter(
-            "lingua_frames_received_total", "Frames received", ["kind"], registry=self.registry
-        )
-        self.errors_sent = Counter(
-            "lingua_client_errors_total",
-            "error frames sent to clients",
-            ["code"],
-            registry=self.registry,
-        )
         # Redis answered the last sweep (every sweep_interval_ms): readiness without a probe.
         self.redis_ok = False
-        ready = Gauge(
-            "lingua_ready",
-            "1 when this replica takes traffic (started, not draining, Redis reachable)",
-            registry=self.registry,
+        self.metrics = ReplicaMetrics(
+            self.registry, ready=lambda: not self.starting and not self.draining and self.redis_ok
         )
-        ready.set_function(lambda: float(not self.starting and not self.draining and self.redis_ok))
-        self.jobs = Counter(
-            "lingua_jobs_total", "Job lifecycle events", ["event"], registry=self.registry
+        outbox = Outbox(self.runtime)
+        self.jobs = JobLifecycle(self.core, outbox, config.session, self.metrics)
+        settings = GatewaySettings(
+            shutdown_close_code=config.server.shutdown_close_code,
+            cleanup_timeout_s=config.redis.command_timeout_ms / 1000,
+        )
+        self.nodes = NodeGateway(
+            core=self.core,
+            claims=self.runtime,
+            jobs=self.jobs,
+            settings=settings,
+            metrics=self.metrics,
+            draining=lambda: self.draining,
+        )
+        self.sessions = SessionGateway(
+            core=self.core,
+            claims=self.runtime,
+            jobs=self.jobs,
+            rooms=self.rooms,
+            outbox=outbox,
+            config=config.session,
+            settings=settings,
+            metrics=self.metrics,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -143,14 +141,14 @@ class Replica:
                 self.stop()
                 return
 
-    async def drain(self, server: Any) -> None:
+    async def drain(self, server: Server) -> None:
         """Readiness off, no new sockets, close ours with 1012, hand the rest over, leave."""
         self.draining = True
         with anyio.move_on_after(self.config.runtime.drain_grace_ms / 1000) as scope:
             # Readiness is already false: give load balancers time to notice before refusing.
             await anyio.sleep(self.config.server.drain_unready_ms / 1000)
             server.close(close_connections=False)
-            await self.nodes.close_all(self.config.server.shutdown_close_code, draining=True)
+            self.nodes.close_all(self.config.server.shutdown_close_code)
             await self.sessions.close_all(self.config.server.shutdown_close_code)
             await self.runtime.drain()
         if scope.cancelled_caught:
@@ -185,7 +183,7 @@ class Replica:
             await ws.close(CLOSE_TRY_AGAIN_LATER, "too many connections")
             return
         link = Link(ws, queue_max=self.config.server.send_queue_max, kind=kind)
-        self.connections.labels(kind).inc()
+        self.metrics.connections.labels(kind).inc()
         self.open_sockets += 1
         try:
             async with anyio.create_task_group() as tg:
@@ -197,7 +195,7 @@ class Replica:
                 link.close(1000)
         finally:
             self.open_sockets -= 1
-            self.connections.labels(kind).dec()
+            self.metrics.connections.labels(kind).dec()
 
     # -- cross-instance delivery -----------------------------------------------------------
 
@@ -215,67 +213,7 @@ class Replica:
         else:
             self.sessions.evict(ident)
 
-    async def send_to_node(self, node_id: str, frame: Any, trace_id: str = "") -> None:
-        await self.runtime.send_to_node(
-            node_id, "frame", wire.encode(frame).decode(), trace_id=trace_id
-        )
-
-    async def send_to_session(
-        self, session_id: str, kind: str, payload: Any, trace_id: str = ""
-    ) -> None:
-        body = payload if isinstance(payload, str) else msgspec.json.encode(payload).decode()
-        # A client session never comes back under its id: once it ended, drop what is left.
-        await self.runtime.send_to_session(
-            session_id, kind, body, trace_id=trace_id, resumable=False
-        )
-
-    async def send_frame_to_session(self, session_id: str, frame: Any, trace_id: str = "") -> None:
-        await self.send_to_session(session_id, "frame", wire.encode(frame).decode(), trace_id)
-
-    # -- job lifecycle ---------------------------------------------------------------------
-
-    async def carry_out_moves(self, moves: list[Any]) -> None:
-        """Carry out what a sweep or a node going offline decided for each job."""
-        for move in moves:
-            try:
-                await self._carry_out(move)
-            except Exception:
-                log.exception("carrying out a job move failed", extra={"job_id": move.job_id})
-
-    async def _carry_out(self, move: FailoverAction) -> None:
-        assign = msgspec.json.decode(move.payload, type=wire.JobAssign) if move.payload else None
-        trace_id = assign.trace_id if assign else ""
-        if move.cause == "timeout":
-            # The old node is alive but silent: tell it to drop the job (a dead node needs no cancel).
-            self.jobs.labels("cancelled").inc()
-            await self.send_to_node(
-                move.old_node,
-                wire.JobCancel(job_id=move.job_id, trace_id=trace_id, reason="job_timeout"),
-                trace_id,
-            )
-        if move.outcome == "reassigned" and move.new_node and assign is not None:
-            self.jobs.labels("reassigned").inc()
-            await self.send_to_node(
-                move.new_node, msgspec.structs.replace(assign, attempt_id=move.attempt), trace_id
-            )
-            return
-        self.jobs.labels("failed").inc()
-        code = (
-            "JOB_TIMEOUT"
-            if move.cause == "timeout" or move.error == "MAX_ATTEMPTS"
-            else "NO_AVAILABLE_NODE"
-        )
-        await self.send_to_session(
-            move.session_id,
-            "job_failed",
-            {
-                "job_id": move.job_id,
-                "utterance_index": move.utterance_index,
-                "code": code,
-                "trace_id": trace_id,
-            },
-            trace_id,
-        )
+    # -- failover --------------------------------------------------------------------------
 
     async def _sweep_forever(self) -> None:
         interval = self.config.scheduling.sweep_interval_ms / 1000
@@ -284,7 +222,7 @@ class Replica:
             try:
                 report = await self.core.sweep()
                 self.redis_ok = True
-                await self.carry_out_moves(report.actions)
+                await self.jobs.carry_out_moves(report.actions)
                 more = report.more
             except Exception:
                 self.redis_ok = False
@@ -295,8 +233,6 @@ class Replica:
     # -- views -----------------------------------------------------------------------------
 
     async def cluster_view(self) -> dict[str, Any]:
-        from cross_instance import admin
-
         view = await admin.cluster_overview(
             self.redis, self.config.runtime, self.config.redis.key_prefix
         )
@@ -309,10 +245,6 @@ class Replica:
             "web_clients": {"active_users": self.sessions.count()},
             "nodes": {"connected_nodes": self.nodes.count()},
         }
-
-
-def new_id(prefix: str, hex_chars: int = 12) -> str:
-    return f"{prefix}-{secrets.token_hex(hex_chars // 2).upper()}"
 
 
 def _reachable_address(host: str, port: int) -> str:

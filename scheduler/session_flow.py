@@ -46,11 +46,12 @@ import enum
 import logging
 import struct
 import uuid
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import msgspec
 
 from scheduler.config import SessionConfig
+from scheduler.scheduling.core import FinalizeReason
 
 __all__ = [
     "Action",
@@ -100,7 +101,7 @@ class SessionParams(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
 
     @classmethod
-    def from_init(cls, init: Any) -> SessionParams:
+    def from_init(cls, init: object) -> SessionParams:
         """Read a ``session_init`` by attribute; absent, ``null`` or unusable values take defaults.
 
         The browser never sends a format: the original fixed opus/16000 whatever the client said
@@ -195,7 +196,7 @@ class FinalizeUtterance(msgspec.Struct, frozen=True):
 
     utterance_index: int
     audio: bytes
-    reason: str  # "manual" | "silence" | "max_duration" | "size" | "close"
+    reason: FinalizeReason
     turn_id: str
     padding_ms: int
 
@@ -262,7 +263,7 @@ class SessionFlow:
         self._state = IDLE
         self._buffer = bytearray()
         self._duration_us = 0
-        self._pending_reason: str | None = None  # set in HANGOVER
+        self._pending_reason: FinalizeReason | None = None  # set in HANGOVER
         self._timer: _Timer | None = None
         self._generation = 0
         self._now = 0  # highest now_ms seen: the caller's wall clock may step back
@@ -435,13 +436,13 @@ class SessionFlow:
     def _duration_reached(self) -> bool:
         return self._duration_us >= self.config.max_duration_ms * 1000
 
-    def _pending_reason_or_fail(self) -> str:
+    def _pending_reason_or_fail(self) -> FinalizeReason:
         assert self._pending_reason is not None, "HANGOVER without a reason"
         return self._pending_reason
 
     # -- cuts ------------------------------------------------------------------------------
 
-    def _begin_cut(self, reason: str, at: int, actions: list[Action]) -> None:
+    def _begin_cut(self, reason: FinalizeReason, at: int, actions: list[Action]) -> None:
         """Decide to finalize: now, or after the reason's hangover."""
         hangover = (
             self.config.hangover_manual_ms if reason == "manual" else self.config.hangover_auto_ms
@@ -453,7 +454,7 @@ class SessionFlow:
         self.state = HANGOVER
         self._arm(HANGOVER_TIMER, at + hangover)
 
-    def _finalize(self, reason: str, actions: list[Action]) -> None:
+    def _finalize(self, reason: FinalizeReason, actions: list[Action]) -> None:
         """Cut the buffered utterance: one ``FinalizeUtterance`` unless it is empty."""
         audio = bytes(self._buffer)
         self._buffer.clear()
@@ -522,7 +523,7 @@ class SessionFlow:
             return
         # An explicit utterance is complete: it must flush on the node, so it is never a
         # flag-less job (§4.3); no hangover or padding (§3.11).
-        reason = "manual" if event.manual_cut else "silence"
+        reason: FinalizeReason = "manual" if event.manual_cut else "silence"
         actions.append(
             FinalizeUtterance(self._next_index, bytes(event.audio), reason, self._new_turn_id(), 0)
         )

@@ -13,44 +13,47 @@ import base64
 import binascii
 import logging
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import anyio
 import msgspec
 from websockets.exceptions import ConnectionClosed
 
 from cross_instance.clock import now_ms
-from cross_instance.envelope import RuntimeDraining, RuntimeFenced
+from cross_instance.envelope import Envelope, RuntimeDraining, RuntimeFenced
+from scheduler import messages, relay
 from scheduler import protocol as wire
-from scheduler import relay
 from scheduler import session_flow as flow_
-from scheduler.links import CLOSE_POLICY, Link
-from scheduler.rooms import RoomError, Rooms
-from scheduler.scheduling.codes import NoNodeAvailable
-from scheduler.scheduling.core import DispatchRequest
+from scheduler.config import SessionConfig
+from scheduler.ids import new_session_id
+from scheduler.jobs import JobLifecycle, SessionJobs
+from scheduler.links import CLOSE_POLICY, GatewaySettings, Link
+from scheduler.metrics import ReplicaMetrics
+from scheduler.outbox import Outbox
+from scheduler.rooms import Participant, RoomError, Rooms
+from scheduler.scheduling.core import SchedulingCore
 
-if TYPE_CHECKING:
-    from cross_instance.runtime import Envelope
-    from scheduler.replica import Replica
-
-__all__ = ["SessionGateway"]
+__all__ = ["SessionClaims", "SessionGateway"]
 
 log = logging.getLogger("lingua.session")
+
+
+class SessionClaims(Protocol):
+    """Ownership of session ids across replicas (:class:`cross_instance.runtime.Runtime`)."""
+
+    async def claim_session(self, session_id: str) -> str | None: ...
+
+    async def release_session(self, session_id: str) -> bool: ...
 
 
 @dataclass
 class Session:
     session_id: str
     link: Link
-    init: Any
-    trace_id: str
     flow: flow_.SessionFlow
-    results: relay.ResultRelay
+    jobs: SessionJobs  # the session's init and trace id, its results, who receives each job
     room_code: str | None = None
-    # job id -> sessions that receive its result (room mode); bounded like every per-session map.
-    job_targets: OrderedDict[str, list[str]] = field(default_factory=OrderedDict)
     # timer kind -> (deadline_ms, generation), armed by the flow, fired by _run_timers.
     timers: dict[str, tuple[int, int]] = field(default_factory=dict)
     timer_wakeup: anyio.Event = field(default_factory=anyio.Event)
@@ -58,8 +61,26 @@ class Session:
 
 
 class SessionGateway:
-    def __init__(self, replica: Replica) -> None:
-        self.replica = replica
+    def __init__(
+        self,
+        *,
+        core: SchedulingCore,
+        claims: SessionClaims,
+        jobs: JobLifecycle,
+        rooms: Rooms,
+        outbox: Outbox,
+        config: SessionConfig,
+        settings: GatewaySettings,
+        metrics: ReplicaMetrics,
+    ) -> None:
+        self.core = core
+        self.claims = claims
+        self.jobs = jobs
+        self.rooms = rooms
+        self.outbox = outbox
+        self.config = config
+        self.settings = settings
+        self.metrics = metrics
         self.local: dict[str, Session] = {}
 
     def count(self) -> int:
@@ -72,7 +93,7 @@ class SessionGateway:
         try:
             async with anyio.create_task_group() as tg:
                 async for frame in link.ws:
-                    self.replica.frames_in.labels("session").inc()
+                    self.metrics.frames_in.labels("session").inc()
                     try:
                         message = wire.decode_client_message(frame)
                     except wire.ProtocolError as exc:
@@ -105,29 +126,23 @@ class SessionGateway:
                     await self._end(session)
 
     def _error(self, link: Link, code: str, message: str) -> None:
-        self.replica.errors_sent.labels(code).inc()
+        self.metrics.errors_sent.labels(code).inc()
         link.send(wire.encode(wire.ErrorMessage(code=code, message=message)))
 
-    async def _init(self, link: Link, message: Any) -> Session | None:
-        from scheduler.replica import new_id
-
-        session_id = new_id("s", 16)
+    async def _init(self, link: Link, message: wire.SessionInit) -> Session | None:
+        session_id = new_session_id()
         trace_id = message.trace_id or str(uuid.uuid4())
         try:
-            await self.replica.runtime.claim_session(session_id)
+            await self.claims.claim_session(session_id)
         except (RuntimeDraining, RuntimeFenced):
             # This replica is leaving: the client reconnects through the load balancer.
-            link.close(self.replica.config.server.shutdown_close_code, "draining")
+            link.close(self.settings.shutdown_close_code, "draining")
             return None
         session = Session(
             session_id=session_id,
             link=link,
-            init=message,
-            trace_id=trace_id,
-            flow=flow_.SessionFlow(
-                self.replica.config.session, flow_.SessionParams.from_init(message)
-            ),
-            results=relay.ResultRelay(self.replica.config.session, session_id),
+            flow=flow_.SessionFlow(self.config, flow_.SessionParams.from_init(message)),
+            jobs=self.jobs.open_session(session_id, message, trace_id, link),
         )
         self.local[session_id] = session
         link.ident = session_id
@@ -140,22 +155,24 @@ class SessionGateway:
             return
         session.closed = True
         try:
-            with anyio.fail_after(self.replica.config.redis.command_timeout_ms / 1000):
+            with anyio.fail_after(self.settings.cleanup_timeout_s):
                 if session.room_code:
                     await self._leave_room(session)
-                await self.replica.core.end_session(session.session_id)
-                await self.replica.runtime.release_session(session.session_id)
+                await self.core.end_session(session.session_id)
+                await self.claims.release_session(session.session_id)
         except Exception:
             log.exception("session clean-up failed", extra={"session_id": session.session_id})
         finally:
-            session.results.close()
+            session.jobs.results.close()
             if self.local.get(session.session_id) is session:
                 del self.local[session.session_id]
             session.timer_wakeup.set()
 
     # -- client messages -------------------------------------------------------------------
 
-    async def _handle(self, session: Session, message: Any) -> None:
+    async def _handle(
+        self, session: Session, message: wire.ClientMessage | wire.ServerMessage
+    ) -> None:
         if isinstance(message, wire.AudioChunk):
             try:
                 audio = base64.b64decode(message.payload or "", validate=True)
@@ -175,7 +192,7 @@ class SessionGateway:
         elif isinstance(message, wire.TtsStarted):
             await self._feed(session, flow_.TtsPlaybackStarted())
         elif isinstance(message, wire.TtsPlayEnded):
-            session.results.on_tts_ended(message.group_id, now_ms())
+            session.jobs.results.on_tts_ended(message.group_id, now_ms())
             await self._feed(session, flow_.TtsPlaybackEnded(ts_end_ms=message.ts_end_ms))
         elif isinstance(message, wire.Utterance):
             await self._utterance(session, message)
@@ -187,18 +204,18 @@ class SessionGateway:
             await self._webrtc(session, message)
         # Anything else that parses (e.g. a server-to-client type echoed back) is ignored (§2.4).
 
-    async def _feed(self, session: Session, event: Any) -> None:
+    async def _feed(self, session: Session, event: flow_.Event) -> None:
         for action in session.flow.handle(event, now_ms()):
             await self._act(session, action)
 
-    async def _act(self, session: Session, action: Any) -> None:
+    async def _act(self, session: Session, action: flow_.Action) -> None:
         if isinstance(action, flow_.ArmTimer):
             session.timers[action.kind] = (action.deadline_ms, action.generation)
             session.timer_wakeup.set()
         elif isinstance(action, flow_.CancelTimer):
             session.timers.pop(action.kind, None)
         elif isinstance(action, flow_.FinalizeUtterance):
-            await self._dispatch_utterance(session, action)
+            await self.jobs.dispatch_utterance(session.jobs, action, await self._targets(session))
         elif isinstance(action, flow_.InputRejected):
             self._error(session.link, action.code, action.message)
 
@@ -223,97 +240,13 @@ class SessionGateway:
 
     async def _targets(self, session: Session) -> dict[str, list[str]]:
         if session.room_code:
-            members = await self.replica.rooms.members(session.room_code)
+            members = await self.rooms.members(session.room_code)
             by_lang = Rooms.target_languages(members, session.session_id)
             if by_lang:
                 return by_lang
-        return {session.init.tgt_lang: [session.session_id]}
+        return {session.jobs.init.tgt_lang: [session.session_id]}
 
-    async def _dispatch_utterance(self, session: Session, action: Any) -> None:
-        init = session.init
-        for tgt_lang, recipients in (await self._targets(session)).items():
-            spec = relay.JobSpec(
-                job_id=f"job-{uuid.uuid4()}",
-                session_id=session.session_id,
-                utterance_index=action.utterance_index,
-                src_lang=init.src_lang,
-                tgt_lang=tgt_lang,
-                init=init,
-                audio=action.audio,
-                trace_id=session.trace_id,
-                turn_id=action.turn_id,
-                reason=action.reason,
-                padding_ms=action.padding_ms,
-            )
-            await self._dispatch(session, spec, recipients)
-
-    async def _dispatch(self, session: Session, spec: Any, recipients: list[str]) -> None:
-        assign = relay.job_assign(spec, self.replica.config.session)
-        init = session.init
-        # Pool pair: two-way auto mode selects from lang_a:lang_b (original-protocol.md §3.5).
-        if spec.src_lang == "auto" and init.lang_a and init.lang_b:
-            pool_src, pool_tgt = init.lang_a, init.lang_b
-        else:
-            pool_src, pool_tgt = spec.src_lang, spec.tgt_lang
-        request = DispatchRequest(
-            session_id=spec.session_id,
-            utterance_index=spec.utterance_index,
-            src_lang=pool_src,
-            tgt_lang=pool_tgt,
-            turn_id=spec.turn_id,
-            reason=spec.reason,
-            payload=wire.encode(assign).decode(),
-            job_id=spec.job_id,
-        )
-        try:
-            dispatched = await self.replica.core.dispatch(request)
-        except NoNodeAvailable as exc:
-            self.replica.jobs.labels("no_node").inc()
-            log.info(
-                "no node: %s",
-                exc,
-                extra={"session_id": spec.session_id, "utterance_index": spec.utterance_index},
-            )
-            for frame in relay.failure_frames(
-                spec.session_id,
-                spec.job_id,
-                spec.utterance_index,
-                "NO_AVAILABLE_NODE",
-                str(exc),
-                spec.trace_id,
-            ):
-                session.link.send(wire.encode(frame))
-            return
-        except Exception:
-            log.exception("dispatch failed", extra={"session_id": spec.session_id})
-            for frame in relay.failure_frames(
-                spec.session_id,
-                spec.job_id,
-                spec.utterance_index,
-                "INTERNAL_ERROR",
-                "dispatch failed",
-                spec.trace_id,
-            ):
-                session.link.send(wire.encode(frame))
-            return
-        self.replica.jobs.labels("dispatched").inc()
-        session.job_targets[dispatched.job_id] = recipients
-        while len(session.job_targets) > self.replica.config.session.result_dedup_max:
-            session.job_targets.popitem(last=False)
-        if dispatched.created:
-            assign = msgspec.structs.replace(
-                assign, job_id=dispatched.job_id, attempt_id=dispatched.attempt
-            )
-            await self.replica.send_to_node(dispatched.node_id, assign, spec.trace_id)
-        session.link.send(
-            wire.encode(
-                relay.dispatched_event(
-                    spec.session_id, dispatched.job_id, spec.utterance_index, spec.trace_id
-                )
-            )
-        )
-
-    async def _utterance(self, session: Session, message: Any) -> None:
+    async def _utterance(self, session: Session, message: wire.Utterance) -> None:
         try:
             audio = base64.b64decode(message.audio, validate=True)
         except (binascii.Error, ValueError):
@@ -330,44 +263,13 @@ class SessionGateway:
     # -- deliveries from the runtime ---------------------------------------------------------
 
     async def deliver(self, envelope: Envelope) -> None:
+        """Runtime handler: raising leaves the message pending (retried, then dead-lettered)."""
         session = self.local.get(envelope.target_id)
         if session is None or session.closed:
             raise LookupError(f"session {envelope.target_id} is not connected here")
-        if envelope.kind == "frame":
-            session.link.send(envelope.payload.encode())
-            return
-        now = now_ms()
-        if envelope.kind == "job_result":
-            result = wire.decode_as(envelope.payload, wire.JobResult)
-            recipients = session.job_targets.get(result.job_id, [session.session_id])
-            frames = session.results.on_result(result, now)
-            await self._fan_out(session, frames, recipients)
-        elif envelope.kind == "asr_partial":
-            partial = wire.decode_as(envelope.payload, wire.NodeAsrPartial)
-            for frame in relay.partial_frames(partial):
-                session.link.send(wire.encode(frame))
-        elif envelope.kind == "job_failed":
-            failed = msgspec.json.decode(envelope.payload)
-            message = "job timed out" if failed["code"] == "JOB_TIMEOUT" else "no node available"
-            for frame in relay.failure_frames(
-                session.session_id,
-                failed["job_id"],
-                failed["utterance_index"],
-                failed["code"],
-                message,
-                failed["trace_id"],
-            ):
-                session.link.send(wire.encode(frame))
-
-    async def _fan_out(self, session: Session, frames: list[Any], recipients: list[str]) -> None:
-        for frame in frames:
-            if isinstance(frame, wire.TranslationResult) and recipients != [session.session_id]:
-                for target in recipients:
-                    await self.replica.send_frame_to_session(
-                        target, msgspec.structs.replace(frame, session_id=target), frame.trace_id
-                    )
-            else:
-                session.link.send(wire.encode(frame))
+        delivery = messages.decode_for_session(envelope.kind, envelope.payload)
+        if delivery is not None:
+            await self.jobs.deliver(session.jobs, delivery)
 
     def evict(self, session_id: str) -> None:
         session = self.local.get(session_id)
@@ -381,8 +283,12 @@ class SessionGateway:
 
     # -- rooms and WebRTC --------------------------------------------------------------------
 
-    async def _room(self, session: Session, message: Any) -> None:
-        rooms = self.replica.rooms
+    async def _room(
+        self,
+        session: Session,
+        message: wire.RoomCreate | wire.RoomJoin | wire.RoomLeave | wire.RoomRawVoicePreference,
+    ) -> None:
+        rooms = self.rooms
         try:
             if isinstance(message, wire.RoomCreate):
                 if session.room_code:
@@ -420,22 +326,24 @@ class SessionGateway:
     async def _leave_room(self, session: Session) -> None:
         code, session.room_code = session.room_code, None
         if code:
-            remaining = await self.replica.rooms.leave(code, session.session_id)
+            remaining = await self.rooms.leave(code, session.session_id)
             await self._broadcast_members(code, remaining)
 
-    async def _broadcast_members(self, code: str, members: list[Any]) -> None:
+    async def _broadcast_members(self, code: str, members: list[Participant]) -> None:
         frame = wire.RoomMembers(room_code=code, members=[msgspec.to_builtins(m) for m in members])
         for member in members:
-            await self.replica.send_frame_to_session(member.session_id, frame)
+            await self.outbox.frame_to_session(member.session_id, frame)
 
-    async def _webrtc(self, session: Session, message: Any) -> None:
-        members = await self.replica.rooms.members(message.room_code)
+    async def _webrtc(
+        self, session: Session, message: wire.WebrtcOffer | wire.WebrtcAnswer | wire.WebrtcIce
+    ) -> None:
+        members = await self.rooms.members(message.room_code)
         ids = {m.session_id for m in members}
         if session.session_id not in ids or message.to not in ids:
             return
         if not Rooms.accepts_raw_voice(members, receiver=message.to, sender=session.session_id):
             return
         # On delivery `to` carries the sender's id (§2.5).
-        await self.replica.send_frame_to_session(
+        await self.outbox.frame_to_session(
             message.to, msgspec.structs.replace(message, to=session.session_id)
         )

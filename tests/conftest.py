@@ -12,8 +12,10 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 
+import anyio
 import pytest
 from redis import Redis as SyncRedis
 
@@ -25,6 +27,7 @@ from cross_instance.redis_server import (
     find_redis_server,
     free_cluster_port,
 )
+from tests.e2e.clients import SimBrowser, SimNode
 
 
 @pytest.fixture
@@ -164,3 +167,19 @@ async def cluster_redis(redis_cluster: LocalCluster, key_prefix: str) -> AsyncIt
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[Callable[..., object]]:
+    """Factory of connected simulated peers whose reader runs for the test's duration."""
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+
+        async def make(peer: SimNode | SimBrowser) -> SimNode | SimBrowser:
+            await peer.connect()
+            tg.start_soon(peer.pump)
+            stack.push_async_callback(peer.close)
+            return peer
+
+        yield make
+        await stack.aclose()
+        tg.cancel_scope.cancel()

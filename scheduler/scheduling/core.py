@@ -12,7 +12,6 @@ so replicas share one clock). Tests pass explicit times to move the clock.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ import msgspec
 from cross_instance.lua import ScriptLibrary
 from cross_instance.redis_client import AnyRedis
 from scheduler.config import SchedulingConfig
+from scheduler.ids import new_job_id
 from scheduler.scheduling.codes import InvalidInput, ReplyCode, error_for
 from scheduler.scheduling.keys import SchedulingKeys
 
@@ -458,7 +458,7 @@ class SchedulingCore:
             raise InvalidInput(f"reason: {request.reason!r} is not a finalize reason")
         for node in request.exclude:
             self._check_id("exclude", node)
-        job_id = request.job_id or f"job-{uuid.uuid4().hex}"
+        job_id = request.job_id or new_job_id()
         self._check_id("job_id", job_id)
         c = self.config
         _, body = await self._call(

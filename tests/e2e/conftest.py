@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
 
-import anyio
 import pytest
 
-from tests.e2e.clients import SimBrowser, SimNode
 from tests.e2e.daemons import Replica
 
 # Short intervals so failure paths finish in seconds; every one is a config key.
@@ -80,19 +77,3 @@ def replicas(redis_url: str, cluster_prefix: str) -> Iterator[list[Replica]]:
     finally:
         for replica in started:
             replica.stop()
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[Callable[..., object]]:
-    """Factory of connected simulated peers whose reader runs for the test's duration."""
-    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
-
-        async def make(peer: SimNode | SimBrowser) -> SimNode | SimBrowser:
-            await peer.connect()
-            tg.start_soon(peer.pump)
-            stack.push_async_callback(peer.close)
-            return peer
-
-        yield make
-        await stack.aclose()
-        tg.cancel_scope.cancel()

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from scheduler import protocol as wire
+from scheduler.node_rules import node_capabilities
 from scheduler.scheduling.core import NodeCapabilities
 from tests.e2e.clients import SimNode
 from tests.protocol.examples import EXAMPLES
@@ -22,7 +23,7 @@ def node_message(message: dict[str, Any]) -> Any:
 def test_register_capabilities_with_hardware() -> None:
     register = wire.decode_node_message(BY_NAME["node_register"])
     assert isinstance(register, wire.NodeRegister)
-    assert wire.node_capabilities(register) == NodeCapabilities(
+    assert node_capabilities(register) == NodeCapabilities(
         asr=["en", "zh"],
         semantic=["en", "zh"],
         tts=["en", "zh"],
@@ -38,7 +39,7 @@ def test_register_capabilities_with_hardware() -> None:
 def test_heartbeat_capabilities_carry_languages_only() -> None:
     heartbeat = wire.decode_node_message(BY_NAME["node_heartbeat"])
     assert isinstance(heartbeat, wire.NodeHeartbeat)
-    caps = wire.node_capabilities(heartbeat)
+    caps = node_capabilities(heartbeat)
     assert caps is not None and caps.asr == ["en", "zh"] and caps.semantic == ["en", "zh"]
     assert caps.hardware == {} and caps.max_concurrent_jobs is None
 
@@ -51,19 +52,19 @@ def test_no_language_capabilities_means_none(name: str) -> None:
             message.pop("language_capabilities")
         else:
             message["language_capabilities"] = absent
-        assert wire.node_capabilities(node_message(message)) is None
+        assert node_capabilities(node_message(message)) is None
 
 
 def test_missing_or_null_language_lists_are_empty() -> None:
     message = orjson.loads(BY_NAME["node_heartbeat"])
     message["language_capabilities"] = {"asr_languages": ["zh"], "semantic_languages": None}
-    caps = wire.node_capabilities(node_message(message))
+    caps = node_capabilities(node_message(message))
     assert caps == NodeCapabilities(asr=["zh"], semantic=[], tts=[], hardware={})
 
 
 def test_max_concurrent_jobs_extension_is_carried() -> None:
     message = {**orjson.loads(BY_NAME["node_register"]), "max_concurrent_jobs": 3}
-    caps = wire.node_capabilities(node_message(message))
+    caps = node_capabilities(node_message(message))
     assert caps is not None and caps.max_concurrent_jobs == 3
     with pytest.raises(wire.ProtocolError, match="max_concurrent_jobs"):
         node_message({**message, "max_concurrent_jobs": -1})

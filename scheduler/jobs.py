@@ -1,0 +1,334 @@
+"""One job's life, from the utterance a session finalized to the frames its client gets.
+
+Read top to bottom, in the order a job lives it:
+
+1. **Dispatch** (:meth:`JobLifecycle.dispatch_utterance`, on the session's replica): one job per
+   target language (a room fans an utterance out to each language its members speak); the core
+   picks a node; the ``job_assign`` goes to that node, the client gets ``ui_event DISPATCHED``.
+2. **Progress** (:meth:`~JobLifecycle.on_progress`, :meth:`~JobLifecycle.on_partial`, on the
+   node's replica): ``job_ack``/``job_started`` move the job in the core; partial subtitles go to
+   the job's session, only from the job's current node.
+3. **Completion** (:meth:`~JobLifecycle.on_result`, on the node's replica): the core accepts the
+   result of the current attempt once; it travels to the session the job record names.
+4. **Failover** (:meth:`~JobLifecycle.carry_out_moves`, after a sweep or a node going offline): a
+   silent node is told to cancel; the job goes to another node, or fails.
+5. **At the session** (:meth:`~JobLifecycle.deliver`, on the session's replica): a result becomes
+   the client's frames (:class:`scheduler.relay.ResultRelay`), translations fanned out to the
+   room members that asked for that language; a failure becomes ``ui_event ERROR`` + ``error``.
+6. **What the user is told when a job fails**: :func:`failure_message`, beside the codes.
+
+The core (Redis scripts) decides every transition; this module carries out what it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import msgspec
+
+from cross_instance.clock import now_ms
+from scheduler import protocol as wire
+from scheduler import relay
+from scheduler.config import SessionConfig
+from scheduler.ids import new_job_id
+from scheduler.links import Link
+from scheduler.messages import (
+    FailureCode,
+    JobFailed,
+    RawFrame,
+    SessionDelivery,
+    encode_job_assign,
+)
+from scheduler.metrics import ReplicaMetrics
+from scheduler.outbox import Outbox
+from scheduler.scheduling.codes import NoNodeAvailable, SchedulingError
+from scheduler.scheduling.core import DispatchRequest, FailoverAction, SchedulingCore
+from scheduler.session_flow import FinalizeUtterance
+
+__all__ = ["JobLifecycle", "SessionJobs", "failover_code", "failure_message"]
+
+log = logging.getLogger("lingua.jobs")
+
+
+@dataclass
+class SessionJobs:
+    """What the job lifecycle keeps per session, on the session's replica."""
+
+    session_id: str
+    init: wire.SessionInit
+    trace_id: str
+    link: Link
+    results: relay.ResultRelay
+    # job id -> sessions that receive its result (room mode); bounded like every per-session map.
+    recipients: OrderedDict[str, list[str]] = field(default_factory=OrderedDict)
+
+
+class JobLifecycle:
+    def __init__(
+        self,
+        core: SchedulingCore,
+        outbox: Outbox,
+        config: SessionConfig,
+        metrics: ReplicaMetrics,
+    ) -> None:
+        self.core = core
+        self.outbox = outbox
+        self.config = config
+        self.metrics = metrics
+
+    def open_session(
+        self, session_id: str, init: wire.SessionInit, trace_id: str, link: Link
+    ) -> SessionJobs:
+        return SessionJobs(
+            session_id=session_id,
+            init=init,
+            trace_id=trace_id,
+            link=link,
+            results=relay.ResultRelay(self.config, session_id),
+        )
+
+    # -- 1. dispatch -------------------------------------------------------------------------
+
+    async def dispatch_utterance(
+        self, session: SessionJobs, utterance: FinalizeUtterance, targets: dict[str, list[str]]
+    ) -> None:
+        """One job per target language; ``targets`` maps each to the sessions that get it."""
+        init = session.init
+        for tgt_lang, recipients in targets.items():
+            spec = relay.JobSpec(
+                job_id=new_job_id(),
+                session_id=session.session_id,
+                utterance_index=utterance.utterance_index,
+                src_lang=init.src_lang,
+                tgt_lang=tgt_lang,
+                init=init,
+                audio=utterance.audio,
+                trace_id=session.trace_id,
+                turn_id=utterance.turn_id,
+                reason=utterance.reason,
+                padding_ms=utterance.padding_ms,
+            )
+            await self._dispatch(session, spec, recipients)
+
+    async def _dispatch(
+        self, session: SessionJobs, spec: relay.JobSpec, recipients: list[str]
+    ) -> None:
+        assign = relay.job_assign(spec, self.config)
+        init = session.init
+        # Pool pair: two-way auto mode selects from lang_a:lang_b (original-protocol.md §3.5).
+        if spec.src_lang == "auto" and init.lang_a and init.lang_b:
+            pool_src, pool_tgt = init.lang_a, init.lang_b
+        else:
+            pool_src, pool_tgt = spec.src_lang, spec.tgt_lang
+        request = DispatchRequest(
+            session_id=spec.session_id,
+            utterance_index=spec.utterance_index,
+            src_lang=pool_src,
+            tgt_lang=pool_tgt,
+            turn_id=spec.turn_id,
+            reason=spec.reason,
+            payload=encode_job_assign(assign),  # the very bytes the node is sent
+            job_id=spec.job_id,
+        )
+        try:
+            dispatched = await self.core.dispatch(request)
+        except NoNodeAvailable as exc:
+            self.metrics.jobs.labels("no_node").inc()
+            log.info(
+                "no node: %s",
+                exc,
+                extra={"session_id": spec.session_id, "utterance_index": spec.utterance_index},
+            )
+            self._tell_failure(
+                session, spec.job_id, spec.utterance_index, "NO_AVAILABLE_NODE", spec.trace_id, exc
+            )
+            return
+        except Exception:
+            log.exception("dispatch failed", extra={"session_id": spec.session_id})
+            self._tell_failure(
+                session, spec.job_id, spec.utterance_index, "INTERNAL_ERROR", spec.trace_id
+            )
+            return
+        self.metrics.jobs.labels("dispatched").inc()
+        session.recipients[dispatched.job_id] = recipients
+        while len(session.recipients) > self.config.result_dedup_max:
+            session.recipients.popitem(last=False)
+        if dispatched.created:
+            assign = msgspec.structs.replace(
+                assign, job_id=dispatched.job_id, attempt_id=dispatched.attempt
+            )
+            await self.outbox.assign_to_node(dispatched.node_id, assign)
+        session.link.send(
+            wire.encode(
+                relay.dispatched_event(
+                    spec.session_id, dispatched.job_id, spec.utterance_index, spec.trace_id
+                )
+            )
+        )
+
+    # -- 2. progress on the node -------------------------------------------------------------
+
+    async def on_progress(self, node_id: str, message: wire.JobAck | wire.JobStarted) -> None:
+        try:
+            if isinstance(message, wire.JobAck):
+                await self.core.ack(message.job_id, node_id, message.attempt_id)
+            else:
+                await self.core.start(message.job_id, node_id, message.attempt_id)
+        except SchedulingError as exc:
+            log.info(
+                "progress refused: %s", exc, extra={"node_id": node_id, "job_id": message.job_id}
+            )
+            return
+        if isinstance(message, wire.JobAck):
+            event = wire.ui_event(
+                message.session_id, message.job_id, None, "NODE_ACCEPTED", message.trace_id
+            )
+            await self.outbox.frame_to_session(message.session_id, event, message.trace_id)
+
+    async def on_partial(self, node_id: str, partial: wire.NodeAsrPartial) -> None:
+        holder = await self.core.job_holder(partial.job_id)
+        # Only the job's current node, only into the job's own session (§7.13).
+        if (
+            holder is not None
+            and holder.node_id == node_id
+            and holder.session_id == partial.session_id
+        ):
+            await self.outbox.partial_to_session(holder.session_id, partial)
+
+    # -- 3. completion -----------------------------------------------------------------------
+
+    async def on_result(self, node_id: str, message: wire.JobResult) -> None:
+        try:
+            completion = await self.core.complete(
+                message.job_id, node_id, message.attempt_id, ok=message.success
+            )
+        except SchedulingError as exc:
+            # Stale attempt, foreign node or unknown job: refused, nothing reaches the client.
+            log.info(
+                "result refused: %s",
+                exc,
+                extra={"node_id": node_id, "job_id": message.job_id, "attempt": message.attempt_id},
+            )
+            self.metrics.jobs.labels("result_refused").inc()
+            return
+        if completion.replayed:
+            # Already completed by an earlier copy of this result: it reached the session then.
+            return
+        self.metrics.jobs.labels("completed").inc()
+        # The job record says whose result it is; the node's claim does not (§7.13).
+        result = msgspec.structs.replace(
+            message,
+            session_id=completion.session_id,
+            utterance_index=completion.utterance_index,
+        )
+        await self.outbox.result_to_session(completion.session_id, result)
+
+    # -- 4. failover -------------------------------------------------------------------------
+
+    async def carry_out_moves(self, moves: list[FailoverAction]) -> None:
+        """Carry out what a sweep or a node going offline decided for each job."""
+        for move in moves:
+            try:
+                await self._carry_out(move)
+            except Exception:
+                log.exception("carrying out a job move failed", extra={"job_id": move.job_id})
+
+    async def _carry_out(self, move: FailoverAction) -> None:
+        assign = msgspec.json.decode(move.payload, type=wire.JobAssign) if move.payload else None
+        trace_id = assign.trace_id if assign else ""
+        if move.cause == "timeout":
+            # The old node is alive but silent: tell it to drop the job (a dead node needs no cancel).
+            self.metrics.jobs.labels("cancelled").inc()
+            await self.outbox.cancel_on_node(
+                move.old_node,
+                wire.JobCancel(job_id=move.job_id, trace_id=trace_id, reason="job_timeout"),
+            )
+        if move.outcome == "reassigned" and move.new_node and assign is not None:
+            self.metrics.jobs.labels("reassigned").inc()
+            await self.outbox.assign_to_node(
+                move.new_node, msgspec.structs.replace(assign, attempt_id=move.attempt)
+            )
+            return
+        self.metrics.jobs.labels("failed").inc()
+        failed = JobFailed(
+            job_id=move.job_id,
+            utterance_index=move.utterance_index,
+            code=failover_code(move),
+            trace_id=trace_id,
+        )
+        await self.outbox.failure_to_session(move.session_id, failed)
+
+    # -- 5. at the session -------------------------------------------------------------------
+
+    async def deliver(self, session: SessionJobs, delivery: SessionDelivery) -> None:
+        """A message for this session from any replica (or this one), as client frames."""
+        if isinstance(delivery, RawFrame):
+            session.link.send(delivery.data.encode())
+        elif isinstance(delivery, wire.JobResult):
+            recipients = session.recipients.get(delivery.job_id, [session.session_id])
+            frames = session.results.on_result(delivery, now_ms())
+            await self._fan_out(session, frames, recipients)
+        elif isinstance(delivery, wire.NodeAsrPartial):
+            for frame in relay.partial_frames(delivery):
+                session.link.send(wire.encode(frame))
+        else:
+            self._tell_failure(
+                session, delivery.job_id, delivery.utterance_index, delivery.code, delivery.trace_id
+            )
+
+    async def _fan_out(
+        self, session: SessionJobs, frames: list[relay.Frame], recipients: list[str]
+    ) -> None:
+        for frame in frames:
+            if isinstance(frame, wire.TranslationResult) and recipients != [session.session_id]:
+                for target in recipients:
+                    await self.outbox.frame_to_session(
+                        target, msgspec.structs.replace(frame, session_id=target), frame.trace_id
+                    )
+            else:
+                session.link.send(wire.encode(frame))
+
+    # -- 6. the user-facing failure ------------------------------------------------------------
+
+    def _tell_failure(
+        self,
+        session: SessionJobs,
+        job_id: str,
+        utterance_index: int,
+        code: FailureCode,
+        trace_id: str,
+        cause: Exception | None = None,
+    ) -> None:
+        for frame in relay.failure_frames(
+            session.session_id,
+            job_id,
+            utterance_index,
+            code,
+            failure_message(code, cause),
+            trace_id,
+        ):
+            session.link.send(wire.encode(frame))
+
+
+def failover_code(move: FailoverAction) -> FailureCode:
+    """A job failover could not place: it ran out of time or attempts, or of nodes."""
+    if move.cause == "timeout" or move.error == "MAX_ATTEMPTS":
+        return "JOB_TIMEOUT"
+    return "NO_AVAILABLE_NODE"
+
+
+_FAILURE_MESSAGES: dict[FailureCode, str] = {
+    "NO_AVAILABLE_NODE": "no node available",
+    "JOB_TIMEOUT": "job timed out",
+    "INTERNAL_ERROR": "dispatch failed",
+}
+
+
+def failure_message(code: FailureCode, cause: Exception | None = None) -> str:
+    """The sentence the client reads beside ``code``: the core's own explanation when a dispatch
+    found no node (it says which pool and why), else the code's fixed sentence."""
+    if cause is not None:
+        return str(cause)
+    return _FAILURE_MESSAGES[code]

@@ -1,0 +1,81 @@
+"""Sends to a node or a session wherever it is connected, through the runtime.
+
+The runtime delivers in process when the target's socket is on this replica, and through the
+target owner's inbox otherwise; either way the message arrives as one of the kinds of
+:mod:`scheduler.messages`. Frames for the socket a handler is serving go straight to its
+:class:`~scheduler.links.Link` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from scheduler import messages
+from scheduler import protocol as wire
+
+__all__ = ["Outbox", "RuntimeSends"]
+
+
+class RuntimeSends(Protocol):
+    """The part of :class:`cross_instance.runtime.Runtime` the outbox uses."""
+
+    async def send_to_node(
+        self, node_id: str, kind: str, payload: str, trace_id: str = "", *, resumable: bool = True
+    ) -> object: ...
+
+    async def send_to_session(
+        self,
+        session_id: str,
+        kind: str,
+        payload: str,
+        trace_id: str = "",
+        *,
+        resumable: bool = True,
+    ) -> object: ...
+
+
+class Outbox:
+    def __init__(self, runtime: RuntimeSends) -> None:
+        self._runtime = runtime
+
+    # -- to nodes ----------------------------------------------------------------------------
+
+    async def assign_to_node(self, node_id: str, assign: wire.JobAssign) -> None:
+        await self._runtime.send_to_node(
+            node_id, messages.FRAME, messages.encode_job_assign(assign), trace_id=assign.trace_id
+        )
+
+    async def cancel_on_node(self, node_id: str, cancel: wire.JobCancel) -> None:
+        await self._runtime.send_to_node(
+            node_id, messages.FRAME, wire.encode(cancel).decode(), trace_id=cancel.trace_id or ""
+        )
+
+    # -- to sessions -------------------------------------------------------------------------
+
+    async def frame_to_session(
+        self, session_id: str, frame: msgspec.Struct, trace_id: str = ""
+    ) -> None:
+        await self._to_session(session_id, messages.FRAME, wire.encode(frame).decode(), trace_id)
+
+    async def result_to_session(self, session_id: str, result: wire.JobResult) -> None:
+        await self._to_session(
+            session_id, messages.JOB_RESULT, wire.encode(result).decode(), result.trace_id
+        )
+
+    async def partial_to_session(self, session_id: str, partial: wire.NodeAsrPartial) -> None:
+        await self._to_session(
+            session_id, messages.ASR_PARTIAL, wire.encode(partial).decode(), partial.trace_id
+        )
+
+    async def failure_to_session(self, session_id: str, failed: messages.JobFailed) -> None:
+        await self._to_session(
+            session_id, messages.JOB_FAILED, messages.encode_job_failed(failed), failed.trace_id
+        )
+
+    async def _to_session(self, session_id: str, kind: str, payload: str, trace_id: str) -> None:
+        # A client session never comes back under its id: once it ended, drop what is left.
+        await self._runtime.send_to_session(
+            session_id, kind, payload, trace_id=trace_id, resumable=False
+        )

@@ -1,0 +1,212 @@
+"""The gateways in process: one rule per test, real sockets, real Redis, no daemon."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.e2e.clients import SimBrowser, SimNode, wait_any
+from tests.gateways.conftest import Served
+from tests.waiting import until
+
+pytestmark = pytest.mark.anyio
+
+SRC, TGT = "zh", "en"
+Peer = TypeVar("Peer", SimNode, SimBrowser)
+Connect = Callable[[Any], Awaitable[object]]
+
+
+async def connected(peers: Connect, peer: Peer) -> Peer:
+    await peers(peer)
+    return peer
+
+
+def is_job(message: dict[str, Any]) -> bool:
+    return message.get("type") == "job_assign"
+
+
+async def test_session_init_is_acknowledged_with_a_new_session(
+    served: Served, peers: Connect
+) -> None:
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    ack = await browser.init(trace_id="trace-gw-1")
+    assert ack["session_id"].startswith("s-") and ack["trace_id"] == "trace-gw-1"
+    assert list(served.replica.sessions.local) == [ack["session_id"]]
+
+
+async def test_a_frame_before_session_init_is_refused_with_an_error_frame(
+    served: Served, peers: Connect
+) -> None:
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.send({"type": "client_heartbeat", "session_id": "s-NOPE", "timestamp": 1})
+    error = await browser.wait_type("error")
+    assert error["code"] == "INVALID_SESSION" and error["message"] == "Session not initialized"
+
+
+async def test_a_malformed_frame_gets_an_error_frame_and_the_socket_stays(
+    served: Served, peers: Connect
+) -> None:
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.send_raw("{not json")
+    error = await browser.wait_type("error")
+    assert error["code"] == "INVALID_MESSAGE"
+    assert error["message"].startswith("Invalid message format")
+    assert browser.closed_code is None
+
+
+async def test_an_utterance_reaches_the_node_and_its_result_the_client(
+    served: Served, peers: Connect
+) -> None:
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.speak(10)
+    job = await node.wait_for(is_job)
+    assert job["session_id"] == browser.session_id and job["attempt_id"] == 1
+    await browser.wait_type("ui_event", event="DISPATCHED", job_id=job["job_id"])
+    await node.send(node.result_for(job))
+    got = await browser.wait_type("translation_result", job_id=job["job_id"])
+    assert got["text_asr"] == "你好" and got["text_translated"] == "Hello"
+    assert got["session_id"] == browser.session_id and got["utterance_index"] == 0
+
+
+async def test_a_registration_without_languages_is_closed_with_1008(
+    served: Served, peers: Connect
+) -> None:
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT]), node_id="node-NOLANGS"))
+    register = node.register_message()
+    del register["language_capabilities"]
+    await node.send(register)
+    await node.closed.wait()
+    assert node.closed_code == 1008
+    assert node.of_type("node_register_ack") == []
+    assert served.replica.nodes.count() == 0
+
+
+async def test_a_frame_naming_another_node_is_not_acted_on(served: Served, peers: Connect) -> None:
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.speak(10)
+    job = await node.wait_for(is_job)
+    forged = node.result_for(job) | {"node_id": "node-SOMEONEELSE"}
+    await node.send(forged)
+    await node.send(node.partial_for(job))  # a frame after it, to know the first was read
+    await browser.wait_type("asr_partial")
+    assert browser.of_type("translation_result") == []
+
+
+async def test_a_node_disconnect_moves_its_job_to_another_node(
+    served: Served, peers: Connect
+) -> None:
+    nodes = [await connected(peers, SimNode(served.node_url, ([SRC], [TGT]))) for _ in range(2)]
+    for node in nodes:
+        await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.speak(10)
+    first, job = await wait_any(nodes, is_job)
+    await nodes[first].close()
+    other = nodes[1 - first]
+    moved = await other.wait_type("job_assign", job_id=job["job_id"])
+    assert moved["attempt_id"] == 2 and moved["audio"] == job["audio"]
+    await other.send(other.result_for(moved))
+    await browser.wait_type("translation_result", job_id=job["job_id"])
+
+
+async def test_a_node_disconnect_with_no_other_node_tells_the_client(
+    served: Served, peers: Connect
+) -> None:
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.speak(10)
+    job = await node.wait_for(is_job)
+    await node.close()
+    error = await browser.wait_type("error")
+    assert error["code"] == "NO_AVAILABLE_NODE" and error["message"] == "no node available"
+    event = await browser.wait_type("ui_event", event="ERROR")
+    assert event["job_id"] == job["job_id"] and event["error_code"] == "NO_AVAILABLE_NODE"
+
+
+async def test_a_session_with_no_node_for_its_pair_is_told_at_once(
+    served: Served, peers: Connect
+) -> None:
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.speak(10)
+    error = await browser.wait_type("error")
+    assert error["code"] == "NO_AVAILABLE_NODE" and error["message"]
+    no_node = served.replica.registry.get_sample_value("lingua_jobs_total", {"event": "no_node"})
+    assert no_node == 1
+
+
+async def test_a_job_ack_tells_the_client_the_node_accepted(served: Served, peers: Connect) -> None:
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.speak(10)
+    job = await node.wait_for(is_job)
+    await node.send(
+        {
+            "type": "job_ack",
+            "job_id": job["job_id"],
+            "attempt_id": job["attempt_id"],
+            "node_id": node.node_id,
+            "session_id": job["session_id"],
+            "trace_id": job["trace_id"],
+        }
+    )
+    event = await browser.wait_type("ui_event", event="NODE_ACCEPTED")
+    assert event["job_id"] == job["job_id"]
+
+
+async def test_closing_the_session_socket_releases_the_session(
+    served: Served, peers: Connect
+) -> None:
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.close()
+    await until(lambda: served.replica.sessions.count() == 0)
+
+
+async def test_a_second_session_init_ends_the_first_session(served: Served, peers: Connect) -> None:
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    first = await browser.init()
+    browser.received.clear()
+    second = await browser.init()
+    assert second["session_id"] != first["session_id"]
+    assert list(served.replica.sessions.local) == [second["session_id"]]
+
+
+async def test_a_frame_naming_another_session_is_refused(served: Served, peers: Connect) -> None:
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.send({"type": "client_heartbeat", "session_id": "s-SOMEONE", "timestamp": 1})
+    error = await browser.wait_type("error")
+    assert error["code"] == "INVALID_SESSION"
+    assert error["message"] == "Session does not belong to this connection"
+
+
+async def test_a_result_of_another_attempt_is_refused(served: Served, peers: Connect) -> None:
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.speak(10)
+    job = await node.wait_for(is_job)
+    await node.send(node.result_for(job | {"attempt_id": job["attempt_id"] + 1}))
+    await node.send(node.partial_for(job))  # read after the result: the result was handled
+    await browser.wait_type("asr_partial")
+    assert browser.of_type("translation_result") == []
+    refused = served.replica.registry.get_sample_value(
+        "lingua_jobs_total", {"event": "result_refused"}
+    )
+    assert refused == 1
