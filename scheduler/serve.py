@@ -15,6 +15,7 @@ import msgspec
 
 from cross_instance.redis_client import connect
 from cross_instance.redis_server import RedisServerError, RedisServerProcess
+from cross_instance.runtime import default_instance_id
 from scheduler.config import Config
 from scheduler.logs import setup_logging
 
@@ -58,6 +59,10 @@ async def run(config: Config) -> None:
     """Run one replica until SIGTERM/SIGINT, then drain and return."""
     from scheduler.replica import Replica
 
+    if not config.runtime.instance_id:
+        # The runtime would generate one itself; generated here, every log line carries it.
+        runtime = msgspec.structs.replace(config.runtime, instance_id=default_instance_id())
+        config = msgspec.structs.replace(config, runtime=runtime)
     setup_logging(config.logging, config.runtime.instance_id)
     embedded: RedisServerProcess | None = None
     url = config.redis.url
