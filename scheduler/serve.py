@@ -1,7 +1,8 @@
 """``lingua-scheduler serve``: start a replica.
 
 With no ``redis.url`` configured, a redis-server child process is started first (the zero-setup
-local run of ``make run``) and stopped when the replica exits.
+local run of ``make run``) and stopped when the replica exits. Start-up failures (Redis
+unreachable, a bad URL) are reported by :func:`scheduler.cli.main` as one JSON log line, exit 3.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import anyio
 import msgspec
 
 from cross_instance.redis_client import connect
-from cross_instance.redis_server import RedisServerError, RedisServerProcess
+from cross_instance.redis_server import RedisServerProcess
 from cross_instance.runtime import default_instance_id
 from scheduler.config import Config
 from scheduler.logs import setup_logging
@@ -38,20 +39,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def register(sub: Any) -> None:
-    cmd = sub.add_parser("serve", help="start a scheduler replica")
-    cmd.add_argument("--host")
-    cmd.add_argument("--port", type=int)
-    cmd.add_argument("--redis-url", dest="redis_url")
-    cmd.add_argument("--instance-id", dest="instance_id")
+    text = "start a scheduler replica (drains and exits 0 on SIGTERM / SIGINT)"
+    cmd = sub.add_parser("serve", help=text, description=text)
+    cmd.add_argument("--host", help="address to listen on (server.host)")
+    cmd.add_argument("--port", type=int, help="port of /ws/*, /metrics and /api (server.port)")
+    cmd.add_argument(
+        "--redis-url", dest="redis_url",
+        help="redis://, rediss:// or unix:// URL (redis.url); none: start an embedded Redis",
+    )  # fmt: skip
+    cmd.add_argument(
+        "--instance-id", dest="instance_id",
+        help="replica id, e.g. the pod name (runtime.instance_id); none: HOSTNAME-pid-random",
+    )  # fmt: skip
     cmd.set_defaults(func=_serve_command, config_overrides=_overrides)
 
 
 def _serve_command(args: argparse.Namespace, config: Config) -> int:
-    try:
-        anyio.run(run, config, backend="asyncio", backend_options={"use_uvloop": True})
-    except RedisServerError as exc:
-        log.error("cannot start the embedded Redis: %s", exc)
-        return 1
+    anyio.run(run, config, backend="asyncio", backend_options={"use_uvloop": True})
     return 0
 
 
