@@ -5,6 +5,9 @@ module, so tests call :func:`main` with an argv and read stdout. Read commands t
 Exit codes (:class:`scheduler.cli_errors.ExitCode`): 0 ok, 1 the command ran and found a
 problem, 2 bad usage, 3 Redis cannot be reached or the configuration is invalid. Failures are
 one line on stderr; ``serve`` reports them as one JSON log line.
+
+Commands that read Redis and have no ``redis.url`` use the embedded Redis of a running
+``serve`` (``make run``), found through its run file (:mod:`scheduler.run_file`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, NoReturn
 import msgspec
 
 from cross_instance.runtime import default_instance_id
+from scheduler import run_file
 from scheduler.cli_errors import CliError, ExitCode, check_redis_url, describe, redact
 from scheduler.config import Config, LoggingConfig, load_config
 from scheduler.logs import is_configured, setup_logging
@@ -107,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_discovered_redis(config: Config) -> tuple[Config, str]:
+    """``config`` pointed at the embedded Redis of a running ``serve``, and where it was found."""
+    found = run_file.find_live()
+    if found is None:
+        raise CliError(
+            f"no Redis configured and no running 'make run' found ({run_file.searched()}): "
+            "start 'make run' (and run this from the same directory), or set LINGUA_REDIS_URL",
+            ExitCode.UNAVAILABLE,
+        )
+    info, path = found
+    redis = msgspec.structs.replace(config.redis, url=info.url)
+    return msgspec.structs.replace(config, redis=redis), f"{info.url} (from {path})"
+
+
 def _ensure_logging() -> None:
     # serve failed before its own setup (bad config): default JSON logs, still with an id.
     if not is_configured():
@@ -139,9 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_redis_url(config.redis.url)
             where = f"{redact(config.redis.url)} (redis.url)"
         elif getattr(args, "needs_redis", False):
-            raise CliError(
-                "no Redis configured: set LINGUA_REDIS_URL (redis.url)", ExitCode.UNAVAILABLE
-            )
+            config, where = _with_discovered_redis(config)
         func: Command = args.func
         return func(args, config)
     except KeyboardInterrupt:

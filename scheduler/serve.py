@@ -1,7 +1,8 @@
 """``lingua-scheduler serve``: start a replica.
 
 With no ``redis.url`` configured, a redis-server child process is started first (the zero-setup
-local run of ``make run``) and stopped when the replica exits. Start-up failures (Redis
+local run of ``make run``) and stopped when the replica exits; its run file
+(:mod:`scheduler.run_file`) lets ops commands find it meanwhile. Start-up failures (Redis
 unreachable, a bad URL) are reported by :func:`scheduler.cli.main` as one JSON log line, exit 3.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,6 +19,7 @@ import msgspec
 from cross_instance.redis_client import connect
 from cross_instance.redis_server import RedisServerProcess
 from cross_instance.runtime import default_instance_id
+from scheduler import run_file
 from scheduler.config import Config
 from scheduler.logs import setup_logging
 
@@ -69,6 +72,7 @@ async def run(config: Config) -> None:
         config = msgspec.structs.replace(config, runtime=runtime)
     setup_logging(config.logging, config.runtime.instance_id)
     embedded: RedisServerProcess | None = None
+    published: Path | None = None
     url = config.redis.url
     if not url:
         embedded = RedisServerProcess(
@@ -80,10 +84,14 @@ async def run(config: Config) -> None:
         config = msgspec.structs.replace(
             config, redis=msgspec.structs.replace(config.redis, url=url)
         )
+        published = run_file.publish(url, embedded.pid or 0, config.redis.key_prefix)
         log.info(
-            "no redis.url configured: embedded redis-server started at %s (pid %s)",
+            "no redis.url configured: embedded redis-server started at %s (pid %s); %s",
             url,
             embedded.pid,
+            f"ops commands find it through {published}"
+            if published
+            else f"{run_file.run_file_path()} names another running serve, not this one",
         )
     client = connect(config.redis)
     try:
@@ -91,5 +99,7 @@ async def run(config: Config) -> None:
     finally:
         with anyio.CancelScope(shield=True):
             await client.aclose()
+            if published is not None:
+                run_file.retract(published)
             if embedded is not None:
                 embedded.stop()

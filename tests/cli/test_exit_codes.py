@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +54,13 @@ def test_an_invalid_config_value_is_exit_3_naming_the_key(closed_url: str) -> No
     done = run_cli("nodes", env=env)
     assert done.returncode == 3
     assert "scheduling.max_attempts" in one_line(done.stderr)
+
+
+def test_no_redis_and_no_running_serve_says_what_to_do(tmp_path: Path) -> None:
+    done = run_cli("ownership", env=clean_env(), cwd=tmp_path)
+    assert done.returncode == 3
+    line = one_line(done.stderr)
+    assert "make run" in line and "LINGUA_REDIS_URL" in line
 
 
 @pytest.mark.parametrize(
