@@ -1,13 +1,14 @@
 """Exit codes of ``lingua-scheduler`` and the one-line sentence for each operational failure.
 
 0 ok; 1 the command ran and found a problem (an orphan, a missing DLQ entry, a replica not
-live); 2 bad usage (caught before Redis is touched); 3 Redis cannot be reached or used, or the
-configuration is invalid. An operational failure is one line on stderr (one JSON log line for
+live); 2 bad usage (caught before Redis is touched); 3 Redis cannot be reached or used, the
+configuration is invalid, or ``serve`` cannot listen on its port. An operational failure is one line on stderr (one JSON log line for
 ``serve``) saying what failed and what to do; a traceback means a bug.
 """
 
 from __future__ import annotations
 
+import errno
 import re
 from enum import IntEnum
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +23,7 @@ from scheduler.config import ConfigError
 __all__ = ["REDIS_SCHEMES", "CliError", "ExitCode", "check_redis_url", "describe", "redact"]
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+_CANNOT_LISTEN = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
 class ExitCode(IntEnum):
@@ -83,7 +85,13 @@ def describe(exc: BaseException, redis_where: str) -> CliError | None:
                 f"cannot start the embedded Redis: {_one_line(str(leaf))}",
                 ExitCode.UNAVAILABLE,
             )
-        if isinstance(leaf, RedisConnectionError | RedisTimeoutError | ConnectionError):
+        if isinstance(leaf, OSError) and leaf.errno in _CANNOT_LISTEN:
+            return CliError(
+                f"cannot listen: {_one_line(str(leaf))}; is another serve running there? "
+                "Choose another server.host / server.port (--port, LINGUA_SERVER__PORT)",
+                ExitCode.UNAVAILABLE,
+            )
+        if isinstance(leaf, RedisConnectionError | RedisTimeoutError):
             return CliError(
                 f"cannot reach Redis at {redis_where}: {_one_line(str(leaf))}; is it running? "
                 "Set redis.url (LINGUA_REDIS_URL) to a reachable Redis",

@@ -5,12 +5,15 @@ ran and found a problem, 0 otherwise; never a traceback for an operational error
 from __future__ import annotations
 
 import json
+import socket
 from importlib.metadata import version
 from pathlib import Path
 
+import anyio
 import pytest
 
 from cross_instance.config import RedisConfig
+from cross_instance.redis_client import AnyRedis
 from tests.cli.conftest import clean_env, one_line, run_cli
 
 
@@ -120,3 +123,31 @@ def test_serve_with_a_url_that_is_not_redis_names_the_key() -> None:
     entry = json.loads(one_line(done.stderr))
     assert entry["msg"].startswith("configuration error: redis.url:")
     assert entry["instance_id"] == "r-7"
+
+
+@pytest.mark.anyio
+async def test_serve_on_a_port_in_use_says_so_in_one_json_line(
+    redis: AnyRedis, redis_config: RedisConfig
+) -> None:
+    # ``redis`` removes what the replica wrote before it found the port taken.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = clean_env(LINGUA_REDIS_URL=redis_config.url,
+                        LINGUA_REDIS__KEY_PREFIX=redis_config.key_prefix)  # fmt: skip
+        argv = ("serve", "--host", "127.0.0.1", "--port", str(port))
+        done = await anyio.to_thread.run_sync(lambda: run_cli(*argv, env=env))
+    assert done.returncode == 3, done.stderr
+    *started, last = [json.loads(line) for line in done.stderr.splitlines()]
+    assert "Traceback" not in done.stderr and all(e["level"] == "INFO" for e in started)
+    assert last["level"] == "ERROR" and last["msg"].startswith("cannot listen:")
+    assert "address already in use" in last["msg"] and "server.port" in last["msg"]
+
+
+def test_serve_without_a_redis_server_binary_says_so_in_one_json_line(tmp_path: Path) -> None:
+    missing = str(tmp_path / "redis-server")
+    done = run_cli("serve", env=clean_env(LINGUA_REDIS__EMBEDDED_BINARY=missing), cwd=tmp_path)
+    assert done.returncode == 3
+    entry = json.loads(one_line(done.stderr))
+    assert entry["msg"].startswith("cannot start the embedded Redis:") and missing in entry["msg"]
