@@ -27,9 +27,6 @@ from scheduler.config import Config
 
 __all__ = ["register"]
 
-# Below this, a ``*_ms`` value is a duration; above, an epoch time (1973-03-03).
-_EPOCH_MS_FLOOR = 10**11
-
 
 def _run(config: Config, action: Callable[[AnyRedis], Awaitable[Any]]) -> Any:
     async def main() -> Any:
@@ -131,11 +128,14 @@ def _dlq_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def _readable(key: str, value: Any, now_ms: int) -> str:
+    if value == "" or value is None:
+        return "-"
     if not key.endswith("_ms") or not isinstance(value, int) or isinstance(value, bool):
         return escape(value)
-    if value < _EPOCH_MS_FLOOR:
+    if key.endswith("age_ms"):
         return duration(value)
-    return f"{timestamp(value)} ({relative(value, now_ms)})"
+    # Every other ``*_ms`` of an entry is a moment; 0 means it did not happen.
+    return f"{timestamp(value)} ({relative(value, now_ms)})" if value else "-"
 
 
 def _dlq_show(args: argparse.Namespace, config: Config) -> int:

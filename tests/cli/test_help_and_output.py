@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -18,7 +19,9 @@ from scheduler.cli_format import ago, duration, relative, timestamp
 from scheduler.config import SchedulingConfig
 from scheduler.scheduling import SchedulingCore
 from tests.cli.conftest import clean_env, run_cli
+from tests.runtime.conftest import start_runtime
 from tests.scheduling.conftest import caps, req
+from tests.waiting import until
 
 
 def _commands(
@@ -30,6 +33,8 @@ def _commands(
             for name, child in action.choices.items():
                 yield from _commands(child, (*path, name))
 
+
+__all__ = ["start_runtime"]  # the fixture, shared with tests/runtime
 
 COMMANDS = list(_commands(build_parser()))
 
@@ -104,3 +109,37 @@ async def test_tables_show_readable_times_and_json_the_raw_values(
     assert header.split()[-1] == "DEADLINE" and re.search(r"\bin \d+s$", row), row
     [job] = json.loads((await cli("jobs", "--active", "--json")).stdout)
     assert isinstance(job["deadline_ms"], int) and job["deadline_ms"] > 10**12
+
+
+@pytest.mark.anyio
+async def test_dead_letters_show_readable_times_and_json_the_raw_values(
+    start_runtime: Any, redis: AnyRedis, redis_config: RedisConfig
+) -> None:
+    env = clean_env(
+        LINGUA_REDIS_URL=redis_config.url, LINGUA_REDIS__KEY_PREFIX=redis_config.key_prefix
+    )
+
+    async def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return await anyio.to_thread.run_sync(lambda: run_cli(*argv, env=env))
+
+    async with start_runtime("a") as (a, _):
+        lost = await a.send_to_session("s-gone", "frame", "x")
+        await until(lambda: a.metrics.dead_lettered.labels("no_owner")._value.get() == 1)
+
+    listing = await cli("dlq", "list")
+    assert listing.returncode == 0
+    header, row = listing.stdout.splitlines()
+    assert header.split()[-2:] == ["DEAD", "LAST_ERROR"]
+    assert re.search(rf"{lost.message_id} +no_owner .* \d+(ms|s) ago +-$", row), row
+    [raw] = json.loads((await cli("dlq", "list", "--json")).stdout)
+    assert isinstance(raw["age_ms"], int)
+
+    shown = await cli("dlq", "show", lost.message_id)
+    assert shown.returncode == 0
+    fields = dict(line.split(None, 1) for line in shown.stdout.splitlines())
+    moment = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \(\d+(ms|s) ago\)"
+    assert re.fullmatch(moment, fields["dead_lettered_ms"]), fields
+    assert re.fullmatch(moment, fields["envelope.created_ms"]), fields
+    assert re.fullmatch(r"\d+(ms|s)", fields["age_ms"]), fields
+    raw_entry = json.loads((await cli("dlq", "show", lost.message_id, "--json")).stdout)
+    assert raw_entry["envelope"]["created_ms"] > 10**12
