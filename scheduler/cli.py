@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
+from cross_instance.config import RedisConfig
 from cross_instance.runtime import default_instance_id
 from scheduler import run_file
 from scheduler.cli_errors import CliError, ExitCode, check_redis_url, describe, redact
@@ -121,7 +122,11 @@ def _with_discovered_redis(config: Config) -> tuple[Config, str]:
             ExitCode.UNAVAILABLE,
         )
     info, path = found
-    redis = msgspec.structs.replace(config.redis, url=info.url)
+    # The run file describes what serve writes; a key_prefix set here on purpose still wins.
+    prefix = config.redis.key_prefix
+    if prefix == RedisConfig().key_prefix:
+        prefix = info.key_prefix
+    redis = msgspec.structs.replace(config.redis, url=info.url, key_prefix=prefix)
     return msgspec.structs.replace(config, redis=redis), f"{info.url} (from {path})"
 
 

@@ -23,6 +23,7 @@ from cross_instance.redis_server import free_port
 ROOT = Path(__file__).resolve().parents[2]
 # The installed console script, as a user types it; `python -m scheduler` when not installed.
 _SCRIPT = Path(sys.executable).with_name("lingua-scheduler")
+SERVE_KEY_PREFIX = "from-the-run-file"
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "scheduler"]
 
 
@@ -94,7 +95,12 @@ def embedded_serve(tmp_path: Path) -> Iterator[Serve]:
     cwd.mkdir()
     port = free_port()
     log_path = tmp_path / "serve.log"
-    env = clean_env(LINGUA_SERVER__HOST="127.0.0.1", LINGUA_SERVER__PORT=str(port))
+    # A key prefix of its own: the commands must take it from the run file.
+    env = clean_env(
+        LINGUA_SERVER__HOST="127.0.0.1",
+        LINGUA_SERVER__PORT=str(port),
+        LINGUA_REDIS__KEY_PREFIX=SERVE_KEY_PREFIX,
+    )
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler", "serve"],

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from scheduler.run_file import RunInfo, find_live
-from tests.cli.conftest import Serve, clean_env, one_line, run_cli
+from tests.cli.conftest import SERVE_KEY_PREFIX, Serve, clean_env, one_line, run_cli
 
 RUN_FILE = Path("var", "run", "lingua-scheduler.json")
 
@@ -19,6 +21,7 @@ def test_ops_commands_find_the_embedded_redis_of_a_running_serve(embedded_serve:
     written = json.loads(run_file.read_text())
     assert written["pid"] == embedded_serve.proc.pid
     assert written["url"].startswith("redis://127.0.0.1:") and written["started_at"]
+    assert written["key_prefix"] == SERVE_KEY_PREFIX
 
     subdir = embedded_serve.cwd / "docs"  # found from below the directory too, as git does
     subdir.mkdir()
@@ -73,9 +76,6 @@ def test_the_run_dir_can_be_named(tmp_path: Path) -> None:
 
 
 def _dead_pid() -> int:
-    import subprocess
-    import sys
-
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
