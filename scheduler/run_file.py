@@ -9,6 +9,7 @@ process is gone (a crash leaves it behind).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -80,7 +81,8 @@ def find_live(cwd: Path | None = None) -> tuple[RunInfo, Path] | None:
 
 def publish(url: str, redis_pid: int, key_prefix: str) -> Path | None:
     """Write this process's run file; None when another live ``serve`` already owns it (the
-    first one started keeps it, so a test run beside ``make run`` does not hide it)."""
+    first one started keeps it, so a test run beside ``make run`` does not hide it) or it cannot
+    be written (a read-only directory must not stop serve)."""
     path = run_file_path()
     current = _read(path)
     if current is not None and current.pid != os.getpid() and _alive(current.pid):
@@ -92,10 +94,15 @@ def publish(url: str, redis_pid: int, key_prefix: str) -> Path | None:
         key_prefix=key_prefix,
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_bytes(msgspec.json.encode(info) + b"\n")
-    os.replace(partial, path)  # readers never see half a file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(msgspec.json.encode(info) + b"\n")
+        os.replace(partial, path)  # readers never see half a file
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        return None
     return path
 
 
@@ -103,4 +110,5 @@ def retract(path: Path) -> None:
     """Remove the run file if it is still ours."""
     info = _read(path)
     if info is not None and info.pid == os.getpid():
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)

@@ -91,7 +91,8 @@ async def run(config: Config) -> None:
             embedded.pid,
             f"ops commands find it through {published}"
             if published
-            else f"{run_file.run_file_path()} names another running serve, not this one",
+            else f"ops commands will not find it ({run_file.run_file_path()} belongs to another "
+            f"running serve or cannot be written): give them LINGUA_REDIS_URL={url}",
         )
     client = connect(config.redis)
     try:

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,17 +90,19 @@ class Serve:
         return self.proc.wait(timeout=timeout_s)
 
 
-@pytest.fixture
-def embedded_serve(tmp_path: Path) -> Iterator[Serve]:
-    cwd = tmp_path / "checkout"
+@contextmanager
+def serving(workdir: Path, **settings: str) -> Iterator[Serve]:
+    """``serve`` with no Redis configured, run from ``workdir/checkout``, until SIGTERM."""
+    cwd = workdir / "checkout"
     cwd.mkdir()
     port = free_port()
-    log_path = tmp_path / "serve.log"
+    log_path = workdir / "serve.log"
     # A key prefix of its own: the commands must take it from the run file.
     env = clean_env(
         LINGUA_SERVER__HOST="127.0.0.1",
         LINGUA_SERVER__PORT=str(port),
         LINGUA_REDIS__KEY_PREFIX=SERVE_KEY_PREFIX,
+        **settings,
     )
     with log_path.open("w") as log:
         proc = subprocess.Popen(
@@ -123,3 +126,9 @@ def embedded_serve(tmp_path: Path) -> Iterator[Serve]:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(cwd, ignore_errors=True)
+
+
+@pytest.fixture
+def embedded_serve(tmp_path: Path) -> Iterator[Serve]:
+    with serving(tmp_path) as serve:
+        yield serve

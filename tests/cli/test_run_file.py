@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from scheduler.run_file import RunInfo, find_live
-from tests.cli.conftest import SERVE_KEY_PREFIX, Serve, clean_env, one_line, run_cli
+from tests.cli.conftest import SERVE_KEY_PREFIX, Serve, clean_env, one_line, run_cli, serving
 
 RUN_FILE = Path("var", "run", "lingua-scheduler.json")
 
@@ -73,6 +73,20 @@ def test_the_run_dir_can_be_named(tmp_path: Path) -> None:
     assert done.returncode == 3
     line = one_line(done.stderr)
     assert "redis://127.0.0.1:1/0" in line and str(tmp_path / "lingua-scheduler.json") in line
+
+
+def test_serve_runs_on_when_its_run_file_cannot_be_written(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    with serving(tmp_path, LINGUA_RUN_DIR=str(not_a_dir / "run")) as serve:
+        [started] = [
+            json.loads(line)["msg"]
+            for line in serve.log().splitlines()
+            if "embedded redis-server started" in line
+        ]
+        assert "ops commands will not find it" in started
+        assert "LINGUA_REDIS_URL=redis://127.0.0.1:" in started
+        assert serve.terminate() == 0
 
 
 def _dead_pid() -> int:
