@@ -1,25 +1,28 @@
 """SRE commands: ``ownership``, ``inbox``, ``dlq list|show|replay|purge``, ``drain``.
 
 Each prints a table, or one JSON document with ``--json``; the logic lives in
-``cross_instance.admin`` (these functions only parse, call and print). Exit codes: 0 ok, 1 the
-command ran and found a problem (an entry missing, a replica not live, a purge not confirmed),
-2 bad usage. Printed payloads and errors have control characters escaped.
+``cross_instance.admin`` (these functions only parse, call and print). Exit codes
+(:class:`scheduler.cli_errors.ExitCode`): 0 ok; 1 the command ran and found a problem (orphans,
+an entry missing or skipped, a replica not live, a purge not confirmed); 2 bad usage. Printed
+payloads and errors have control characters escaped.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, get_args
 
 import anyio
-import msgspec
 
 from cross_instance import admin
 from cross_instance.envelope import DeadReason
 from cross_instance.redis_client import AnyRedis, connect
-from scheduler.cli_core import _table
+from scheduler.cli_args import add_json, add_limit, duration_ms
+from scheduler.cli_errors import ExitCode
+from scheduler.cli_format import ago, duration, escape, relative, table, timestamp, write_json
 from scheduler.config import Config
 
 __all__ = ["register"]
@@ -36,30 +39,9 @@ def _run(config: Config, action: Callable[[AnyRedis], Awaitable[Any]]) -> Any:
     return anyio.run(main)
 
 
-def _escape(value: Any) -> str:
-    text = str(value)
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def _json(data: Any) -> None:
-    sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
-
-
-def _ms(value: int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 1000:.1f}s"
-
-
-def _duration_ms(text: str) -> int:
-    """``90``, ``90s``, ``15m``, ``2h``, ``500ms`` -> milliseconds."""
-    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-    for suffix in ("ms", "s", "m", "h", "d"):
-        if text.endswith(suffix) and text[: -len(suffix)].isdigit():
-            return int(text[: -len(suffix)]) * units[suffix]
-    if text.isdigit():
-        return int(text) * 1000
-    raise argparse.ArgumentTypeError(f"not a duration (e.g. 90s, 15m, 2h): {text!r}")
+def _problem(message: str) -> int:
+    sys.stderr.write(f"lingua-scheduler: {message}\n")
+    return ExitCode.PROBLEM
 
 
 def _ownership(args: argparse.Namespace, config: Config) -> int:
@@ -69,50 +51,54 @@ def _ownership(args: argparse.Namespace, config: Config) -> int:
             r, config.runtime, config.redis.key_prefix, full=args.full, limit=args.limit
         ),
     )
+    code = ExitCode.PROBLEM if view["orphans"] else ExitCode.OK
     if args.json:
-        _json(view)
-        return 0
+        write_json(view)
+        return code
     rows = [
         (
-            r["instance_id"],
+            escape(r["instance_id"]),
             r["epoch"],
             "live" if r["live"] else "DEAD",
             "yes" if r["draining"] else "no",
-            _ms(r["presence_age_ms"]),
-            r["address"] or "-",
+            timestamp(r["started_ms"]),
+            ago(r["presence_age_ms"]),
+            escape(r["address"]) or "-",
             r["owned_nodes"],
             r["owned_sessions"],
         )
         for r in view["replicas"]
     ]
-    headers = ("INSTANCE", "EPOCH", "STATE", "DRAINING", "PRESENCE_AGE", "ADDRESS", "NODES",
-               "SESSIONS")  # fmt: skip
-    sys.stdout.write(_table(headers, rows))
+    headers = ("INSTANCE", "EPOCH", "STATE", "DRAINING", "STARTED", "REFRESHED", "ADDRESS",
+               "NODES", "SESSIONS")  # fmt: skip
+    sys.stdout.write(table(headers, rows))
     if args.full:
         for r in view["replicas"]:
-            sys.stdout.write(f"\n{r['token']}\n")
-            sys.stdout.write(f"  nodes:    {' '.join(map(_escape, r['nodes'])) or '-'}\n")
-            sys.stdout.write(f"  sessions: {' '.join(map(_escape, r['sessions'])) or '-'}\n")
+            sys.stdout.write(f"\n{escape(r['token'])}\n")
+            sys.stdout.write(f"  nodes:    {' '.join(map(escape, r['nodes'])) or '-'}\n")
+            sys.stdout.write(f"  sessions: {' '.join(map(escape, r['sessions'])) or '-'}\n")
     for orphan in view["orphans"]:
         sys.stdout.write(
-            f"ORPHAN {orphan['token']}: {orphan['nodes']} nodes, {orphan['sessions']} sessions "
-            "owned by a replica that is not live (its takeover is due)\n"
+            f"ORPHAN {escape(orphan['token'])}: {orphan['nodes']} nodes, {orphan['sessions']} "
+            "sessions owned by a replica that is not live (its takeover is due)\n"
         )
-    return 0
+    return code
 
 
 def _inbox(args: argparse.Namespace, config: Config) -> int:
     stats = _run(config, lambda r: admin.inbox_stats(r, config.redis.key_prefix))
     if args.json:
-        _json(stats)
-        return 0
+        write_json(stats)
+        return ExitCode.OK
     rows = [
-        (s["token"], s["state"], s["length"], s["pending"], _ms(s["oldest_pending_age_ms"]),
+        (escape(s["token"]), escape(s["state"]), s["length"], s["pending"],
+         duration(s["oldest_pending_age_ms"]) if s["pending"] else "-",
          "-" if s["lag"] is None else s["lag"])
         for s in stats
     ]  # fmt: skip
-    sys.stdout.write(_table(("INBOX", "STATE", "LENGTH", "PENDING", "OLDEST_PENDING", "LAG"), rows))
-    return 0
+    headers = ("INBOX", "STATE", "LENGTH", "PENDING", "OLDEST_PENDING", "LAG")
+    sys.stdout.write(table(headers, rows))
+    return ExitCode.OK
 
 
 def _dlq_list(args: argparse.Namespace, config: Config) -> int:
@@ -129,30 +115,46 @@ def _dlq_list(args: argparse.Namespace, config: Config) -> int:
         ),
     )
     if args.json:
-        _json(entries)
-        return 0
+        write_json(entries)
+        return ExitCode.OK
     rows = [
-        (e["id"], e["message_id"], e["reason"], e["kind"], _escape(e["target"]), e["deliveries"],
-         _ms(e["age_ms"]), _escape(e["last_error"])[:60] or "-")
+        (e["id"], escape(e["message_id"]), e["reason"], escape(e["kind"]), escape(e["target"]),
+         e["deliveries"], ago(e["age_ms"]), escape(e["last_error"])[:60] or "-")
         for e in entries
     ]  # fmt: skip
-    headers = ("ID", "MESSAGE", "REASON", "KIND", "TARGET", "DELIVERIES", "AGE", "LAST_ERROR")
-    sys.stdout.write(_table(headers, rows))
-    return 0
+    headers = ("ID", "MESSAGE", "REASON", "KIND", "TARGET", "DELIVERIES", "DEAD", "LAST_ERROR")
+    sys.stdout.write(table(headers, rows))
+    return ExitCode.OK
+
+
+def _readable(key: str, value: Any, now_ms: int) -> str:
+    if value == "" or value is None:
+        return "-"
+    if not key.endswith("_ms") or not isinstance(value, int) or isinstance(value, bool):
+        return escape(value)
+    if key.endswith("age_ms"):
+        return duration(value)
+    # Every other ``*_ms`` of an entry is a moment; 0 means it did not happen.
+    return f"{timestamp(value)} ({relative(value, now_ms)})" if value else "-"
 
 
 def _dlq_show(args: argparse.Namespace, config: Config) -> int:
     entry = _run(config, lambda r: admin.dlq_show(r, config.redis.key_prefix, args.id))
     if entry is None:
-        sys.stderr.write(f"lingua-scheduler: no DLQ entry {_escape(args.id)}\n")
-        return 1
+        return _problem(
+            f"no DLQ entry {escape(args.id)} (neither an entry id nor a message id in the DLQ; "
+            "'dlq list' shows what is there)"
+        )
     if args.json:
-        _json(entry)
-        return 0
+        write_json(entry)
+        return ExitCode.OK
+    # The Redis server's clock, as the age was computed with it.
+    dead_ms = entry.get("dead_lettered_ms", 0)
+    now_ms = dead_ms + entry["age_ms"] if dead_ms else int(time.time() * 1000)
     envelope = entry.pop("envelope")
     for key, value in [*entry.items(), *(("envelope." + k, v) for k, v in envelope.items())]:
-        sys.stdout.write(f"{key:<22} {_escape(value)}\n")
-    return 0
+        sys.stdout.write(f"{key:<22} {_readable(key, value, now_ms)}\n")
+    return ExitCode.OK
 
 
 def _progress(args: argparse.Namespace) -> Callable[[int, int], None] | None:
@@ -168,71 +170,62 @@ def _progress(args: argparse.Namespace) -> Callable[[int, int], None] | None:
     return show
 
 
-def _selection(args: argparse.Namespace) -> tuple[list[str], bool] | None:
+def _check_selection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if bool(args.ids) == bool(args.all):
-        sys.stderr.write("lingua-scheduler: name DLQ entry ids, or --all (not both)\n")
-        return None
-    return args.ids, args.all
+        parser.error("name DLQ entry ids, or --all (not both)")
 
 
 def _dlq_replay(args: argparse.Namespace, config: Config) -> int:
-    chosen = _selection(args)
-    if chosen is None:
-        return 2
     try:
         report = _run(
             config,
             lambda r: admin.dlq_replay(
-                r, config.runtime, config.redis.key_prefix, ids=chosen[0], all_entries=chosen[1],
+                r, config.runtime, config.redis.key_prefix, ids=args.ids, all_entries=args.all,
                 to=args.to, dry_run=args.dry_run, progress=_progress(args),
             ),
         )  # fmt: skip
     except LookupError as exc:
-        sys.stderr.write(f"lingua-scheduler: {exc}\n")
-        return 1
+        return _problem(escape(exc))
     if args.json:
-        _json(report)
+        write_json(report)
     else:
         verb = "would replay" if args.dry_run else "replayed"
         for item in report["replayed"]:
-            sys.stdout.write(f"{verb} {item['id']} ({item['message_id']}) -> {item['to']}\n")
+            sys.stdout.write(
+                f"{verb} {item['id']} ({escape(item['message_id'])}) -> {escape(item['to'])}\n"
+            )
         for item in report["skipped"]:
             sys.stdout.write(f"skipped {item['id']}: {item['reason']}\n")
         for ident in report["missing"]:
-            sys.stdout.write(f"missing {_escape(ident)}\n")
+            sys.stdout.write(f"missing {escape(ident)}\n")
         sys.stdout.write(
             f"{len(report['replayed'])} {verb}, {len(report['skipped'])} skipped, "
             f"{len(report['missing'])} missing\n"
         )
-    return 1 if report["missing"] or report["skipped"] else 0
+    return ExitCode.PROBLEM if report["missing"] or report["skipped"] else ExitCode.OK
 
 
 def _dlq_purge(args: argparse.Namespace, config: Config) -> int:
-    chosen = _selection(args)
-    if chosen is None:
-        return 2
     if not args.dry_run and not args.yes:
         what = "ALL DLQ entries" if args.all else f"{len(args.ids)} DLQ entries"
         if not sys.stdin.isatty():
-            sys.stderr.write(f"lingua-scheduler: refusing to purge {what} without --yes\n")
-            return 1
+            return _problem(f"refusing to purge {what} without --yes (no terminal to ask)")
         answer = input(f"purge {what} for good? type 'yes': ")
         if answer.strip() != "yes":
-            sys.stderr.write("lingua-scheduler: not purged\n")
-            return 1
+            return _problem("not purged")
     report = _run(
         config,
         lambda r: admin.dlq_purge(
-            r, config.redis.key_prefix, ids=chosen[0], all_entries=chosen[1],
+            r, config.redis.key_prefix, ids=args.ids, all_entries=args.all,
             dry_run=args.dry_run, progress=_progress(args),
         ),
     )  # fmt: skip
     if args.json:
-        _json(report)
+        write_json(report)
     else:
         verb = "would purge" if args.dry_run else "purged"
         sys.stdout.write(f"{len(report['purged'])} {verb}, {len(report['missing'])} missing\n")
-    return 1 if report["missing"] else 0
+    return ExitCode.PROBLEM if report["missing"] else ExitCode.OK
 
 
 def _drain(args: argparse.Namespace, config: Config) -> int:
@@ -241,29 +234,40 @@ def _drain(args: argparse.Namespace, config: Config) -> int:
             config, lambda r: admin.request_drain(r, config.redis.key_prefix, args.instance)
         )
     except LookupError as exc:
-        sys.stderr.write(f"lingua-scheduler: {exc}\n")
-        return 1
+        return _problem(escape(exc))
     if args.json:
-        _json({"requested": token})
+        write_json({"requested": token})
     else:
         sys.stdout.write(
-            f"drain requested for {token}: it drains on its next presence refresh "
-            f"(within {config.runtime.presence_refresh_ms} ms) and exits within "
-            f"{config.runtime.drain_grace_ms} ms\n"
+            f"drain requested for {escape(token)}: it drains on its next presence refresh "
+            f"(within {duration(config.runtime.presence_refresh_ms)}) and exits within "
+            f"{duration(config.runtime.drain_grace_ms)}\n"
         )
-    return 0
+    return ExitCode.OK
 
 
 def register(sub: Any) -> None:
     def add(parent: Any, name: str, help_text: str, func: Callable[..., int]) -> Any:
-        parser = parent.add_parser(name, help=help_text)
-        parser.add_argument("--json", action="store_true", help="one JSON document")
-        parser.set_defaults(func=func)
+        parser = parent.add_parser(name, help=help_text, description=help_text)
+        add_json(parser)
+        parser.set_defaults(func=func, needs_redis=True)
         return parser
 
-    owners = add(sub, "ownership", "replicas, what each owns, and orphans", _ownership)
+    def selection(parser: argparse.ArgumentParser, verb: str, done: str) -> None:
+        parser.add_argument(
+            "ids", nargs="*", metavar="ID", help=f"DLQ entry ids or message ids to {verb}"
+        )
+        parser.add_argument("--all", action="store_true", help=f"{verb} every DLQ entry")
+        parser.add_argument(
+            "--dry-run", action="store_true", help=f"show what would be {done}, change nothing"
+        )
+        parser.set_defaults(check=lambda args: _check_selection(parser, args))
+
+    owners = add(
+        sub, "ownership", "replicas, what each owns, and orphans (exit 1 if any)", _ownership
+    )
     owners.add_argument("--full", action="store_true", help="list the ids, not just counts")
-    owners.add_argument("--limit", type=int, default=None, help="most ids per list")
+    add_limit(owners, "most ids per list with --full (default: runtime.admin_list_limit)")
     add(sub, "inbox", "per replica inbox: length, pending, oldest pending age, lag", _inbox)
 
     dlq = sub.add_parser("dlq", help="the dead-letter queue: list, show, replay, purge")
@@ -272,21 +276,20 @@ def register(sub: Any) -> None:
     listing.add_argument(
         "--reason", choices=get_args(DeadReason), help="only this dead-letter reason"
     )
-    listing.add_argument("--target", help="node:<id>, session:<id> or just the id")
-    listing.add_argument("--older-than", type=_duration_ms, help="e.g. 90s, 15m, 2h")
-    listing.add_argument("--limit", type=int, default=None, help="most entries")
-    show = add(dlq_sub, "show", "one DLQ entry in full (by entry id or message id)", _dlq_show)
-    show.add_argument("id")
+    listing.add_argument("--target", help="only this target: node:<id>, session:<id> or an id")
+    listing.add_argument(
+        "--older-than", type=duration_ms, metavar="AGE",
+        help="only entries dead for longer than this, e.g. 90s, 15m, 2h",
+    )  # fmt: skip
+    add_limit(listing, "most entries (default: runtime.admin_list_limit)")
+    show = add(dlq_sub, "show", "one DLQ entry in full (exit 1 if it is not there)", _dlq_show)
+    show.add_argument("id", metavar="ID", help="a DLQ entry id or a message id")
     replay = add(dlq_sub, "replay", "send entries again to their target's owner", _dlq_replay)
-    replay.add_argument("ids", nargs="*", metavar="ID")
-    replay.add_argument("--all", action="store_true", help="every DLQ entry")
+    selection(replay, "replay", "replayed")
     replay.add_argument("--to", metavar="INSTANCE", help="to this live replica instead")
-    replay.add_argument("--dry-run", action="store_true", help="show what would be replayed")
     purge = add(dlq_sub, "purge", "delete entries for good", _dlq_purge)
-    purge.add_argument("ids", nargs="*", metavar="ID")
-    purge.add_argument("--all", action="store_true", help="every DLQ entry")
+    selection(purge, "purge", "purged")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    purge.add_argument("--dry-run", action="store_true", help="show what would be purged")
 
     drain = add(sub, "drain", "ask a replica to drain and exit (like SIGTERM)", _drain)
-    drain.add_argument("instance", metavar="INSTANCE")
+    drain.add_argument("instance", metavar="INSTANCE", help="instance id of a live replica")

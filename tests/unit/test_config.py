@@ -107,9 +107,9 @@ def test_cli_config_show_prints_effective_values(
     assert '"max_attempts":9' in capsys.readouterr().out
 
 
-def test_cli_bad_config_exits_2(
+def test_cli_bad_config_exits_3(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LINGUA_SCHEDULING__MAX_ATTEMPTS", "0")
-    assert main(["config", "show"]) == 2
+    assert main(["config", "show"]) == 3
     assert "scheduling.max_attempts" in capsys.readouterr().err
