@@ -99,7 +99,11 @@ class Takeover:
         code = fenced_unless(await self._begin(dead), self.token)
         if code is not RuntimeReply.OK:
             return False
-        log.info("taking over inbox of %s", dead, extra={"instance": self.token})
+        own = dead == self.token
+        if own:
+            log.info("handing over our own inbox", extra={"instance": self.token})
+        else:
+            log.info("taking over inbox of %s", dead, extra={"instance": self.token})
         lease = _Lease()
         async with anyio.create_task_group() as tg:
             # The lease is renewed beside the work, not between pages: one page may wait for
@@ -115,9 +119,11 @@ class Takeover:
             raise RuntimeFenced(self.token)
         if not lease.finished:
             return False
-        if dead != self.token:
-            await self.ownership.release_all_of(dead)
-            await self.scripts.run("end_takeover", [dead, self.token])
+        if own:
+            log.info("our own inbox handed over and retired", extra={"instance": self.token})
+            return True
+        await self.ownership.release_all_of(dead)
+        await self.scripts.run("end_takeover", [dead, self.token])
         log.info("inbox of %s taken over and retired", dead, extra={"instance": self.token})
         return True
 

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import msgspec
 
 from cross_instance.config import RedisConfig
-from cross_instance.runtime import default_instance_id
+from cross_instance.ids import default_instance_id
 from scheduler import run_file
 from scheduler.cli_errors import CliError, ExitCode, check_redis_url, describe, redact
 from scheduler.config import Config, LoggingConfig, load_config

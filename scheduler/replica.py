@@ -130,8 +130,8 @@ class Replica:
         self._stop.set()
 
     async def drain_requested(self) -> None:
-        """``lingua-scheduler drain <us>`` from anywhere: the same path as SIGTERM."""
-        log.info("drain requested remotely")
+        """``lingua-scheduler drain <us>`` from anywhere: the same path as SIGTERM (the runtime
+        has logged the request)."""
         self.stop()
 
     async def _watch_signals(self) -> None:

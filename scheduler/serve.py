@@ -16,9 +16,9 @@ from typing import Any
 import anyio
 import msgspec
 
+from cross_instance.ids import default_instance_id
 from cross_instance.redis_client import connect
 from cross_instance.redis_server import RedisServerProcess
-from cross_instance.runtime import default_instance_id
 from scheduler import run_file
 from scheduler.config import Config
 from scheduler.logs import setup_logging
