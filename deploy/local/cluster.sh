@@ -31,11 +31,20 @@ STOP_TIMEOUT_S="${CLUSTER_STOP_TIMEOUT_S:-30}"
 say() { printf 'cluster: %s\n' "$*"; }
 die() { printf 'cluster: %s\n' "$*" >&2; exit 1; }
 
+running() { # running PID: the process exists and has not exited (a zombie waiting for its
+  # reaper counts as exited: these processes outlive the script, init reaps them)
+  local stat
+  kill -0 "$1" 2>/dev/null || return 1
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0 # no /proc: kill -0 is all we have
+  stat="${stat##*) }"                                   # "pid (comm) STATE ...": the state
+  [[ "${stat:0:1}" != Z ]]
+}
+
 alive() { # alive NAME: the process of NAME.pid runs
   local pid
   [[ -f "$DIR/$1.pid" ]] || return 1
   pid="$(<"$DIR/$1.pid")"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null
+  [[ -n "$pid" ]] && running "$pid"
 }
 
 names() { # every process, in start order
@@ -154,11 +163,11 @@ stop_one() { # stop_one NAME: SIGTERM, wait, SIGKILL
   local name="$1" pid deadline
   [[ -f "$DIR/$name.pid" ]] || return 0
   pid="$(<"$DIR/$name.pid")"
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+  if [[ -n "$pid" ]] && running "$pid"; then
     kill -TERM "$pid" 2>/dev/null || true
     deadline=$((SECONDS + STOP_TIMEOUT_S))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-    if kill -0 "$pid" 2>/dev/null; then
+    while running "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
+    if running "$pid"; then
       say "$name (pid $pid) still running after ${STOP_TIMEOUT_S}s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
     fi
