@@ -6,9 +6,6 @@
 --@include "includes/jobs.lua"
 --@include "includes/sessions.lua"
 
-local CODE_NAMES = {[CODE_NO_POOL] = 'NO_POOL', [CODE_ALL_FULL] = 'ALL_FULL',
-  [CODE_NO_LIVE_NODE] = 'NO_LIVE_NODE'}
-
 -- C: {max_attempts, scan_limit, job_timeout_ms, retention_ms}
 local function failover_job(K, C, job_id, job, cause, now)
   local old_node = job.node
@@ -26,7 +23,7 @@ local function failover_job(K, C, job_id, job, cause, now)
     finish_job(K, job_id, job, 'failed', now, C.retention_ms)
     action.outcome = 'failed'
     action.attempt = job.attempt
-    action.error = CODE_NAMES[code] or code
+    action.error = CODE_NAME[code] or code
     return action
   end
   reserve_slot(K, node, rec, running, job_id, job.session, job.index, now)

@@ -5,10 +5,7 @@
 -- A candidate whose liveness expired leaves the pools here (its record and jobs stay for the
 -- sweeper, which fails them over); a heartbeat before that sweep brings it back.
 --@include "includes/slots.lua"
-
-local CODE_NO_POOL = -3
-local CODE_ALL_FULL = -4
-local CODE_NO_LIVE_NODE = -5
+--@include "includes/scheduling_codes.lua"
 
 local function is_alive(K, node, now)
   local until_ms = rcall('ZSCORE', K.node_alive, node)
@@ -73,7 +70,7 @@ local function select_node(K, scan_limit, pair, session, index, exclude, preferr
         kept = kept + 1
         if load >= FULL_LOAD then
           -- members sort by load: every node after this one is full as well
-          return nil, nil, nil, CODE_ALL_FULL
+          return nil, nil, nil, CODE.ALL_FULL
         end
         if not exclude[node] and not was_sent(K, node, session, index) then
           return node, read_node(K, node), read_running(K, node)
@@ -82,9 +79,9 @@ local function select_node(K, scan_limit, pair, session, index, exclude, preferr
     end
   end
   if not saw_any then
-    return nil, nil, nil, CODE_NO_POOL
+    return nil, nil, nil, CODE.NO_POOL
   elseif saw_live then
-    return nil, nil, nil, CODE_ALL_FULL
+    return nil, nil, nil, CODE.ALL_FULL
   end
-  return nil, nil, nil, CODE_NO_LIVE_NODE
+  return nil, nil, nil, CODE.NO_LIVE_NODE
 end

@@ -27,6 +27,7 @@
 --        {-6 JOB_NOT_FOUND} {-7 STALE_ATTEMPT} {-8 FOREIGN_NODE}
 -- Replay: ALREADY_FINISHED.
 
+--@include "includes/scheduling_codes.lua"
 --@include "includes/slots.lua"
 --@include "includes/jobs.lua"
 --@include "includes/fence.lua"
@@ -46,9 +47,9 @@ end
 local info = {session = job.session, index = job.index, tgt = job.tgt}
 if not ACTIVE[job.state] then
   info.state = job.state
-  return reply(2, info)
+  return reply(CODE.ALREADY_FINISHED, info)
 end
 release_slot(K, node, job_id)
 finish_job(K, job_id, job, ok and 'completed' or 'failed', now, retention_ms)
 info.state = job.state
-return reply(0, info)
+return reply(CODE.OK, info)

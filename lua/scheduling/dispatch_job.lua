@@ -44,6 +44,7 @@
 --        {-5 NO_LIVE_NODE} the pool held only nodes whose liveness lapsed (removed now)
 -- Replay: REPLAYED with the existing job, whatever its state.
 
+--@include "includes/scheduling_codes.lua"
 --@include "includes/select_node.lua"
 --@include "includes/jobs.lua"
 --@include "includes/sessions.lua"
@@ -67,7 +68,7 @@ local existing_id = rcall('HGET', K.idem, idem_field)
 if existing_id then
   local job = read_job(K, existing_id)
   if job then
-    return reply(1, {job_id = existing_id, node = job.node, attempt = job.attempt,
+    return reply(CODE.REPLAYED, {job_id = existing_id, node = job.node, attempt = job.attempt,
       state = job.state, deadline_ms = job.deadline_ms, created = false})
   end
 end
@@ -111,5 +112,5 @@ end
 write_session(K, session, srec)
 rcall('ZADD', K.session_expiry, now + affinity_ttl_ms, session)
 
-return reply(0, {job_id = job_id, node = node, attempt = 1, state = 'dispatched',
+return reply(CODE.OK, {job_id = job_id, node = node, attempt = 1, state = 'dispatched',
   deadline_ms = deadline, created = true})

@@ -22,6 +22,7 @@
 --        {-2 STALE_GENERATION} the record belongs to a newer connection; nothing changed
 -- Replay: idempotent apart from last_hb_ms / alive_until_ms moving forward.
 
+--@include "includes/scheduling_codes.lua"
 --@include "includes/pools.lua"
 
 local K = {nodes = KEYS[1], node_running = KEYS[2], node_alive = KEYS[3], pools = KEYS[4]}
@@ -32,10 +33,10 @@ local ttl_ms = tonumber(ARGV[4])
 
 local rec = read_node(K, node)
 if not rec then
-  return reply(-1)
+  return reply(CODE.NOT_REGISTERED)
 end
 if rec.gen ~= gen then
-  return reply(-2)
+  return reply(CODE.STALE_GENERATION)
 end
 
 local running = read_running(K, node)
@@ -71,4 +72,4 @@ end
 rec.last_hb_ms = now
 write_node(K, node, rec)
 rcall('ZADD', K.node_alive, now + ttl_ms, node)
-return reply(0, {gen = gen, moved = moved, alive_until_ms = now + ttl_ms})
+return reply(CODE.OK, {gen = gen, moved = moved, alive_until_ms = now + ttl_ms})

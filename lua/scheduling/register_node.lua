@@ -21,6 +21,7 @@
 -- Reply: {0 OK, {gen, pairs, alive_until_ms}}
 -- Replay: a repeated call is a new registration (new generation); nothing else differs.
 
+--@include "includes/scheduling_codes.lua"
 --@include "includes/pools.lua"
 
 local K = {nodes = KEYS[1], node_running = KEYS[2], node_alive = KEYS[3], pools = KEYS[4],
@@ -50,4 +51,4 @@ if running == 0 then
   rcall('HSET', K.node_running, node, 0)
 end
 rcall('ZADD', K.node_alive, now + ttl_ms, node)
-return reply(0, {gen = rec.gen, pairs = list_or_nil(pair_list), alive_until_ms = now + ttl_ms})
+return reply(CODE.OK, {gen = rec.gen, pairs = list_or_nil(pair_list), alive_until_ms = now + ttl_ms})

@@ -35,6 +35,7 @@
 --                 removed_jobs, removed_sessions, removed_sent, more}}
 -- Replay: a second call right after finds nothing due and returns no actions.
 
+--@include "includes/scheduling_codes.lua"
 --@include "includes/take_offline.lua"
 
 local K = {nodes = KEYS[1], node_running = KEYS[2], node_alive = KEYS[3], pools = KEYS[4],
@@ -96,5 +97,5 @@ local old_sent = rcall('ZRANGEBYSCORE', K.sent, '-inf', now - sent_retention_ms,
 more = more or #old_sent == batch
 call_chunked('ZREM', K.sent, old_sent, 1000)
 
-return reply(0, {actions = list_or_nil(actions), offline = list_or_nil(offline),
+return reply(CODE.OK, {actions = list_or_nil(actions), offline = list_or_nil(offline),
   removed_jobs = #expired, removed_sessions = #sessions, removed_sent = #old_sent, more = more})

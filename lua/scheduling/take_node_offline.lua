@@ -32,6 +32,7 @@
 --        {-2 STALE_GENERATION} a newer connection owns the node: nothing changed
 -- Replay: the second call answers NOT_REGISTERED and changes nothing.
 
+--@include "includes/scheduling_codes.lua"
 --@include "includes/take_offline.lua"
 
 local K = {nodes = KEYS[1], node_running = KEYS[2], node_alive = KEYS[3], pools = KEYS[4],
@@ -45,11 +46,11 @@ local C = {max_attempts = tonumber(ARGV[4]), scan_limit = tonumber(ARGV[5]),
 
 local rec = read_node(K, node)
 if not rec then
-  return reply(-1)
+  return reply(CODE.NOT_REGISTERED)
 end
 if rec.gen ~= gen then
-  return reply(-2)
+  return reply(CODE.STALE_GENERATION)
 end
 local actions = {}
 take_offline(K, C, node, now, actions)
-return reply(0, {actions = list_or_nil(actions)})
+return reply(CODE.OK, {actions = list_or_nil(actions)})
