@@ -9,19 +9,21 @@
 -- sweep_batch entries; `more` says a part was cut short (call again without waiting).
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
--- KEYS[1]  nodes           HASH node -> json record
--- KEYS[2]  node_running    HASH node -> running slots
--- KEYS[3]  node_alive      ZSET node -> alive until (ms)
--- KEYS[4]  pools           ZSET lex "<src>:<tgt>\0<load>\0<node>"
--- KEYS[5]  node_jobs       ZSET lex "<node>\0<job>"
--- KEYS[6]  sent            ZSET "<node>\0<session>\0<index>" -> sent at (ms)
--- KEYS[7]  jobs            HASH job -> json record
--- KEYS[8]  job_payloads    HASH job -> job_assign payload
--- KEYS[9]  deadlines       ZSET job -> deadline (ms)
--- KEYS[10] jobs_expiry     ZSET job -> record removed at (ms)
--- KEYS[11] idem            HASH "<session>\0<index>\0<tgt>" -> job
--- KEYS[12] sessions        HASH session -> json {node, turns}
--- KEYS[13] session_expiry  ZSET session -> forgotten at (ms)
+-- KEYS[1]  nodes           HASH node -> json record {gen, digest, max, hardware, ...}
+-- KEYS[2]  node_langs      HASH node -> json {asr, semantic, tts}
+-- KEYS[3]  node_slots      HASH node -> max slots, while the node is in the pools
+-- KEYS[4]  node_running    HASH node -> running slots
+-- KEYS[5]  node_alive      ZSET node -> alive until (ms)
+-- KEYS[6]  pools           ZSET lex "<src>:<tgt>\0<node>"
+-- KEYS[7]  node_jobs       ZSET lex "<node>\0<job>"
+-- KEYS[8]  sent            ZSET "<node>\0<session>\0<index>" -> sent at (ms)
+-- KEYS[9]  jobs            HASH job -> json record
+-- KEYS[10] job_payloads    HASH job -> job_assign payload
+-- KEYS[11] deadlines       ZSET job -> deadline (ms)
+-- KEYS[12] jobs_expiry     ZSET job -> record removed at (ms)
+-- KEYS[13] idem            HASH "<session>\0<index>\0<tgt>" -> job
+-- KEYS[14] sessions        HASH session -> json {node, turns}
+-- KEYS[15] session_expiry  ZSET session -> forgotten at (ms)
 --
 -- ARGV[1] now (ms) or ""
 -- ARGV[2] max_attempts
@@ -30,6 +32,7 @@
 -- ARGV[5] job_retention_ms
 -- ARGV[6] sweep_batch
 -- ARGV[7] sent_retention_ms
+-- ARGV[8] select_sample_size
 --
 -- Reply: {0 OK, {actions = [failover actions, as take_node_offline], offline = [node ids],
 --                 removed_jobs, removed_sessions, removed_sent, more}}
@@ -38,13 +41,14 @@
 --@include "includes/scheduling_codes.lua"
 --@include "includes/take_offline.lua"
 
-local K = {nodes = KEYS[1], node_running = KEYS[2], node_alive = KEYS[3], pools = KEYS[4],
-  node_jobs = KEYS[5], sent = KEYS[6], jobs = KEYS[7], job_payloads = KEYS[8],
-  deadlines = KEYS[9], jobs_expiry = KEYS[10], idem = KEYS[11], sessions = KEYS[12],
-  session_expiry = KEYS[13]}
+local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_running = KEYS[4],
+  node_alive = KEYS[5], pools = KEYS[6], node_jobs = KEYS[7], sent = KEYS[8], jobs = KEYS[9],
+  job_payloads = KEYS[10], deadlines = KEYS[11], jobs_expiry = KEYS[12], idem = KEYS[13],
+  sessions = KEYS[14], session_expiry = KEYS[15]}
 local now = now_from(ARGV[1])
 local C = {max_attempts = tonumber(ARGV[2]), scan_limit = tonumber(ARGV[3]),
-  job_timeout_ms = tonumber(ARGV[4]), retention_ms = tonumber(ARGV[5])}
+  job_timeout_ms = tonumber(ARGV[4]), retention_ms = tonumber(ARGV[5]),
+  sample_size = tonumber(ARGV[8])}
 local batch = tonumber(ARGV[6])
 local sent_retention_ms = tonumber(ARGV[7])
 local actions, offline = {}, {}

@@ -6,17 +6,19 @@
 -- (attempt + 1) or failed.
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
--- KEYS[1]  nodes         HASH node -> json record
--- KEYS[2]  node_running  HASH node -> running slots
--- KEYS[3]  node_alive    ZSET node -> alive until (ms)
--- KEYS[4]  pools         ZSET lex "<src>:<tgt>\0<load>\0<node>"
--- KEYS[5]  node_jobs     ZSET lex "<node>\0<job>"
--- KEYS[6]  sent          ZSET "<node>\0<session>\0<index>" -> sent at (ms)
--- KEYS[7]  jobs          HASH job -> json record
--- KEYS[8]  job_payloads  HASH job -> job_assign payload
--- KEYS[9]  deadlines     ZSET job -> deadline (ms)
--- KEYS[10] jobs_expiry   ZSET job -> record removed at (ms)
--- KEYS[11] sessions      HASH session -> json {node, turns}
+-- KEYS[1]  nodes         HASH node -> json record {gen, digest, max, hardware, ...}
+-- KEYS[2]  node_langs    HASH node -> json {asr, semantic, tts}
+-- KEYS[3]  node_slots    HASH node -> max slots, while the node is in the pools
+-- KEYS[4]  node_running  HASH node -> running slots
+-- KEYS[5]  node_alive    ZSET node -> alive until (ms)
+-- KEYS[6]  pools         ZSET lex "<src>:<tgt>\0<node>"
+-- KEYS[7]  node_jobs     ZSET lex "<node>\0<job>"
+-- KEYS[8]  sent          ZSET "<node>\0<session>\0<index>" -> sent at (ms)
+-- KEYS[9]  jobs          HASH job -> json record
+-- KEYS[10] job_payloads  HASH job -> job_assign payload
+-- KEYS[11] deadlines     ZSET job -> deadline (ms)
+-- KEYS[12] jobs_expiry   ZSET job -> record removed at (ms)
+-- KEYS[13] sessions      HASH session -> json {node, turns}
 --
 -- ARGV[1] node id
 -- ARGV[2] generation
@@ -25,6 +27,7 @@
 -- ARGV[5] select_scan_limit
 -- ARGV[6] job_timeout_ms
 -- ARGV[7] job_retention_ms
+-- ARGV[8] select_sample_size
 --
 -- Reply: {0 OK, {actions = [{job_id, session, index, tgt, old_node, new_node?, attempt,
 --                 outcome = reassigned|failed, error?, payload?, deadline_ms?, cause}]}}
@@ -35,14 +38,15 @@
 --@include "includes/scheduling_codes.lua"
 --@include "includes/take_offline.lua"
 
-local K = {nodes = KEYS[1], node_running = KEYS[2], node_alive = KEYS[3], pools = KEYS[4],
-  node_jobs = KEYS[5], sent = KEYS[6], jobs = KEYS[7], job_payloads = KEYS[8],
-  deadlines = KEYS[9], jobs_expiry = KEYS[10], sessions = KEYS[11]}
+local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_running = KEYS[4],
+  node_alive = KEYS[5], pools = KEYS[6], node_jobs = KEYS[7], sent = KEYS[8], jobs = KEYS[9],
+  job_payloads = KEYS[10], deadlines = KEYS[11], jobs_expiry = KEYS[12], sessions = KEYS[13]}
 local node = ARGV[1]
 local gen = tonumber(ARGV[2])
 local now = now_from(ARGV[3])
 local C = {max_attempts = tonumber(ARGV[4]), scan_limit = tonumber(ARGV[5]),
-  job_timeout_ms = tonumber(ARGV[6]), retention_ms = tonumber(ARGV[7])}
+  job_timeout_ms = tonumber(ARGV[6]), retention_ms = tonumber(ARGV[7]),
+  sample_size = tonumber(ARGV[8])}
 
 local rec = read_node(K, node)
 if not rec then
