@@ -5,9 +5,12 @@
 -- languages, offline, a rejoin after a lapse): O(pairs) there, never on a slot change.
 -- node_slots[node] = max slots, present exactly while the node is in the pools; its load is
 -- node_running / node_slots (one field each), so a slot change is O(1) whatever the pairs.
+-- node_free holds the nodes of the pools with a free slot (any pair): changed only when a node
+-- fills up or frees its last slot, it lets selection find the few free nodes of a nearly full
+-- domain without walking the pools.
 -- INVARIANT: a node with a node_slots entry has exactly one member per pair of its languages;
 -- a node without one (lapsed, offline) may have leftover members, which selection skips and
--- removes (each once).
+-- removes (each once). node_free == {node in node_slots : node_running < node_slots}.
 --@include "includes/util.lua"
 
 local FULL_LOAD = 1000
@@ -79,6 +82,15 @@ local function in_pools(K, node)
   return rcall('HEXISTS', K.node_slots, node) == 1
 end
 
+-- Puts node_free in step with the node's running count and slots (nil: out of the pools).
+local function mark_free(K, node, running, max)
+  if max and running < tonumber(max) then
+    rcall('SADD', K.node_free, node)
+  else
+    rcall('SREM', K.node_free, node)
+  end
+end
+
 -- Removes every member of the node's pairs (leftovers of a lapse included) and its slots entry.
 local function leave_pools(K, node, langs)
   local members = {}
@@ -87,6 +99,7 @@ local function leave_pools(K, node, langs)
   end
   call_chunked('ZREM', K.pools, members, 1000)
   rcall('HDEL', K.node_slots, node)
+  rcall('SREM', K.node_free, node)
 end
 
 local function join_pools(K, node, langs, max)
@@ -97,4 +110,5 @@ local function join_pools(K, node, langs, max)
   end
   call_chunked('ZADD', K.pools, args, 1000)
   rcall('HSET', K.node_slots, node, max)
+  mark_free(K, node, read_running(K, node), max)
 end

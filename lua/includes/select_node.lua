@@ -4,9 +4,11 @@
 -- from its first member, when it has at most C.sample_size members), and the least-loaded
 -- usable node of the window wins (ties: node id order). Only when the window has none, the walk
 -- goes on window by window until C.scan_limit live members were examined or the pool was seen
--- whole. Usable: in the pools, alive, a free slot, not in `exclude` (tried before), never sent
--- this (session, index). Cost: O(log N) to place the window plus O(1) per member, whatever the
--- pool size and the pairs per node.
+-- whole; if it stopped short, up to C.scan_limit nodes of node_free (every node with a free
+-- slot, drawn at random: all of them when that few are left) are checked for the pair, so a
+-- nearly full domain still finds its last free slots. Usable: in the pools, alive, a free slot,
+-- not in `exclude` (tried before), never sent this (session, index). Cost: O(log N) to place the
+-- window plus O(1) per member, whatever the pool size and the pairs per node.
 -- A member whose node lapsed (liveness expired, not yet swept) or left the pools is removed here
 -- and the lapsed node leaves the pools (its record and jobs stay for the sweeper, which fails
 -- them over; a heartbeat before that sweep brings it back). Such members do not count against
@@ -53,6 +55,39 @@ local function members_at(K, base, count, offset, n)
     list[#list + 1] = m
   end
   return list
+end
+
+-- The least-loaded usable node of candidates {node, load, order} (ties: order), or nil.
+local function least_loaded(K, candidates, session, index)
+  table.sort(candidates, function(a, b)
+    if a.load ~= b.load then
+      return a.load < b.load
+    end
+    return a.order < b.order
+  end)
+  for _, candidate in ipairs(candidates) do
+    if not was_sent(K, candidate.node, session, index) then
+      return candidate.node
+    end
+  end
+  return nil
+end
+
+-- Nodes with a free slot anywhere, drawn from node_free, that serve the pair: the last resort
+-- when the walk stopped short of the pool's end.
+local function free_for_pair(K, C, pair, session, index, exclude, now)
+  local candidates = {}
+  for i, node in ipairs(rcall('SRANDMEMBER', K.node_free, C.scan_limit)) do
+    if not exclude[node] and rcall('ZSCORE', K.pools, pool_member(pair, node)) ~= false
+        and is_alive(K, node, now) then
+      local running = read_running(K, node)
+      local max = tonumber(rcall('HGET', K.node_slots, node) or '0')
+      if running < max then
+        candidates[#candidates + 1] = {node = node, load = load_of(running, max), order = i}
+      end
+    end
+  end
+  return least_loaded(K, candidates, session, index)
 end
 
 -- Returns node on success; nil, code otherwise.
@@ -103,22 +138,15 @@ local function select_node(K, C, pair, session, index, exclude, preferred, seed,
         end
       end
     end
-    table.sort(candidates, function(a, b)
-      if a.load ~= b.load then
-        return a.load < b.load
-      end
-      return a.order < b.order
-    end)
-    for _, candidate in ipairs(candidates) do
-      if not was_sent(K, candidate.node, session, index) then
-        chosen = candidate.node
-        break
-      end
-    end
+    chosen = least_loaded(K, candidates, session, index)
   end
   -- after the walk, so ranks stayed put while it read them
   call_chunked('ZREM', K.pools, stale, 1000)
   call_chunked('HDEL', K.node_slots, lapsed, 1000)
+  call_chunked('SREM', K.node_free, lapsed, 1000)
+  if not chosen and read < count then
+    chosen = free_for_pair(K, C, pair, session, index, exclude, now)
+  end
   if chosen then
     return chosen
   elseif live > 0 then

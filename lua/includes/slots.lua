@@ -1,6 +1,6 @@
--- slots: reserve and release one slot of a node, keeping node_running and node_jobs in step.
--- INVARIANT: node_running[node] == number of node_jobs members "<node>\0*". O(1): the pools
--- are not touched (the load is read from node_running at selection).
+-- slots: reserve and release one slot of a node, keeping node_running, node_jobs and node_free
+-- in step. INVARIANT: node_running[node] == number of node_jobs members "<node>\0*". O(1): the
+-- pools are not touched (the load is read from node_running at selection).
 --@include "includes/pools.lua"
 
 local function node_job_member(node, job_id)
@@ -15,7 +15,8 @@ end
 
 -- Places job_id on node: one slot, the node's job index, the "ever sent" mark.
 local function reserve_slot(K, node, job_id, session, index, now)
-  rcall('HINCRBY', K.node_running, node, 1)
+  local running = rcall('HINCRBY', K.node_running, node, 1)
+  mark_free(K, node, running, rcall('HGET', K.node_slots, node))
   rcall('ZADD', K.node_jobs, 0, node_job_member(node, job_id))
   rcall('ZADD', K.sent, now, sent_member(node, session, index))
 end
@@ -26,7 +27,8 @@ local function release_slot(K, node, job_id)
     return false
   end
   if read_running(K, node) > 0 then
-    rcall('HINCRBY', K.node_running, node, -1)
+    local running = rcall('HINCRBY', K.node_running, node, -1)
+    mark_free(K, node, running, rcall('HGET', K.node_slots, node))
   end
   return true
 end

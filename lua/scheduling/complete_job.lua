@@ -4,15 +4,17 @@
 -- changes nothing. The slot is released exactly once: the first accepted completion releases
 -- it, later ones are no-ops. The finished record is kept job_retention_ms (so replays and
 -- idempotent dispatch retries still find it), then the sweeper removes it. O(1): the slot is
--- one count, no pool member changes.
+-- one count (and node_free when the node had been full), no pool member changes.
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
--- KEYS[1] node_running  HASH node -> running slots
--- KEYS[2] node_jobs     ZSET lex "<node>\0<job>"
--- KEYS[3] jobs          HASH job -> json record
--- KEYS[4] job_payloads  HASH job -> job_assign payload
--- KEYS[5] deadlines     ZSET job -> deadline (ms)
--- KEYS[6] jobs_expiry   ZSET job -> record removed at (ms)
+-- KEYS[1] node_slots    HASH node -> max slots, while the node is in the pools
+-- KEYS[2] node_free     SET  nodes of the pools with a free slot
+-- KEYS[3] node_running  HASH node -> running slots
+-- KEYS[4] node_jobs     ZSET lex "<node>\0<job>"
+-- KEYS[5] jobs          HASH job -> json record
+-- KEYS[6] job_payloads  HASH job -> job_assign payload
+-- KEYS[7] deadlines     ZSET job -> deadline (ms)
+-- KEYS[8] jobs_expiry   ZSET job -> record removed at (ms)
 --
 -- ARGV[1] job id
 -- ARGV[2] node id
@@ -31,8 +33,9 @@
 --@include "includes/jobs.lua"
 --@include "includes/fence.lua"
 
-local K = {node_running = KEYS[1], node_jobs = KEYS[2], jobs = KEYS[3], job_payloads = KEYS[4],
-  deadlines = KEYS[5], jobs_expiry = KEYS[6]}
+local K = {node_slots = KEYS[1], node_free = KEYS[2], node_running = KEYS[3],
+  node_jobs = KEYS[4], jobs = KEYS[5], job_payloads = KEYS[6], deadlines = KEYS[7],
+  jobs_expiry = KEYS[8]}
 local job_id, node, attempt = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ok = ARGV[4] == '1'
 local now = now_from(ARGV[5])

@@ -13,17 +13,18 @@
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
 -- KEYS[1]  node_slots      HASH node -> max slots, while the node is in the pools
--- KEYS[2]  node_running    HASH node -> running slots
--- KEYS[3]  node_alive      ZSET node -> alive until (ms)
--- KEYS[4]  pools           ZSET lex "<src>:<tgt>\0<node>"
--- KEYS[5]  node_jobs       ZSET lex "<node>\0<job>"
--- KEYS[6]  sent            ZSET "<node>\0<session>\0<index>" -> sent at (ms)
--- KEYS[7]  jobs            HASH job -> json record
--- KEYS[8]  job_payloads    HASH job -> job_assign payload
--- KEYS[9]  deadlines       ZSET job -> deadline (ms)
--- KEYS[10] idem            HASH "<session>\0<index>\0<tgt>" -> job
--- KEYS[11] sessions        HASH session -> json {node, turns}
--- KEYS[12] session_expiry  ZSET session -> forgotten at (ms)
+-- KEYS[2]  node_free       SET  nodes of the pools with a free slot
+-- KEYS[3]  node_running    HASH node -> running slots
+-- KEYS[4]  node_alive      ZSET node -> alive until (ms)
+-- KEYS[5]  pools           ZSET lex "<src>:<tgt>\0<node>"
+-- KEYS[6]  node_jobs       ZSET lex "<node>\0<job>"
+-- KEYS[7]  sent            ZSET "<node>\0<session>\0<index>" -> sent at (ms)
+-- KEYS[8]  jobs            HASH job -> json record
+-- KEYS[9]  job_payloads    HASH job -> job_assign payload
+-- KEYS[10] deadlines       ZSET job -> deadline (ms)
+-- KEYS[11] idem            HASH "<session>\0<index>\0<tgt>" -> job
+-- KEYS[12] sessions        HASH session -> json {node, turns}
+-- KEYS[13] session_expiry  ZSET session -> forgotten at (ms)
 --
 -- ARGV[1]  job id to use when a new job is created
 -- ARGV[2]  session id
@@ -53,9 +54,10 @@
 --@include "includes/jobs.lua"
 --@include "includes/sessions.lua"
 
-local K = {node_slots = KEYS[1], node_running = KEYS[2], node_alive = KEYS[3], pools = KEYS[4],
-  node_jobs = KEYS[5], sent = KEYS[6], jobs = KEYS[7], job_payloads = KEYS[8],
-  deadlines = KEYS[9], idem = KEYS[10], sessions = KEYS[11], session_expiry = KEYS[12]}
+local K = {node_slots = KEYS[1], node_free = KEYS[2], node_running = KEYS[3],
+  node_alive = KEYS[4], pools = KEYS[5], node_jobs = KEYS[6], sent = KEYS[7], jobs = KEYS[8],
+  job_payloads = KEYS[9], deadlines = KEYS[10], idem = KEYS[11], sessions = KEYS[12],
+  session_expiry = KEYS[13]}
 local job_id, session, index = ARGV[1], ARGV[2], ARGV[3]
 local src, tgt, turn_id, reason = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local exclude = {}

@@ -7,11 +7,13 @@
 -- (liveness lapsed, not yet swept) rejoins them here.
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
--- KEYS[1] nodes       HASH node -> json record {gen, digest, max, hardware, ...}
--- KEYS[2] node_langs  HASH node -> json {asr, semantic, tts}
--- KEYS[3] node_slots  HASH node -> max slots, while the node is in the pools
--- KEYS[4] node_alive  ZSET node -> alive until (ms)
--- KEYS[5] pools       ZSET lex "<src>:<tgt>\0<node>"
+-- KEYS[1] nodes         HASH node -> json record {gen, digest, max, hardware, ...}
+-- KEYS[2] node_langs    HASH node -> json {asr, semantic, tts}
+-- KEYS[3] node_slots    HASH node -> max slots, while the node is in the pools
+-- KEYS[4] node_free     SET  nodes of the pools with a free slot
+-- KEYS[5] node_alive    ZSET node -> alive until (ms)
+-- KEYS[6] pools         ZSET lex "<src>:<tgt>\0<node>"
+-- KEYS[7] node_running  HASH node -> running slots
 --
 -- ARGV[1] node id
 -- ARGV[2] generation (from register_node)
@@ -29,8 +31,8 @@
 --@include "includes/pools.lua"
 --@include "includes/scheduling_codes.lua"
 
-local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_alive = KEYS[4],
-  pools = KEYS[5]}
+local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_free = KEYS[4],
+  node_alive = KEYS[5], pools = KEYS[6], node_running = KEYS[7]}
 local node = ARGV[1]
 local gen = tonumber(ARGV[2])
 local now = now_from(ARGV[3])
@@ -76,6 +78,7 @@ if ARGV[5] ~= '' and ARGV[6] ~= rec.digest then
     rec.max = caps.max
     if joined then
       rcall('HSET', K.node_slots, node, rec.max)
+      mark_free(K, node, read_running(K, node), rec.max)
     end
     moved = true
   end

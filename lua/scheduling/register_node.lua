@@ -11,10 +11,11 @@
 -- KEYS[1] nodes         HASH node -> json record {gen, digest, max, hardware, ...}
 -- KEYS[2] node_langs    HASH node -> json {asr, semantic, tts}
 -- KEYS[3] node_slots    HASH node -> max slots, while the node is in the pools
--- KEYS[4] node_running  HASH node -> running slots
--- KEYS[5] node_alive    ZSET node -> alive until (ms)
--- KEYS[6] pools         ZSET lex "<src>:<tgt>\0<node>"
--- KEYS[7] gen_seq       STRING generation counter
+-- KEYS[4] node_free     SET  nodes of the pools with a free slot
+-- KEYS[5] node_running  HASH node -> running slots
+-- KEYS[6] node_alive    ZSET node -> alive until (ms)
+-- KEYS[7] pools         ZSET lex "<src>:<tgt>\0<node>"
+-- KEYS[8] gen_seq       STRING generation counter
 --
 -- ARGV[1] node id (validated by the caller)
 -- ARGV[2] capabilities json {asr=[...], semantic=[...], tts=[...], max=<slots>, hardware={...}}
@@ -28,8 +29,8 @@
 --@include "includes/pools.lua"
 --@include "includes/scheduling_codes.lua"
 
-local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_running = KEYS[4],
-  node_alive = KEYS[5], pools = KEYS[6], gen_seq = KEYS[7]}
+local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_free = KEYS[4],
+  node_running = KEYS[5], node_alive = KEYS[6], pools = KEYS[7], gen_seq = KEYS[8]}
 local node = ARGV[1]
 local caps = cjson.decode(ARGV[2])
 local now = now_from(ARGV[4])

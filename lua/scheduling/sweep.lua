@@ -12,18 +12,19 @@
 -- KEYS[1]  nodes           HASH node -> json record {gen, digest, max, hardware, ...}
 -- KEYS[2]  node_langs      HASH node -> json {asr, semantic, tts}
 -- KEYS[3]  node_slots      HASH node -> max slots, while the node is in the pools
--- KEYS[4]  node_running    HASH node -> running slots
--- KEYS[5]  node_alive      ZSET node -> alive until (ms)
--- KEYS[6]  pools           ZSET lex "<src>:<tgt>\0<node>"
--- KEYS[7]  node_jobs       ZSET lex "<node>\0<job>"
--- KEYS[8]  sent            ZSET "<node>\0<session>\0<index>" -> sent at (ms)
--- KEYS[9]  jobs            HASH job -> json record
--- KEYS[10] job_payloads    HASH job -> job_assign payload
--- KEYS[11] deadlines       ZSET job -> deadline (ms)
--- KEYS[12] jobs_expiry     ZSET job -> record removed at (ms)
--- KEYS[13] idem            HASH "<session>\0<index>\0<tgt>" -> job
--- KEYS[14] sessions        HASH session -> json {node, turns}
--- KEYS[15] session_expiry  ZSET session -> forgotten at (ms)
+-- KEYS[4]  node_free       SET  nodes of the pools with a free slot
+-- KEYS[5]  node_running    HASH node -> running slots
+-- KEYS[6]  node_alive      ZSET node -> alive until (ms)
+-- KEYS[7]  pools           ZSET lex "<src>:<tgt>\0<node>"
+-- KEYS[8]  node_jobs       ZSET lex "<node>\0<job>"
+-- KEYS[9]  sent            ZSET "<node>\0<session>\0<index>" -> sent at (ms)
+-- KEYS[10] jobs            HASH job -> json record
+-- KEYS[11] job_payloads    HASH job -> job_assign payload
+-- KEYS[12] deadlines       ZSET job -> deadline (ms)
+-- KEYS[13] jobs_expiry     ZSET job -> record removed at (ms)
+-- KEYS[14] idem            HASH "<session>\0<index>\0<tgt>" -> job
+-- KEYS[15] sessions        HASH session -> json {node, turns}
+-- KEYS[16] session_expiry  ZSET session -> forgotten at (ms)
 --
 -- ARGV[1] now (ms) or ""
 -- ARGV[2] max_attempts
@@ -41,10 +42,10 @@
 --@include "includes/scheduling_codes.lua"
 --@include "includes/take_offline.lua"
 
-local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_running = KEYS[4],
-  node_alive = KEYS[5], pools = KEYS[6], node_jobs = KEYS[7], sent = KEYS[8], jobs = KEYS[9],
-  job_payloads = KEYS[10], deadlines = KEYS[11], jobs_expiry = KEYS[12], idem = KEYS[13],
-  sessions = KEYS[14], session_expiry = KEYS[15]}
+local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_free = KEYS[4],
+  node_running = KEYS[5], node_alive = KEYS[6], pools = KEYS[7], node_jobs = KEYS[8],
+  sent = KEYS[9], jobs = KEYS[10], job_payloads = KEYS[11], deadlines = KEYS[12],
+  jobs_expiry = KEYS[13], idem = KEYS[14], sessions = KEYS[15], session_expiry = KEYS[16]}
 local now = now_from(ARGV[1])
 local C = {max_attempts = tonumber(ARGV[2]), scan_limit = tonumber(ARGV[3]),
   job_timeout_ms = tonumber(ARGV[4]), retention_ms = tonumber(ARGV[5]),

@@ -9,16 +9,17 @@
 -- KEYS[1]  nodes         HASH node -> json record {gen, digest, max, hardware, ...}
 -- KEYS[2]  node_langs    HASH node -> json {asr, semantic, tts}
 -- KEYS[3]  node_slots    HASH node -> max slots, while the node is in the pools
--- KEYS[4]  node_running  HASH node -> running slots
--- KEYS[5]  node_alive    ZSET node -> alive until (ms)
--- KEYS[6]  pools         ZSET lex "<src>:<tgt>\0<node>"
--- KEYS[7]  node_jobs     ZSET lex "<node>\0<job>"
--- KEYS[8]  sent          ZSET "<node>\0<session>\0<index>" -> sent at (ms)
--- KEYS[9]  jobs          HASH job -> json record
--- KEYS[10] job_payloads  HASH job -> job_assign payload
--- KEYS[11] deadlines     ZSET job -> deadline (ms)
--- KEYS[12] jobs_expiry   ZSET job -> record removed at (ms)
--- KEYS[13] sessions      HASH session -> json {node, turns}
+-- KEYS[4]  node_free     SET  nodes of the pools with a free slot
+-- KEYS[5]  node_running  HASH node -> running slots
+-- KEYS[6]  node_alive    ZSET node -> alive until (ms)
+-- KEYS[7]  pools         ZSET lex "<src>:<tgt>\0<node>"
+-- KEYS[8]  node_jobs     ZSET lex "<node>\0<job>"
+-- KEYS[9]  sent          ZSET "<node>\0<session>\0<index>" -> sent at (ms)
+-- KEYS[10] jobs          HASH job -> json record
+-- KEYS[11] job_payloads  HASH job -> job_assign payload
+-- KEYS[12] deadlines     ZSET job -> deadline (ms)
+-- KEYS[13] jobs_expiry   ZSET job -> record removed at (ms)
+-- KEYS[14] sessions      HASH session -> json {node, turns}
 --
 -- ARGV[1] node id
 -- ARGV[2] generation
@@ -38,9 +39,10 @@
 --@include "includes/scheduling_codes.lua"
 --@include "includes/take_offline.lua"
 
-local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_running = KEYS[4],
-  node_alive = KEYS[5], pools = KEYS[6], node_jobs = KEYS[7], sent = KEYS[8], jobs = KEYS[9],
-  job_payloads = KEYS[10], deadlines = KEYS[11], jobs_expiry = KEYS[12], sessions = KEYS[13]}
+local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_free = KEYS[4],
+  node_running = KEYS[5], node_alive = KEYS[6], pools = KEYS[7], node_jobs = KEYS[8],
+  sent = KEYS[9], jobs = KEYS[10], job_payloads = KEYS[11], deadlines = KEYS[12],
+  jobs_expiry = KEYS[13], sessions = KEYS[14]}
 local node = ARGV[1]
 local gen = tonumber(ARGV[2])
 local now = now_from(ARGV[3])

@@ -21,6 +21,7 @@ KEY_NAMES: dict[str, str] = {
     "nodes": "HASH",
     "node_langs": "HASH",
     "node_slots": "HASH",
+    "node_free": "SET",
     "node_running": "HASH",
     "node_alive": "ZSET",
     "pools": "ZSET",

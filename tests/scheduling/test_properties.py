@@ -10,7 +10,7 @@ every step the state in Redis is checked:
 - no node holds two active jobs with the same (session, utterance_index);
 - a node in the pools (node_slots entry = its max) has exactly one pool member per pair of its
   languages; a node out of them (lapsed) only leftovers of its own pairs; no member of an
-  unknown node.
+  unknown node; node_free holds exactly the nodes in the pools with a free slot.
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ async def check_invariants(client: AnyRedis, core: SchedulingCore) -> None:
     langs = {n: msgspec.json.decode(v) for n, v in (await client.hgetall(k("node_langs"))).items()}
     slots = {n: int(v) for n, v in (await client.hgetall(k("node_slots"))).items()}
     pools = set(await client.zrange(k("pools"), 0, -1))
+    free = set(await client.smembers(k("node_free")))
 
     assert set(running) <= set(nodes), "running count of an unknown node"
     assert set(langs) == set(nodes) and set(slots) <= set(nodes)
@@ -133,6 +134,7 @@ async def check_invariants(client: AnyRedis, core: SchedulingCore) -> None:
         else:
             assert members <= own, node
     assert all(m.rsplit("\0", 1)[1] in nodes for m in pools), "pool member of an unknown node"
+    assert free == {n for n, max_slots in slots.items() if running.get(n, 0) < max_slots}
 
     holders = Counter(job_id for _, job_id in node_jobs)
     assert all(n == 1 for n in holders.values()), "a job on two nodes"

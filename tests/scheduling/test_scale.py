@@ -17,7 +17,7 @@ from cross_instance.config import RedisConfig
 from cross_instance.redis_client import AnyRedis, connect
 from cross_instance.redis_server import RedisServerProcess
 from scheduler.config import SchedulingConfig
-from scheduler.scheduling import NodeCapabilities, SchedulingCore
+from scheduler.scheduling import AllNodesFull, NodeCapabilities, SchedulingCore
 from tests.scheduling.conftest import T0, caps, req
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +29,7 @@ REAL_NODE_LANGUAGES = (
     "ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh "
     "la haw mt bo ga xh zu"
 ).split()
-POOL_WRITES = ("cmdstat_zadd", "cmdstat_zrem")
+SORTED_SET_WRITES = ("cmdstat_zadd", "cmdstat_zrem")
 
 
 @pytest.fixture
@@ -41,9 +41,10 @@ async def private(fresh_redis: RedisServerProcess) -> AsyncIterator[AnyRedis]:
         await client.aclose()
 
 
-async def pool_writes(client: AnyRedis) -> int:
+async def command_calls(client: AnyRedis, names: tuple[str, ...] = ()) -> int:
+    """Commands Redis ran so far (those of scripts included): all, or only ``names``."""
     stats = await client.info("commandstats")
-    return sum(int(stats.get(name, {}).get("calls", 0)) for name in POOL_WRITES)
+    return sum(int(value["calls"]) for name, value in stats.items() if not names or name in names)
 
 
 def real_node(languages: tuple[str, ...] | list[str] = REAL_NODE_LANGUAGES) -> NodeCapabilities:
@@ -75,39 +76,42 @@ async def test_more_languages_than_the_limit_are_refused_by_name(core: Schedulin
     assert await core.list_nodes() == []
 
 
-async def sorted_set_writes(
-    client: AnyRedis, key_prefix: str, languages: list[str]
-) -> tuple[int, int]:
-    """ZADD + ZREM calls of three dispatch + complete rounds, then of an idle heartbeat."""
+async def commands_of(client: AnyRedis, key_prefix: str, languages: list[str]) -> list[int]:
+    """Commands run by three dispatch + complete rounds, then by an idle heartbeat, and the
+    heartbeat's sorted-set writes."""
     core = SchedulingCore(client, SchedulingConfig(), key_prefix=key_prefix)
+    await core.load_scripts()  # no NOSCRIPT round trip in what is counted
     reg = await core.register_node("electron-1", real_node(languages), now_ms=T0)
     await core.register_node("electron-2", real_node(languages), now_ms=T0)
     pools = await client.zcard(core.keys.key("pools"))
-    before = await pool_writes(client)
+    before = await command_calls(client)
     for index in range(3):
         job = await core.dispatch(req(index=index, src="de", tgt="fr"), now_ms=T0)
         await core.complete(job.job_id, job.node_id, 1, ok=True, now_ms=T0 + 1)
-    rounds = await pool_writes(client) - before
+    rounds = await command_calls(client) - before
     # the same capabilities, the lists in another order: nothing moves
-    before = await pool_writes(client)
+    before, writes_before = (
+        await command_calls(client),
+        await command_calls(client, SORTED_SET_WRITES),
+    )
     ack = await core.heartbeat(
         "electron-1", reg.generation, caps=real_node(languages[::-1]), now_ms=T0 + 2
     )
-    heartbeat = await pool_writes(client) - before
+    heartbeat = await command_calls(client) - before
+    writes = await command_calls(client, SORTED_SET_WRITES) - writes_before
     assert not ack.moved
     assert await client.zcard(core.keys.key("pools")) == pools
-    return rounds, heartbeat
+    return [rounds, heartbeat, writes]
 
 
 async def test_slot_changes_and_idle_heartbeats_cost_the_same_at_any_pair_count(
     private: AnyRedis, key_prefix: str
 ) -> None:
-    one_pair = await sorted_set_writes(private, f"{key_prefix}a", ["de", "fr"])
-    ten_thousand = await sorted_set_writes(private, f"{key_prefix}b", list(REAL_NODE_LANGUAGES))
-    # the sorted-set writes of a job (node_jobs, sent, deadlines, ...) and of liveness, and
-    # nothing per pair the node serves
+    one_pair = await commands_of(private, f"{key_prefix}a", ["de", "fr"])
+    ten_thousand = await commands_of(private, f"{key_prefix}b", list(REAL_NODE_LANGUAGES))
+    # the very same Redis commands for a node of 4 pairs and one of 10,000
     assert ten_thousand == one_pair
-    assert one_pair[1] == 1  # the heartbeat's node_alive refresh
+    assert one_pair[2] == 1  # the heartbeat's only sorted-set write: its node_alive refresh
 
 
 async def test_lapsed_members_never_hide_a_live_node_with_free_slots(core: SchedulingCore) -> None:
@@ -152,3 +156,17 @@ async def test_a_lapsed_node_that_changes_languages_keeps_no_old_pair(
         ("en:zh", "b"),
     ]
     assert await core.client.zrange(core.keys.key("pools"), 0, -1) == ["en:de\0a", "en:zh\0b"]
+
+
+async def test_a_nearly_full_large_pool_finds_its_last_free_slot(core: SchedulingCore) -> None:
+    c = core.config
+    nodes = (c.select_sample_size + c.select_scan_limit) * 2
+    for i in range(nodes):
+        await core.register_node(f"n{i:03d}", caps(slots=2), now_ms=T0)
+    # every slot, the last ones found through node_free once the windows are all full
+    for i in range(nodes * 2):
+        request = msgspec.structs.replace(req(f"s{i}", i), job_id=f"job-{i:05d}")
+        assert (await core.dispatch(request, now_ms=T0)).created, i
+    assert sum(n.running for n in await core.list_nodes()) == nodes * 2
+    with pytest.raises(AllNodesFull):
+        await core.dispatch(req("one-more"), now_ms=T0)
