@@ -156,6 +156,15 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     sweep_batch: Annotated[
         int, _doc("Most deadlines or dead nodes one sweep call handles.", ge=1)
     ] = 100
+    sweep_pool_members: Annotated[
+        int,
+        _doc(
+            "Pool members one sweep call removes with dead nodes before it leaves the rest to "
+            "the next call (a node with ~100 languages has ~10,000); bounds how long one sweep "
+            "blocks Redis.",
+            ge=1,
+        ),
+    ] = 50000
     sent_retention_ms: Annotated[
         int,
         _doc(

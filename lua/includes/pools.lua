@@ -91,7 +91,8 @@ local function mark_free(K, node, running, max)
   end
 end
 
--- Removes every member of the node's pairs (leftovers of a lapse included) and its slots entry.
+-- Removes every member of the node's pairs (leftovers of a lapse included) and its slots entry;
+-- returns how many pairs that was.
 local function leave_pools(K, node, langs)
   local members = {}
   for _, pair in ipairs(pairs_of(langs)) do
@@ -100,6 +101,7 @@ local function leave_pools(K, node, langs)
   call_chunked('ZREM', K.pools, members, 1000)
   rcall('HDEL', K.node_slots, node)
   rcall('SREM', K.node_free, node)
+  return #members
 end
 
 local function join_pools(K, node, langs, max)

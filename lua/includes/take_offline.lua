@@ -4,8 +4,9 @@
 -- (kept so a reconnecting node never gets a (session, index) it already had).
 --@include "includes/failover_job.lua"
 
+-- Returns how many pairs the node left.
 local function take_offline(K, C, node, now, actions)
-  leave_pools(K, node, read_langs(K, node))
+  local left = leave_pools(K, node, read_langs(K, node))
   rcall('ZREM', K.node_alive, node)
   rcall('HDEL', K.nodes, node)
   rcall('HDEL', K.node_langs, node)
@@ -23,4 +24,5 @@ local function take_offline(K, C, node, now, actions)
   end
   -- every slot is gone with the node (release_slot decremented them one by one)
   rcall('HDEL', K.node_running, node)
+  return left
 end

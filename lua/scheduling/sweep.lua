@@ -6,7 +6,10 @@
 -- node tried before) or fail after max_attempts. Nodes whose liveness lapsed go offline and
 -- their jobs fail over at once. Expired finished jobs (with their idempotency entries and
 -- payloads), forgotten sessions and old `sent` marks are removed. Each part handles at most
--- sweep_batch entries; `more` says a part was cut short (call again without waiting).
+-- sweep_batch entries, and dead nodes stop once their pool members removed reach
+-- sweep_pool_members (one node at least: a node leaves its pools in one step), so one call
+-- blocks Redis for a bounded time even when many 10,000-pair nodes die at once; `more` says a
+-- part was cut short (call again without waiting).
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
 -- KEYS[1]  nodes           HASH node -> json record {gen, digest, max, hardware, ...}
@@ -34,6 +37,7 @@
 -- ARGV[6] sweep_batch
 -- ARGV[7] sent_retention_ms
 -- ARGV[8] select_sample_size
+-- ARGV[9] sweep_pool_members
 --
 -- Reply: {0 OK, {actions = [failover actions, as take_node_offline], offline = [node ids],
 --                 removed_jobs, removed_sessions, removed_sent, more}}
@@ -52,14 +56,20 @@ local C = {max_attempts = tonumber(ARGV[2]), scan_limit = tonumber(ARGV[3]),
   sample_size = tonumber(ARGV[8])}
 local batch = tonumber(ARGV[6])
 local sent_retention_ms = tonumber(ARGV[7])
+local member_budget = tonumber(ARGV[9])
 local actions, offline = {}, {}
 local more = false
 
 -- 1. dead nodes first: their jobs fail over as "node_offline" rather than one by one later
 local dead = rcall('ZRANGEBYSCORE', K.node_alive, '-inf', '(' .. now, 'LIMIT', 0, batch)
 more = more or #dead == batch
+local members_removed = 0
 for _, node in ipairs(dead) do
-  take_offline(K, C, node, now, actions)
+  if members_removed >= member_budget then
+    more = true
+    break
+  end
+  members_removed = members_removed + take_offline(K, C, node, now, actions)
   offline[#offline + 1] = node
 end
 

@@ -583,6 +583,7 @@ class SchedulingCore:
                 c.sweep_batch,
                 c.sent_retention_ms,
                 c.select_sample_size,
+                c.sweep_pool_members,
             ],
         )
         r = msgspec.json.decode(body, type=_Sweep)
