@@ -108,12 +108,27 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         int, _doc("Upper bound on the slots a node may claim.", ge=1)
     ] = 64
     max_languages_per_node: Annotated[
-        int, _doc("Most languages per list (asr / semantic / tts) a node may advertise.", ge=1)
-    ] = 32
+        int,
+        _doc(
+            "Most languages per list (asr / semantic / tts) a node may advertise; a registration "
+            "beyond it is refused. A real node advertises ~100 (Whisper x M2M100).",
+            ge=1,
+        ),
+    ] = 128
+    select_sample_size: Annotated[
+        int,
+        _doc(
+            "Pool members one dispatch compares (a window at a random position, least-loaded "
+            "wins); a pool this small or smaller is compared whole.",
+            ge=1,
+        ),
+    ] = 8
     select_scan_limit: Annotated[
         int,
         _doc(
-            "Most pool candidates one dispatch examines (cost per decision is bounded by it).", ge=1
+            "Most live pool members one dispatch examines when its sample has no usable node "
+            "(cost per decision is bounded by it).",
+            ge=1,
         ),
     ] = 16
     job_timeout_ms: Annotated[
@@ -136,6 +151,15 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     sweep_batch: Annotated[
         int, _doc("Most deadlines or dead nodes one sweep call handles.", ge=1)
     ] = 100
+    sweep_pool_members: Annotated[
+        int,
+        _doc(
+            "Pool members one sweep call removes with dead nodes before it leaves the rest to "
+            "the next call (a node with ~100 languages has ~10,000); bounds how long one sweep "
+            "blocks Redis.",
+            ge=1,
+        ),
+    ] = 50000
     sent_retention_ms: Annotated[
         int,
         _doc(

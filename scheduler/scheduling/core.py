@@ -11,6 +11,7 @@ so replicas share one clock). Tests pass explicit times to move the clock.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -189,7 +190,6 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
 class _Reg(msgspec.Struct):
     gen: int
     alive_until_ms: int
-    pairs: list[str] = []
 
 
 class _Hb(msgspec.Struct):
@@ -272,13 +272,31 @@ class _NodeRecord(msgspec.Struct):
     max: int
     registered_ms: int
     last_hb_ms: int
-    in_pools: bool
+    hardware: dict[str, Any] | list[Any] = {}
+    reported_load: Any = None
+
+
+class _NodeLangs(msgspec.Struct):
     asr: list[str] = []
     semantic: list[str] = []
     tts: list[str] = []
-    pairs: list[str] = []
-    hardware: dict[str, Any] | list[Any] = {}
-    reported_load: Any = None
+
+
+class _Caps(msgspec.Struct, frozen=True):
+    """Validated capabilities as the scripts take them, with their digest."""
+
+    json: bytes
+    digest: str  # equal for equal capabilities, whatever the order of the lists
+    pairs: list[str]  # every directed pair asr x semantic, in the order the scripts make them
+
+
+def _pairs(asr: Sequence[str], semantic: Sequence[str]) -> list[str]:
+    return [f"{src}:{tgt}" for src in asr for tgt in semantic]
+
+
+def _load_permille(running: int, slots: int) -> int:
+    """The load selection compares (lua/includes/pools.lua ``load_of``): 1000 is full."""
+    return 1000 if running >= slots else 1000 * running // slots
 
 
 class _JobRecord(msgspec.Struct):
@@ -353,28 +371,32 @@ class SchedulingCore:
                 raise InvalidInput(f"{what}: {lang!r} is not a language code")
         return list(dict.fromkeys(langs))  # order kept, duplicates dropped
 
-    def _caps_json(self, caps: NodeCapabilities) -> bytes:
+    def _caps(self, caps: NodeCapabilities) -> _Caps:
         slots = caps.max_concurrent_jobs
         if slots is None:
             slots = self.config.default_max_concurrent_jobs
         if not isinstance(slots, int) or slots < 1:
             raise InvalidInput(f"max_concurrent_jobs: {slots!r} is not a positive integer")
-        return msgspec.json.encode(
-            {
-                "asr": self._check_langs("asr", caps.asr),
-                "semantic": self._check_langs("semantic", caps.semantic),
-                "tts": self._check_langs("tts", caps.tts),
-                "max": min(slots, self.config.max_concurrent_jobs_limit),
-                "hardware": caps.hardware,
-            }
-        )
+        asr = self._check_langs("asr", caps.asr)
+        semantic = self._check_langs("semantic", caps.semantic)
+        tts = self._check_langs("tts", caps.tts)
+        fields = {
+            "asr": asr,
+            "semantic": semantic,
+            "tts": tts,
+            "max": min(slots, self.config.max_concurrent_jobs_limit),
+            "hardware": caps.hardware,
+        }
+        canonical = {**fields, "asr": sorted(asr), "semantic": sorted(semantic), "tts": sorted(tts)}
+        digest = hashlib.sha1(msgspec.json.encode(canonical, order="sorted")).hexdigest()
+        return _Caps(msgspec.json.encode(fields), digest, _pairs(asr, semantic))
 
     # --- nodes ---
 
     def check_registration(self, node_id: str, caps: NodeCapabilities) -> None:
         """What :meth:`register_node` refuses (InvalidInput), checked without touching Redis."""
         self._check_id("node_id", node_id)
-        self._caps_json(caps)
+        self._caps(caps)
 
     async def register_node(
         self, node_id: str, caps: NodeCapabilities, *, now_ms: int | None = None
@@ -382,12 +404,13 @@ class SchedulingCore:
         """A node connected: record it, join its pools; keep the returned generation on the
         connection and pass it to :meth:`heartbeat` and :meth:`node_offline`."""
         self._check_id("node_id", node_id)
-        caps_json = self._caps_json(caps)
+        checked = self._caps(caps)
         _, body = await self._call(
-            "register_node", [node_id, caps_json, _arg_now(now_ms), self.config.node_ttl_ms]
+            "register_node",
+            [node_id, checked.json, checked.digest, _arg_now(now_ms), self.config.node_ttl_ms],
         )
         reply = msgspec.json.decode(body, type=_Reg)
-        return Registration(node_id, reply.gen, reply.pairs, reply.alive_until_ms)
+        return Registration(node_id, reply.gen, checked.pairs, reply.alive_until_ms)
 
     async def heartbeat(
         self,
@@ -400,10 +423,12 @@ class SchedulingCore:
     ) -> HeartbeatAck:
         """Refresh liveness; ``caps`` given: move between pools if languages or slots changed.
 
-        Raises :class:`NodeNotRegistered` (register again) or :class:`StaleGeneration`.
+        Capabilities equal to the stored ones (compared by digest) cost Redis O(1), whatever
+        the pairs the node serves. Raises :class:`NodeNotRegistered` (register again) or
+        :class:`StaleGeneration`.
         """
         self._check_id("node_id", node_id)
-        caps_json = b"" if caps is None else self._caps_json(caps)
+        checked = None if caps is None else self._caps(caps)
         load_json = b"" if reported_load is None else msgspec.json.encode(reported_load)
         _, body = await self._call(
             "heartbeat_node",
@@ -412,7 +437,8 @@ class SchedulingCore:
                 int(generation),
                 _arg_now(now_ms),
                 self.config.node_ttl_ms,
-                caps_json,
+                b"" if checked is None else checked.json,
+                "" if checked is None else checked.digest,
                 load_json,
             ],
         )
@@ -437,6 +463,7 @@ class SchedulingCore:
                 c.select_scan_limit,
                 c.job_timeout_ms,
                 c.job_retention_ms,
+                c.select_sample_size,
             ],
         )
         return [a.public() for a in msgspec.json.decode(body, type=_Actions).actions]
@@ -477,6 +504,7 @@ class SchedulingCore:
                 c.job_timeout_ms,
                 c.select_scan_limit,
                 c.session_affinity_ttl_ms,
+                c.select_sample_size,
             ],
         )
         r = msgspec.json.decode(body, type=_Dispatch)
@@ -554,6 +582,8 @@ class SchedulingCore:
                 c.job_retention_ms,
                 c.sweep_batch,
                 c.sent_retention_ms,
+                c.select_sample_size,
+                c.sweep_pool_members,
             ],
         )
         r = msgspec.json.decode(body, type=_Sweep)
@@ -586,23 +616,30 @@ class SchedulingCore:
         limit = limit or self.config.list_limit
         records = await self._hscan(self.keys.key("nodes"), limit)
         names = sorted(records)
-        running = await self.client.hmget(self.keys.key("node_running"), names) if names else []
-        alive = await self.client.zmscore(self.keys.key("node_alive"), names) if names else []
+        if not names:
+            return []
+        langs = await self.client.hmget(self.keys.key("node_langs"), names)
+        slots = await self.client.hmget(self.keys.key("node_slots"), names)
+        running = await self.client.hmget(self.keys.key("node_running"), names)
+        alive = await self.client.zmscore(self.keys.key("node_alive"), names)
         out = []
-        for name, run, until in zip(names, running, alive, strict=True):
+        for name, raw_langs, in_pools, run, until in zip(
+            names, langs, slots, running, alive, strict=True
+        ):
             rec = msgspec.json.decode(records[name], type=_NodeRecord)
+            lang = msgspec.json.decode(raw_langs or b"{}", type=_NodeLangs)
             out.append(
                 NodeInfo(
                     node_id=name,
                     generation=rec.gen,
-                    asr=rec.asr,
-                    semantic=rec.semantic,
-                    tts=rec.tts,
+                    asr=lang.asr,
+                    semantic=lang.semantic,
+                    tts=lang.tts,
                     max=rec.max,
                     running=int(run or 0),
                     alive_until_ms=None if until is None else int(until),
-                    in_pools=rec.in_pools,
-                    pairs=rec.pairs,
+                    in_pools=in_pools is not None,
+                    pairs=_pairs(lang.asr, lang.semantic),
                     hardware=rec.hardware if isinstance(rec.hardware, dict) else {},
                     reported_load=rec.reported_load,
                     registered_ms=rec.registered_ms,
@@ -614,15 +651,32 @@ class SchedulingCore:
     async def list_pools(
         self, *, pair: str | None = None, limit: int | None = None
     ) -> list[PoolEntry]:
-        """Pool members, least-loaded first within each pair."""
+        """Pool members of nodes in the pools, least-loaded first within each pair.
+
+        Members a lapsed node left behind (removed at the next selection that meets them) are
+        not listed.
+        """
         limit = limit or self.config.list_limit
         lo, hi = ("-", "+") if pair is None else (f"[{pair}\0", f"({pair}\1")
         members = await self.client.zrangebylex(self.keys.key("pools"), lo, hi, 0, limit)
-        out = []
+        entries = []
         for member in members:
             text = member if isinstance(member, str) else member.decode()
-            pair_name, load, node = text.split("\0")
-            out.append(PoolEntry(pair_name, node, int(load)))
+            pair_name, node = text.split("\0")
+            entries.append((pair_name, node))
+        names = sorted({node for _, node in entries})
+        if not names:
+            return []
+        slot_values = await self.client.hmget(self.keys.key("node_slots"), names)
+        running_values = await self.client.hmget(self.keys.key("node_running"), names)
+        slots = dict(zip(names, slot_values, strict=True))
+        running = dict(zip(names, running_values, strict=True))
+        out = [
+            PoolEntry(pair_name, node, _load_permille(int(running[node] or 0), int(max_slots)))
+            for pair_name, node in entries
+            if (max_slots := slots[node]) is not None
+        ]
+        out.sort(key=lambda e: (e.pair, e.load_permille, e.node_id))
         return out
 
     async def job_holder(self, job_id: str) -> JobHolder | None:
