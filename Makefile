@@ -68,7 +68,7 @@ types: $(TEST_STAMP) ## mypy
 
 bench: bench-lua bench-runtime bench-e2e ## all benchmarks (figures go to docs/benchmarks.md)
 
-bench-lua: $(TEST_STAMP) ## scheduling decisions per second vs pool size, next to the raw EVALSHA ceiling
+bench-lua: $(TEST_STAMP) ## scheduling decisions per second vs pool size and pairs per node, next to the raw EVALSHA ceiling
 	$(PY) -m tests.bench.bench_lua
 
 bench-runtime: $(TEST_STAMP) ## cross-instance messages/s and latency (local, remote) vs raw XADD/XREADGROUP/XACK
