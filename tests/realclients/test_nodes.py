@@ -194,3 +194,65 @@ async def test_heartbeat_without_max_concurrent_jobs_keeps_registered_slots(
     assert await eventually(heartbeat_seen, within=5), "the heartbeat never reached Redis"
     (registered,) = await cluster_nodes(replica)
     assert registered["max"] == 8, f"slots after the heartbeat: {registered['max']}, registered 8"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 11: pool members whose liveness lapsed but are not swept yet fill the "
+    "select_scan_limit window, so dispatch says NO_LIVE_NODE while a live node has free slots",
+)
+async def test_lapsed_nodes_do_not_hide_a_live_node(
+    replicas: StartReplicas, clients: Clients
+) -> None:
+    # Liveness lapses after 1 s; the sweep that would take lapsed nodes offline waits 60 s.
+    (replica,) = await replicas(
+        1, {"scheduling.node_ttl_ms": 1000, "scheduling.sweep_interval_ms": 60000}
+    )
+    scan_limit = 16  # scheduling.select_scan_limit's default
+
+    def register_as(node_id: str) -> Message:
+        frame = recorded("node_register.json")
+        frame["node_id"] = node_id  # as the agent does once it has an id
+        return frame
+
+    # Hung nodes: connected, registered, but their heartbeats stopped (ids sort first).
+    for i in range(scan_limit):
+        await clients.node(
+            replica, register=register_as(f"node-A{i:03d}"), heartbeat_s=60
+        ).register()
+    live = clients.node(
+        replica, register=register_as("node-ZZZZ"), heartbeat_s=0.25, job_seconds=0.3
+    )
+    await live.register()
+    await anyio.sleep(1.5)  # the hung nodes' liveness lapses (node_ttl_ms), the live one's not
+    browser = await clients.browser(replica)
+    await browser.replay(end_ms=FIRST_CUT_MS)
+    await eventually(lambda: bool(live.jobs or browser.of_type("error")), within=5)
+    assert errors(browser) == [] and len(live.jobs) == 1, (
+        f"live node got {len(live.jobs)} job(s); errors: {errors(browser)}"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 11: after end_session a silent job is still failed over to fresh nodes up to "
+    "scheduling.max_attempts",
+)
+async def test_jobs_of_an_ended_session_are_not_moved_to_other_nodes(
+    replicas: StartReplicas, clients: Clients
+) -> None:
+    (replica,) = await replicas(1, {"scheduling.job_timeout_ms": 1000})
+    silent = clients.node(replica, job_seconds=60)
+    await silent.register()
+    browser = await clients.browser(replica)
+    await browser.replay(end_ms=FIRST_CUT_MS)
+    await silent.wait_for(lambda m: m.get("type") == "job_assign", within=5, what="job_assign")
+    fresh = clients.node(replica, job_seconds=0.3)
+    await fresh.register()
+    await browser.close()  # the browser is gone: its session ends
+    # The silent job's deadline passes (job_timeout_ms) and the sweep handles it.
+    await silent.wait_for(lambda m: m.get("type") == "job_cancel", within=5, what="job_cancel")
+    await anyio.sleep(0.5)  # a move would send the job_assign right after the cancel
+    assert fresh.jobs == [], "the job of a session that ended was moved to another node"
