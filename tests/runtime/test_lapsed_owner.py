@@ -1,0 +1,160 @@
+"""A target whose owner merely looks not live is waited for, never dropped (issue 12, item 1).
+
+Only a target its owner released has ended: a non-resumable message (for a client session) is
+dropped then. An owner whose presence lapsed (a Redis stall past the presence TTL, a replica
+whose refresh hangs) may come back within the route grace: the message is held and delivered,
+or dead-lettered ``no_owner`` when it does not. Each test has a private redis-server: one pauses
+it (``CLIENT PAUSE``), which would stall every other test's runtimes on a shared one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from cross_instance.config import RedisConfig
+from cross_instance.envelope import DeadLetter
+from cross_instance.ownership import Target
+from cross_instance.presence import token_live
+from cross_instance.redis_client import AnyRedis
+from cross_instance.redis_server import RedisServerProcess
+from cross_instance.routing import Step, next_step
+from cross_instance.runtime import Runtime
+from tests.waiting import until
+
+pytestmark = pytest.mark.anyio
+
+# No takeover: a replica whose presence lapsed keeps its ids, so routing alone is under test
+# (a takeover would release them, and the target would have ended).
+NO_TAKEOVER: dict[str, Any] = {"takeover_interval_ms": 60_000}
+
+
+@pytest.fixture
+def redis_config(fresh_redis: RedisServerProcess, key_prefix: str) -> RedisConfig:
+    return RedisConfig(url=fresh_redis.url, key_prefix=key_prefix)
+
+
+async def dlq_entries(redis: AnyRedis, runtime: Runtime) -> list[DeadLetter]:
+    entries = await redis.xrange(runtime.keys.dlq())
+    return [msgspec.json.decode(fields["dead"], type=DeadLetter) for _, fields in entries]
+
+
+async def _lapsed(redis: AnyRedis, runtime: Runtime) -> bool:
+    return not await token_live(redis, runtime.keys, runtime.token)
+
+
+@contextmanager
+def stalled_refresh(runtime: Runtime) -> Iterator[None]:
+    """Within: the replica's presence refresh hangs (each attempt times out, as in a stall),
+    so its presence lapses while it keeps owning what it owned. After: it refreshes again (and
+    can leave quickly)."""
+
+    async def hang() -> bool:
+        await anyio.sleep_forever()
+        return False
+
+    runtime.presence.refresh = hang  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del runtime.presence.refresh  # the class's method again
+
+
+async def test_a_session_message_sent_across_a_redis_stall_reaches_its_live_owner(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    """Observation 1: after CLIENT PAUSE past the presence TTL, every presence looks lapsed
+    until its next refresh; a result routed in that window used to be dropped as "target
+    ended" although its session's replica was alive."""
+    async with (
+        start_runtime("a", **NO_TAKEOVER) as (a, rec_a),
+        start_runtime("b", route_grace_ms=3000, takeover_lock_ttl_ms=10_000, **NO_TAKEOVER) as (
+            b,
+            _,
+        ),
+    ):
+        await a.claim_session("s1")
+        stall_ms = 3 * a.config.presence_ttl_ms
+        await redis.execute_command("CLIENT", "PAUSE", stall_ms, "ALL")
+        # Queued behind the pause; it runs when the pause ends, before a's next refresh.
+        sent = await b.send_to_session("s1", "job_result", "{}", resumable=False)
+        assert sent.route == "held", sent
+        await until(lambda: rec_a.ids() == [sent.message_id])
+        assert b.metrics.dropped.labels("ended")._value.get() == 0
+        assert await dlq_entries(redis, b) == []
+        assert not a.fenced
+
+
+async def test_a_session_message_whose_owner_never_comes_back_is_dead_lettered(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    async with (
+        start_runtime("a", **NO_TAKEOVER) as (a, rec_a),
+        start_runtime("b", **NO_TAKEOVER) as (b, _),
+    ):
+        await a.claim_session("s1")
+        with stalled_refresh(a):
+            await until(lambda: _lapsed(redis, a))
+            sent = await b.send_to_session("s1", "job_result", "{}", resumable=False)
+            assert sent.route == "held"
+            await until(lambda: _dlq_size(redis, b, 1))
+        [dead] = await dlq_entries(redis, b)
+        assert (dead.reason, dead.owner, dead.envelope.message_id) == (
+            "no_owner",
+            a.token,
+            sent.message_id,
+        )
+        assert b.metrics.dead_lettered.labels("no_owner")._value.get() == 1
+        assert b.metrics.dropped.labels("ended")._value.get() == 0
+        assert rec_a.delivered == []
+
+
+async def test_a_held_session_message_is_dropped_once_its_owner_releases_the_session(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    """The owner looked not live, then closed the session (it released it): it has ended."""
+    async with (
+        start_runtime("a", **NO_TAKEOVER) as (a, rec_a),
+        start_runtime("b", route_grace_ms=3000, takeover_lock_ttl_ms=10_000, **NO_TAKEOVER) as (
+            b,
+            _,
+        ),
+    ):
+        await a.claim_session("s1")
+        with stalled_refresh(a):
+            await until(lambda: _lapsed(redis, a))
+            sent = await b.send_to_session("s1", "job_result", "{}", resumable=False)
+            assert sent.route == "held"
+            assert await a.release_session("s1")
+            await until(lambda: b.metrics.dropped.labels("ended")._value.get() == 1)
+        assert len(b.holds) == 0
+        assert await dlq_entries(redis, b) == []
+        assert rec_a.delivered == []
+
+
+async def _dlq_size(redis: AnyRedis, runtime: Runtime, n: int) -> bool:
+    return await redis.xlen(runtime.keys.dlq()) == n
+
+
+@pytest.mark.parametrize(
+    ("target", "resumable", "draining", "step"),
+    [
+        (Target("b@1", live=True, ended=False), False, False, "inbox"),
+        (Target("a@1", live=True, ended=False), False, False, "here"),
+        (Target("a@1", live=True, ended=False), False, True, "hold"),
+        # An owner that looks not live has ended nothing: wait for it.
+        (Target("b@1", live=False, ended=False), False, False, "hold"),
+        (Target("", live=False, ended=False), False, False, "hold"),  # never owned
+        (Target("", live=False, ended=True), False, False, "drop"),  # released by its owner
+        (Target("", live=False, ended=True), True, False, "hold"),  # a node may come back
+    ],
+)
+def test_only_a_released_target_drops_a_non_resumable_message(
+    target: Target, resumable: bool, draining: bool, step: Step
+) -> None:
+    assert next_step(target, resumable, "a@1", draining) == step
