@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from cross_instance.config import RedisConfig
-from cross_instance.envelope import DeadLetter
+from cross_instance.envelope import DeadLetter, RuntimeReply
 from cross_instance.ownership import Target
 from cross_instance.presence import token_live
 from cross_instance.redis_client import AnyRedis
@@ -158,3 +158,39 @@ def test_only_a_released_target_drops_a_non_resumable_message(
     target: Target, resumable: bool, draining: bool, step: Step
 ) -> None:
     assert next_step(target, resumable, "a@1", draining) == step
+
+
+async def test_a_replica_refreshing_late_after_a_redis_stall_is_not_taken_over(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    """After CLIENT PAUSE past the presence TTL every presence has lapsed. The first replica to
+    refresh must not take the others over before they had one presence TTL to refresh: a
+    replica that is alive but refreshes a little later than its peer keeps its sessions."""
+    timings = {"presence_ttl_ms": 3000, "takeover_lock_ttl_ms": 5000}
+    async with (
+        start_runtime("a", **timings) as (a, rec_a),
+        start_runtime("b", **timings) as (b, _),
+    ):
+        await a.claim_session("s1")
+        tried: list[tuple[str, RuntimeReply]] = []
+        begin = b.takeover._begin
+
+        async def recorded(dead: str) -> RuntimeReply:
+            tried.append((dead, code := await begin(dead)))
+            return code
+
+        b.takeover._begin = recorded  # type: ignore[method-assign]
+        with stalled_refresh(a):
+            stall_ms = a.config.presence_ttl_ms + 500
+            await redis.execute_command("CLIENT", "PAUSE", stall_ms, "ALL")
+            await redis.ping()  # answered once the pause is over
+            # b is back and a still looks dead to it: b tries to take a's inbox over (until b
+            # itself refreshed, it is refused FENCED: it is not live either).
+            await until(lambda: tried.count((a.token, RuntimeReply.TOO_SOON)) >= 3)
+        await until(lambda: token_live(redis, a.keys, a.token))
+        assert {code for _, code in tried} <= {RuntimeReply.FENCED, RuntimeReply.TOO_SOON}
+        assert not a.fenced
+        assert b.metrics.takeovers._value.get() == 0
+        sent = await b.send_to_session("s1", "job_result", "{}", resumable=False)
+        assert sent.route == "remote"
+        await until(lambda: rec_a.ids() == [sent.message_id])

@@ -118,6 +118,31 @@ async def test_a_released_id_is_ended_until_claimed_or_its_mark_lapses(
     assert await client.zcard(keys.ended("node")) == 0
 
 
+async def test_a_replica_back_from_a_lapse_takes_nobody_over_for_a_ttl(
+    client: AnyRedis, key_prefix: str
+) -> None:
+    keys = RuntimeKeys(key_prefix)
+    a = await register(client, keys, "i-a", "e1")
+    b = await register(client, keys, "i-b", "e1")
+    now = int(await client.zscore(keys.rt("alive"), "i-b")) + 1  # both lapsed (a stall)
+
+    async def refresh(instance: str, at: int) -> None:
+        code, _ = await call_script(
+            client, keys, "refresh_presence", [instance, "e1", "0", TTL, at]
+        )
+        assert code is RuntimeReply.OK
+
+    async def begin(at: int) -> RuntimeReply:
+        code, _ = await call_script(client, keys, "begin_takeover", [a, b, 5000, at])
+        return code
+
+    await refresh("i-b", now)  # b is back first; a still looks dead
+    assert await begin(now) is RuntimeReply.TOO_SOON
+    assert await begin(now + TTL - 1) is RuntimeReply.TOO_SOON
+    await refresh("i-b", now + TTL - 1)  # on time: no new wait
+    assert await begin(now + TTL) is RuntimeReply.OK  # a never came back within the TTL
+
+
 async def test_a_restarted_replica_fences_its_old_epoch(client: AnyRedis, key_prefix: str) -> None:
     keys = RuntimeKeys(key_prefix)
     old = await register(client, keys, "i-a", "e1")
