@@ -18,13 +18,14 @@ import msgspec
 import pytest
 
 from cross_instance.config import RedisConfig
-from cross_instance.envelope import DeadLetter, RuntimeReply
+from cross_instance.envelope import DeadLetter, Envelope, RuntimeReply, Trail, new_message_id
 from cross_instance.ownership import Target
 from cross_instance.presence import token_live
 from cross_instance.redis_client import AnyRedis
 from cross_instance.redis_server import RedisServerProcess
 from cross_instance.routing import Step, next_step
 from cross_instance.runtime import Runtime
+from tests.runtime.conftest import Recorder
 from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -194,3 +195,27 @@ async def test_a_replica_refreshing_late_after_a_redis_stall_is_not_taken_over(
         sent = await b.send_to_session("s1", "job_result", "{}", resumable=False)
         assert sent.route == "remote"
         await until(lambda: rec_a.ids() == [sent.message_id])
+
+
+async def test_a_dead_replicas_session_messages_are_dropped_at_its_takeover_not_held(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    """A replica taken over is fenced for good: its sessions have ended. The holder releases
+    their ids before re-routing the inbox, so a session message in it is dropped (counted) at
+    once rather than held for the grace and dead-lettered."""
+    grace = {"route_grace_ms": 3000, "takeover_lock_ttl_ms": 10_000}
+    async with (
+        start_runtime(
+            "a", Recorder(fail_kinds={"job_result"}), reclaim_min_idle_ms=60_000, **NO_TAKEOVER
+        ) as (a, _),
+        start_runtime("b", **grace) as (b, _),
+    ):
+        await a.claim_session("s1")
+        stuck = Envelope(message_id=new_message_id(), kind="job_result", target_kind="session",
+                         target_id="s1", payload="{}", created_ms=1, resumable=False)  # fmt: skip
+        assert (await a.inbox_stream.append(a.token, stuck, Trail()))[0] is RuntimeReply.OK
+        with stalled_refresh(a):
+            await until(lambda: b.metrics.takeovers._value.get() == 1, limit_s=2.5)
+        assert b.metrics.dropped.labels("ended")._value.get() == 1
+        assert await dlq_entries(redis, b) == []
+        assert (await b.ownership.resolve("session", "s1")).ended
