@@ -181,6 +181,12 @@ def validate_runtime(config: RuntimeConfig) -> None:
             f"presence survives a failed refresh ({config.presence_refresh_ms} > "
             f"{config.presence_ttl_ms} / 3)"
         )
+    if config.ended_ttl_ms <= config.route_grace_ms:
+        raise ValueError(
+            "runtime.ended_ttl_ms: must outlast runtime.route_grace_ms (a message held for a "
+            "target is dropped when its owner releases it meanwhile, which the release must "
+            f"still show: {config.ended_ttl_ms} <= {config.route_grace_ms})"
+        )
     if 0 < config.drain_grace_ms <= config.route_grace_ms:
         raise ValueError(
             "runtime.drain_grace_ms: must outlast runtime.route_grace_ms (a drain holds messages "
