@@ -92,6 +92,18 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ge=0,
         ),
     ] = 5000
+    ended_ttl_ms: Annotated[
+        int,
+        _doc(
+            "How long an id its owner released is remembered as ended. A non-resumable "
+            "message (for a client session) whose target is remembered as ended is dropped and "
+            "counted; one for a target whose owner merely looks not live, or that is not "
+            "remembered, is held for route_grace_ms and then dead-lettered with reason no_owner. "
+            "Keep it above the longest a reply can arrive after its session closed (the job "
+            "timeout).",
+            ge=1,
+        ),
+    ] = 600000
     route_hold_max: Annotated[
         int,
         _doc("Most messages held for ownerless targets at once; beyond it, dead-letter now.", ge=0),
@@ -168,6 +180,12 @@ def validate_runtime(config: RuntimeConfig) -> None:
             "runtime.presence_refresh_ms: must be at most a third of runtime.presence_ttl_ms, so "
             f"presence survives a failed refresh ({config.presence_refresh_ms} > "
             f"{config.presence_ttl_ms} / 3)"
+        )
+    if config.ended_ttl_ms <= config.route_grace_ms:
+        raise ValueError(
+            "runtime.ended_ttl_ms: must outlast runtime.route_grace_ms (a message held for a "
+            "target is dropped when its owner releases it meanwhile, which the release must "
+            f"still show: {config.ended_ttl_ms} <= {config.route_grace_ms})"
         )
     if 0 < config.drain_grace_ms <= config.route_grace_ms:
         raise ValueError(
