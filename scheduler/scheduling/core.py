@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from cross_instance.ids import check_id
 from cross_instance.lua import ScriptLibrary
 from cross_instance.redis_client import AnyRedis
 from scheduler.config import SchedulingConfig
@@ -45,7 +46,6 @@ __all__ = [
 
 # ids travel inside lexicographic members separated by NUL and ":"-joined pairs: only plain
 # characters, so no id can forge a separator.
-_ID = re.compile(r"^[A-Za-z0-9_.:@-]+$")
 # BCP-47-like codes ("en", "zh", "zh-Hant", "auto"); ":" is the pair separator, never allowed.
 _LANG = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
 # Lua numbers are doubles: an index beyond 2^53 would lose precision inside the scripts.
@@ -353,12 +353,10 @@ class SchedulingCore:
     # --- validation (bad input: a clear error, no script runs) ---
 
     def _check_id(self, what: str, value: str) -> None:
-        if not isinstance(value, str) or not _ID.match(value):
-            raise InvalidInput(f"{what}: {value!r} is not a valid id ([A-Za-z0-9_.:@-]+)")
-        if len(value) > self.config.max_id_length:
-            raise InvalidInput(
-                f"{what}: longer than scheduling.max_id_length ({self.config.max_id_length})"
-            )
+        try:
+            check_id(what, value, max_length=self.config.max_id_length)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
 
     def _check_langs(self, what: str, langs: Sequence[str]) -> list[str]:
         if len(langs) > self.config.max_languages_per_node:
