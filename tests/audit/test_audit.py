@@ -300,3 +300,35 @@ def test_an_unreachable_redis_is_exit_3_in_one_line() -> None:
     assert "Traceback" not in done.stderr
     [line] = done.stderr.splitlines()
     assert line.startswith(f"lingua-scheduler: cannot reach Redis at {url}")
+
+
+def test_jobs_finishing_during_the_audit_are_no_violation(cluster: Cluster) -> None:
+    """Dispatches and completions run while the audit pages (one node or job per page): the
+    per-page scripts read each node's facts at one instant, so no run sees a leak."""
+
+    async def traffic_and_audits(client: AnyRedis, core: SchedulingCore) -> list[Any]:
+        for node in ("n1", "n2", "n3"):
+            await core.register_node(node, _caps())
+        auditor = Auditor(client, cluster.config)
+        reports: list[Any] = []
+        done = anyio.Event()
+
+        async def traffic() -> None:
+            for index in range(150):
+                placed = [await core.dispatch(_request(f"s{k}", index)) for k in range(3)]
+                for job in placed:
+                    await core.complete(job.job_id, job.node_id, job.attempt, ok=True)
+            done.set()
+
+        async def audits() -> None:
+            while not done.is_set():
+                reports.append(await auditor.run())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(traffic)
+            tg.start_soon(audits)
+        return reports
+
+    reports = cluster.run(traffic_and_audits)
+    assert len(reports) >= 3
+    assert [r.to_builtins() for r in reports if not r.ok] == []
