@@ -5,7 +5,8 @@ Checks (``CHECKS``; docs/operations.md "Audit" defines each for operators):
 - ``slots``: a node's ``node_running`` differs from its members in ``node_jobs``, a count is
   kept for a node that is not registered, or ``node_free`` disagrees with running < slots.
 - ``job_index``: a ``node_jobs`` member whose job record is missing, finished or on another
-  node (a slot held by nothing).
+  node (a slot held by nothing); a ``deadlines`` entry of a job whose record is missing or
+  finished, or an active job missing from ``node_jobs`` (a job holding no slot).
 - ``dead_node_jobs``: an active job on a node that is not registered, or whose liveness lapsed
   more than ``audit.grace_ms`` ago (the sweeper takes such nodes offline within its interval).
 - ``overdue_jobs``: an active job more than ``audit.grace_ms`` past its deadline, or with no
@@ -46,11 +47,13 @@ __all__ = [
     "AuditSink",
     "Auditor",
     "CheckResult",
+    "DeadlineFacts",
     "JobFacts",
     "Liveness",
     "SlotFacts",
     "Violation",
     "audit_forever",
+    "deadline_violations",
     "job_violations",
     "owner_violation",
     "slot_violations",
@@ -88,12 +91,17 @@ class AuditReport(msgspec.Struct):
     checks: dict[str, CheckResult]
     dlq_depth: int = 0
     dlq_oldest_age_ms: int = 0
+    # (check, subject) already counted: HSCAN / ZSCAN may return an entry twice.
+    seen: set[tuple[str, str]] = set()
 
     @property
     def ok(self) -> bool:
         return all(result.ok for result in self.checks.values())
 
     def add(self, violation: Violation, cap: int) -> None:
+        if (violation.check, violation.subject) in self.seen:
+            return
+        self.seen.add((violation.check, violation.subject))
         result = self.checks[violation.check]
         result.ok = False
         result.count += 1
@@ -140,6 +148,13 @@ class JobFacts(msgspec.Struct, frozen=True):
     job_node: str
     deadline: int  # -1: not in deadlines
     record_deadline: int
+
+
+class DeadlineFacts(msgspec.Struct, frozen=True):
+    job: str
+    state: str  # "": no job record
+    node: str
+    indexed: bool  # "<node>\0<job>" is in node_jobs
 
 
 class _JobPage(msgspec.Struct):
@@ -222,6 +237,19 @@ def job_violations(jobs: Sequence[JobFacts], now: int, grace_ms: int) -> Iterato
             )  # fmt: skip
 
 
+def deadline_violations(facts: Sequence[DeadlineFacts]) -> Iterator[Violation]:
+    for f in facts:
+        data = {"job": f.job, "node": f.node, "state": f.state}
+        if f.state not in _ACTIVE:
+            why = "its job record is gone" if not f.state else f"the job is {f.state}"
+            yield Violation("job_index", f"job {f.job}", f"it has a deadline entry but {why}", data)
+        elif not f.indexed:
+            yield Violation(
+                "job_index", f"job {f.job} on {f.node}",
+                "the job is active but not in node_jobs: it holds no slot of its node", data,
+            )  # fmt: skip
+
+
 def owner_violation(token: str, live: Liveness, now: int, grace_ms: int) -> str | None:
     """Why an owner entry naming ``token`` is a violation, or None while it is fine: its token
     is live, a takeover lease runs, or its presence lapsed no more than ``grace_ms`` ago."""
@@ -277,6 +305,7 @@ class Auditor:
         for violation in (
             *[v async for v in self._slots()],
             *[v async for v in self._jobs(now)],
+            *[v async for v in self._deadlines()],
             *[v async for v in self._owners(now)],
             *[v async for v in self._inboxes(now)],
         ):
@@ -309,6 +338,20 @@ class Auditor:
             if not page.last:
                 return
             start = "(" + page.last
+
+    async def _deadlines(self) -> AsyncIterator[Violation]:
+        cursor = 0
+        while True:
+            cursor, members = await self.redis.zscan(
+                self.keys.key("deadlines"), cursor, count=self.config.page_size
+            )
+            jobs = sorted(_text(member) for member, _ in members)
+            if jobs:
+                body = await self._script("audit_deadlines", jobs)
+                for v in deadline_violations(msgspec.json.decode(body, type=list[DeadlineFacts])):
+                    yield v
+            if cursor == 0:
+                return
 
     async def _liveness(self) -> Liveness:
         presence = {}

@@ -136,6 +136,44 @@ def test_a_leaked_slot_is_found(cluster: Cluster, capsys: pytest.CaptureFixture[
     assert "slots reserved but" in example["reason"]
 
 
+def test_an_active_job_that_holds_no_slot_is_found(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def unindex(client: AnyRedis, core: SchedulingCore) -> str:
+        job = await _two_nodes_one_job_done_one_running(client, core)
+        node = msgspec.json.decode(await client.hget(core.keys.key("jobs"), job))["node"]
+        await client.zrem(core.keys.key("node_jobs"), f"{node}\0{job}")
+        await client.hincrby(core.keys.key("node_running"), node, -1)
+        await client.sadd(core.keys.key("node_free"), node)
+        return job
+
+    job = cluster.run(unindex)
+    code, report = cluster.audit(capsys)
+    assert code == 1
+    assert _violated(report) == {"job_index"}
+    [example] = report["checks"]["job_index"]["examples"]
+    assert example["job"] == job and "holds no slot" in example["reason"]
+
+
+def test_a_slot_held_by_a_finished_job_is_found(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def stale_member(client: AnyRedis, core: SchedulingCore) -> None:
+        await _two_nodes_one_job_done_one_running(client, core)
+        await client.zadd(core.keys.key("node_jobs"), {"n1\0gone-job": 0})
+        running = await client.hincrby(core.keys.key("node_running"), "n1", 1)
+        if running >= int(await client.hget(core.keys.key("node_slots"), "n1")):
+            await client.srem(core.keys.key("node_free"), "n1")  # node_free stays in step
+
+    cluster.run(stale_member)
+    code, report = cluster.audit(capsys)
+    assert code == 1
+    assert _violated(report) == {"job_index"}
+    [example] = report["checks"]["job_index"]["examples"]
+    assert (example["job"], example["node"]) == ("gone-job", "n1")
+    assert "job record is gone" in example["reason"]
+
+
 def test_a_job_on_a_node_that_is_gone_is_found(
     cluster: Cluster, capsys: pytest.CaptureFixture[str]
 ) -> None:

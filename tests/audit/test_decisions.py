@@ -4,9 +4,11 @@ sweeper or the takeover acts."""
 from __future__ import annotations
 
 from scheduler.audit import (
+    DeadlineFacts,
     JobFacts,
     Liveness,
     SlotFacts,
+    deadline_violations,
     job_violations,
     owner_violation,
     slot_violations,
@@ -76,3 +78,16 @@ def test_slot_facts() -> None:
     assert checks(free=False) == ["missing from node_free with 1 of 2 slots running"]
     assert checks(known=False) == ["slots are counted for a node that is not registered"]
     assert checks(known=False, running=0, jobs=0, slots=-1, free=False) == []
+
+
+def test_deadline_facts() -> None:
+    def reasons(state: str, indexed: bool) -> list[str]:
+        facts = DeadlineFacts(job="j1", state=state, node="n1" if state else "", indexed=indexed)
+        return [v.reason for v in deadline_violations([facts])]
+
+    assert reasons("running", True) == []
+    assert reasons("acked", False) == [
+        "the job is active but not in node_jobs: it holds no slot of its node"
+    ]
+    assert reasons("completed", False) == ["it has a deadline entry but the job is completed"]
+    assert reasons("", False) == ["it has a deadline entry but its job record is gone"]
