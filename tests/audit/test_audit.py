@@ -370,3 +370,20 @@ def test_jobs_finishing_during_the_audit_are_no_violation(cluster: Cluster) -> N
     reports = cluster.run(traffic_and_audits)
     assert len(reports) >= 3
     assert [r.to_builtins() for r in reports if not r.ok] == []
+
+
+@pytest.mark.cluster
+@pytest.mark.anyio
+async def test_the_audit_runs_on_redis_cluster(cluster_redis: AnyRedis, key_prefix: str) -> None:
+    """Each audit script touches one slot: the audit works on Redis Cluster as on one server."""
+    config = load_config(environ={"LINGUA_REDIS__KEY_PREFIX": key_prefix})
+    core = SchedulingCore(cluster_redis, config.scheduling, key_prefix=key_prefix)
+    try:
+        await _two_nodes_one_job_done_one_running(cluster_redis, core)
+        auditor = Auditor(cluster_redis, config)
+        assert (await auditor.run()).ok
+        await cluster_redis.hincrby(core.keys.key("node_running"), "n1", 1)
+        report = await auditor.run()
+        assert [n for n, r in report.checks.items() if not r.ok] == ["slots"]
+    finally:
+        await cluster_redis.delete(*core.keys.all())
