@@ -302,14 +302,16 @@ class Auditor:
         now = await server_ms(self.redis)
         report = AuditReport(now_ms=now, checks={name: CheckResult() for name in CHECKS})
         cap = self.config.examples
-        for violation in (
-            *[v async for v in self._slots()],
-            *[v async for v in self._jobs(now)],
-            *[v async for v in self._deadlines()],
-            *[v async for v in self._owners(now)],
-            *[v async for v in self._inboxes(now)],
-        ):
-            report.add(violation, cap)
+        walks = (
+            self._slots(),
+            self._jobs(now),
+            self._deadlines(),
+            self._owners(now),
+            self._inboxes(now),
+        )
+        for walk in walks:
+            async for violation in walk:
+                report.add(violation, cap)
         await self._dlq(report, now)
         return report
 
