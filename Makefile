@@ -92,6 +92,9 @@ jobs: $(RUNTIME_STAMP) ## active jobs and their deadlines
 ownership: $(RUNTIME_STAMP) ## replicas, what each owns, orphans (ARGS=--full / --json)
 	$(CLI) $(CONFIG_FLAG) ownership $(ARGS)
 
+audit: $(RUNTIME_STAMP) ## reconcile slots, jobs, owners, inboxes, DLQ with the invariants (exit 1 on a violation; ARGS=--json)
+	$(CLI) $(CONFIG_FLAG) audit $(ARGS)
+
 inbox: $(RUNTIME_STAMP) ## per replica inbox: length, pending, oldest pending age, lag
 	$(CLI) $(CONFIG_FLAG) inbox $(ARGS)
 

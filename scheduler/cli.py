@@ -40,6 +40,7 @@ PROG = "lingua-scheduler"
 COMMAND_MODULES = (
     "scheduler.cli_core",
     "scheduler.cli_ops",
+    "scheduler.cli_audit",
     "scheduler.serve",
 )
 

@@ -23,6 +23,7 @@ import msgspec
 from cross_instance.config import RedisConfig, RuntimeConfig, _doc, validate_runtime
 
 __all__ = [
+    "AuditConfig",
     "Config",
     "ConfigError",
     "LoggingConfig",
@@ -251,6 +252,46 @@ class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 2000
 
 
+class AuditConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    interval_ms: Annotated[
+        int,
+        _doc(
+            "How often every replica audits the shared Redis state (lingua_audit_violations); "
+            "each run reads in pages, so its cost is spread and bounded per call.",
+            ge=100,
+        ),
+    ] = 60000
+    page_size: Annotated[
+        int,
+        _doc(
+            "Nodes, jobs or owner entries one audit read covers (HSCAN / ZRANGEBYLEX COUNT, one "
+            "script call per page): bounds how long one audit call blocks Redis.",
+            ge=1,
+        ),
+    ] = 500
+    grace_ms: Annotated[
+        int,
+        _doc(
+            "How long past a job's deadline, a node's liveness or a replica's presence the "
+            "audit waits before calling it a violation: the sweeper and the takeover handle "
+            "these normally within their intervals.",
+            ge=0,
+        ),
+    ] = 15000
+    inbox_stuck_ms: Annotated[
+        int,
+        _doc(
+            "An inbox entry older than this (delivered and not acknowledged, or not read yet) "
+            "is stuck: healthy entries are acknowledged, or dead-lettered after "
+            "runtime.max_deliveries, well before.",
+            ge=1000,
+        ),
+    ] = 120000
+    examples: Annotated[
+        int, _doc("Most example violations the audit lists per check (the count is exact).", ge=1)
+    ] = 5
+
+
 class LoggingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _doc("Log level.")] = "INFO"
     json: Annotated[bool, _doc("One JSON object per line (ids as fields); false: plain text.")] = (
@@ -265,6 +306,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     scheduling: SchedulingConfig = msgspec.field(default_factory=SchedulingConfig)
     session: SessionConfig = msgspec.field(default_factory=SessionConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
 
 
 class ConfigError(ValueError):

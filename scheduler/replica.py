@@ -24,6 +24,7 @@ from cross_instance import admin
 from cross_instance.envelope import Envelope
 from cross_instance.redis_client import AnyRedis
 from cross_instance.runtime import Runtime
+from scheduler.audit import Auditor, audit_forever
 from scheduler.config import Config
 from scheduler.http_routes import HttpRoutes
 from scheduler.jobs import JobLifecycle
@@ -118,6 +119,12 @@ class Replica:
                 close_timeout=server_cfg.close_timeout_ms / 1000,
             ) as server:
                 tg.start_soon(self._sweep_forever)
+                tg.start_soon(
+                    audit_forever,
+                    Auditor(self.redis, self.config),
+                    self.metrics.audit,
+                    self.config.audit.interval_ms,
+                )
                 tg.start_soon(self._watch_signals)
                 self.starting = False
                 log.info("replica ready on %s:%s", server_cfg.host, server_cfg.port)
