@@ -30,7 +30,7 @@ from scheduler.cli import main
 from scheduler.config import ConfigError, load_config
 from tests.e2e.conftest import FAST_SETTINGS
 from tests.e2e.daemons import ROOT, Replica
-from tests.security.tls_redis import DAEMON_ACL, DAEMON_COMMANDS, TlsAclRedis
+from tests.security.tls_redis import CLUSTER_COMMANDS, DAEMON_ACL, DAEMON_COMMANDS, TlsAclRedis
 
 pytestmark = pytest.mark.anyio
 
@@ -209,7 +209,7 @@ async def test_the_daemon_user_reaches_only_its_prefix_and_its_commands(
 def test_the_documented_acl_is_the_one_tested() -> None:
     doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
     assert DAEMON_ACL in doc, "docs/security.md must show DAEMON_ACL verbatim"
-    for command in DAEMON_COMMANDS:
+    for command in DAEMON_COMMANDS + CLUSTER_COMMANDS:
         assert f"+{command}" in doc
 
 

@@ -17,7 +17,8 @@ import datetime
 import hashlib
 import ipaddress
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -32,13 +33,16 @@ from cross_instance.redis_server import (
     RedisServerProcess,
     TlsFiles,
     find_redis_server,
+    free_cluster_port,
 )
 
 __all__ = [
+    "CLUSTER_COMMANDS",
     "DAEMON_ACL",
     "DAEMON_COMMANDS",
     "TEST_KEY_PATTERNS",
     "Pki",
+    "TlsAclCluster",
     "TlsAclRedis",
     "make_pki",
 ]
@@ -64,6 +68,9 @@ DAEMON_COMMANDS: tuple[str, ...] = (
 
 # The rule for ``redis.key_prefix = "lingua"``; no pub/sub channel is used.
 DAEMON_ACL = "resetkeys ~lingua:* resetchannels -@all " + " ".join(f"+{c}" for c in DAEMON_COMMANDS)
+
+# What a Cluster client needs on top: the slot map.
+CLUSTER_COMMANDS: tuple[str, ...] = ("cluster|slots", "command")
 
 # The prefixes the test suites give their replicas and runtimes (e2e..., t..., drain...) and the
 # default one.
@@ -137,7 +144,7 @@ def _ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
 def _leaf(
     ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
     common_name: str,
-    usage: x509.ObjectIdentifier,
+    usage: list[x509.ObjectIdentifier],
     names: list[x509.GeneralName],
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     ca_key, ca_cert = ca
@@ -152,7 +159,7 @@ def _leaf(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
@@ -178,7 +185,7 @@ def make_pki(folder: Path) -> Pki:
     def issue(
         name: str,
         issuer: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
-        usage: x509.ObjectIdentifier,
+        usage: list[x509.ObjectIdentifier],
         names: list[x509.GeneralName],
         peer_ca: str,
     ) -> TlsFiles:
@@ -189,7 +196,9 @@ def make_pki(folder: Path) -> Pki:
             key_file=_write_key(folder / f"{name}.key", key),
         )
 
-    server_auth, client_auth = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
+    # A server certificate is a client one too: cluster nodes dial each other's bus with it.
+    server_auth = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    client_auth = [ExtendedKeyUsageOID.CLIENT_AUTH]
     return Pki(
         ca_file=ca_file,
         intruder_ca_file=intruder_ca_file,
@@ -202,6 +211,19 @@ def make_pki(folder: Path) -> Pki:
 
 def _sha256(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
+
+
+def _write_acl(folder: Path, password: str, admin_password: str, extra: str = "") -> Path:
+    acl = folder / "users.acl"
+    acl.write_text(
+        "user default off resetkeys -@all\n"
+        f"user lingua on #{_sha256(password)} "
+        + DAEMON_ACL.replace("~lingua:*", " ".join(TEST_KEY_PATTERNS))
+        + extra
+        + "\n"
+        f"user admin on #{_sha256(admin_password)} ~* &* +@all\n"
+    )
+    return acl
 
 
 @dataclass
@@ -220,14 +242,7 @@ class TlsAclRedis:
         self.pki = self.pki or make_pki(self.folder)
         self.password = secrets.token_hex(16)
         self.admin_password = secrets.token_hex(16)
-        acl = self.folder / "users.acl"
-        acl.write_text(
-            "user default off resetkeys -@all\n"
-            f"user lingua on #{_sha256(self.password)} "
-            + DAEMON_ACL.replace("~lingua:*", " ".join(TEST_KEY_PATTERNS))
-            + "\n"
-            f"user admin on #{_sha256(self.admin_password)} ~* &* +@all\n"
-        )
+        acl = _write_acl(self.folder, self.password, self.admin_password)
         self.server = RedisServerProcess(
             binary=binary,
             tls=self.server_tls or self.pki.server,
@@ -290,3 +305,84 @@ class TlsAclRedis:
             batch = list(admin.scan_iter(match=f"{prefix}:*", count=1000))
             if batch:
                 admin.delete(*batch)
+
+
+@dataclass
+class TlsAclCluster:
+    """Three masters speaking TLS only (client and cluster bus), the same ACL file as
+    :class:`TlsAclRedis` plus ``CLUSTER_COMMANDS`` for the daemon's user."""
+
+    folder: Path
+    pki: Pki
+    password: str = ""
+    admin_password: str = ""
+    nodes: list[RedisServerProcess] = field(default_factory=list)
+
+    def start(self) -> TlsAclCluster:
+        self.password = secrets.token_hex(16)
+        self.admin_password = secrets.token_hex(16)
+        extra = " " + " ".join(f"+{c}" for c in CLUSTER_COMMANDS)
+        acl = _write_acl(self.folder, self.password, self.admin_password, extra)
+        for _ in range(3):
+            self.nodes.append(
+                RedisServerProcess(
+                    port=free_cluster_port(),
+                    tls=self.pki.server,
+                    tls_client=self.pki.client,
+                    aclfile=str(acl),
+                    extra_args=[
+                        "--cluster-enabled", "yes",
+                        "--cluster-config-file", "nodes.conf",
+                        "--cluster-node-timeout", "5000",
+                        "--tls-cluster", "yes",
+                    ],
+                ).start()
+            )  # fmt: skip
+        admins = [
+            SyncRedis.from_url(self.url_of(n, "admin", self.admin_password)) for n in self.nodes
+        ]
+        try:
+            per = 16384 // len(admins)
+            for i, admin in enumerate(admins):
+                last = 16383 if i == len(admins) - 1 else (i + 1) * per - 1
+                admin.execute_command("CLUSTER", "ADDSLOTS", *range(i * per, last + 1))
+            for node in self.nodes[1:]:
+                admins[0].execute_command("CLUSTER", "MEET", node.host, node.port)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                states = [a.execute_command("CLUSTER", "INFO").decode() for a in admins]
+                if all("cluster_state:ok" in x and "cluster_known_nodes:3" in x for x in states):
+                    return self
+                time.sleep(0.05)
+            raise RedisServerError("TLS Redis Cluster did not reach cluster_state:ok")
+        finally:
+            for admin in admins:
+                admin.close()
+
+    def url_of(self, node: RedisServerProcess, user: str, password: str) -> str:
+        options = urlencode(
+            {
+                "ssl_ca_certs": self.pki.ca_file,
+                "ssl_certfile": self.pki.client.cert_file,
+                "ssl_keyfile": self.pki.client.key_file,
+            }
+        )
+        return f"rediss://{user}:{password}@{node.host}:{node.port}/0?{options}"
+
+    @property
+    def url(self) -> str:
+        """The daemon user's URL of the first node (a seed: the client finds the others)."""
+        return self.url_of(self.nodes[0], "lingua", self.password)
+
+    def acl_denials(self) -> list[dict[str, object]]:
+        denied: list[dict[str, object]] = []
+        for node in self.nodes:
+            with SyncRedis.from_url(
+                self.url_of(node, "admin", self.admin_password), decode_responses=True
+            ) as admin:
+                denied += admin.acl_log()
+        return denied
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
