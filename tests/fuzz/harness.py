@@ -62,7 +62,10 @@ class LogWatch:
         complete = chunk[: chunk.rfind(b"\n") + 1]
         self.offset += len(complete)
         errors = []
-        for line in complete.decode(errors="replace").splitlines():
+        # Split on \n only: a record may carry U+0085 or U+2028 from a fuzzed id, which
+        # str.splitlines() would take for line ends.
+        for raw in complete.split(b"\n")[:-1]:
+            line = raw.decode(errors="replace")
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
