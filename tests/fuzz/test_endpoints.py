@@ -20,7 +20,14 @@ from tests.fuzz.conftest import MAX_FRAME_BYTES
 from tests.fuzz.frames import Frame, Socket, frame_sequences
 from tests.fuzz.harness import FuzzTarget, LogWatch, Outcome, honest_traffic
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    # The honest traffic runs in another thread while hypothesis draws frames, and hypothesis
+    # takes any change of the global random state meanwhile for a strategy using `random`.
+    pytest.mark.filterwarnings("ignore:Do not use the `random` module:DeprecationWarning"),
+    # The frame strategy is built from every protocol type: its repr is long, and never needed.
+    pytest.mark.filterwarnings("ignore:Generating overly large repr"),
+]
 
 _common = {
     "deadline": None,

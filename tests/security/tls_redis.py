@@ -17,6 +17,7 @@ import datetime
 import hashlib
 import ipaddress
 import secrets
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from cross_instance.redis_server import (
     TlsFiles,
     find_redis_server,
     free_cluster_port,
+    free_port,
 )
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "Pki",
     "TlsAclCluster",
     "TlsAclRedis",
+    "TlsSentinel",
     "make_pki",
 ]
 
@@ -386,3 +389,74 @@ class TlsAclCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+@dataclass
+class TlsSentinel:
+    """One Sentinel on TLS only watching a :class:`TlsAclRedis` as ``mymaster``; it reaches the
+    master as its admin user over TLS."""
+
+    folder: Path
+    master: TlsAclRedis
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> TlsSentinel:
+        assert self.master.server is not None and self.master.pki is not None
+        pki, server = self.master.pki, self.master.server
+        self.port = free_port()
+        conf = self.folder / "sentinel.conf"
+        conf.write_text(
+            f"port 0\ntls-port {self.port}\nbind 127.0.0.1\ndir {self.folder}\n"
+            f"tls-cert-file {pki.server.cert_file}\ntls-key-file {pki.server.key_file}\n"
+            f"tls-ca-cert-file {pki.ca_file}\ntls-auth-clients yes\ntls-replication yes\n"
+            f"sentinel monitor mymaster {server.host} {server.port} 1\n"
+            "sentinel auth-user mymaster admin\n"
+            f"sentinel auth-pass mymaster {self.master.admin_password}\n"
+        )
+        log = (self.folder / "sentinel.log").open("ab")
+        self.proc = subprocess.Popen(
+            [find_redis_server(), str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        options = urlencode(
+            {
+                "ssl_ca_certs": pki.ca_file,
+                "ssl_certfile": pki.client.cert_file,
+                "ssl_keyfile": pki.client.key_file,
+            }
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RedisServerError(
+                    f"sentinel exited: {(self.folder / 'sentinel.log').read_text()}"
+                )
+            try:
+                url = f"rediss://127.0.0.1:{self.port}/0?{options}"
+                with SyncRedis.from_url(url, decode_responses=True) as sentinel:
+                    master = sentinel.execute_command("SENTINEL", "MASTER", "mymaster")
+                    if not isinstance(master, dict):  # RESP2: a flat list
+                        master = dict(zip(master[::2], master[1::2], strict=True))
+                    if master["flags"] == "master":
+                        return self
+            except Exception:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RedisServerError("the sentinel did not see its master as up")
+
+    def connections_received(self) -> int:
+        """How many connections the Sentinel has accepted so far."""
+        assert self.master.pki is not None
+        pki = self.master.pki
+        with SyncRedis(
+            host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=pki.ca_file,
+            ssl_certfile=pki.client.cert_file, ssl_keyfile=pki.client.key_file,
+        ) as sentinel:  # fmt: skip
+            return int(sentinel.info("stats")["total_connections_received"]) - 1
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
