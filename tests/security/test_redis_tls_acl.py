@@ -293,6 +293,21 @@ def test_serve_with_a_wrong_password_exits_without_logging_it(
     assert wrong not in output
 
 
+@pytest.mark.parametrize("in_url", [False, True])
+async def test_a_client_repr_never_shows_the_password(in_url: bool) -> None:
+    secret = "s3cret-" + "x" * 8
+    config = (
+        RedisConfig(url=f"rediss://lingua:{secret}@127.0.0.1:1/0")
+        if in_url
+        else RedisConfig(url="rediss://127.0.0.1:1/0", username="lingua", password=secret)
+    )
+    client = connect(config)
+    try:
+        assert secret not in repr(client) + repr(client.connection_pool)
+    finally:
+        await client.aclose()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="`lingua-scheduler config show` prints redis.password and a password in redis.url "
