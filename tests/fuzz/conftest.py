@@ -1,5 +1,6 @@
-"""Two ``serve`` replicas on one Redis for the fuzz tests, with a small ``server.max_frame_bytes``
-so oversized frames are cheap to send (the guard is the same at any size)."""
+"""Two ``serve`` replicas on one Redis for all the fuzz tests, with a small
+``server.max_frame_bytes`` so oversized frames are cheap to send (the guard is the same at any
+size)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ __all__ = ["MAX_FRAME_BYTES", "peers"]
 MAX_FRAME_BYTES = 64 * 1024
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def fuzzed_replicas(redis_url: str) -> Iterator[list[Replica]]:
     prefix = f"e2efuzz{secrets.token_hex(3)}"
     tuned = {**FAST_SETTINGS, "LINGUA_SERVER__MAX_FRAME_BYTES": str(MAX_FRAME_BYTES)}
