@@ -20,7 +20,14 @@ MAX_FRAME_BYTES = 64 * 1024
 @pytest.fixture(scope="package")
 def fuzzed_replicas(redis_url: str) -> Iterator[list[Replica]]:
     prefix = f"e2efuzz{secrets.token_hex(3)}"
-    tuned = {**FAST_SETTINGS, "LINGUA_SERVER__MAX_FRAME_BYTES": str(MAX_FRAME_BYTES)}
+    tuned = {
+        **FAST_SETTINGS,
+        "LINGUA_SERVER__MAX_FRAME_BYTES": str(MAX_FRAME_BYTES),
+        # Nothing here tests replica failure: a presence that survives a starved machine keeps
+        # a peer from taking a live replica's inbox over mid-fuzz.
+        "LINGUA_RUNTIME__PRESENCE_TTL_MS": "6000",
+        "LINGUA_RUNTIME__PRESENCE_REFRESH_MS": "1000",
+    }
     started: list[Replica] = []
     try:
         for name in ("fz0", "fz1"):
