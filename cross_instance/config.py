@@ -8,11 +8,12 @@ never imports ``scheduler``. Every interval, TTL and limit is a key with a defau
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
 
-__all__ = ["RedisConfig", "RuntimeConfig", "validate_runtime"]
+__all__ = ["RedisConfig", "RuntimeConfig", "check_redis", "validate_runtime"]
 
 
 def _doc(text: str, **constraints: int | str) -> Meta:
@@ -64,6 +65,57 @@ class RedisConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     embedded_start_timeout_ms: Annotated[
         int, _doc("How long the embedded Redis may take to answer PING.", ge=1)
     ] = 10000
+    username: Annotated[
+        str,
+        _doc(
+            "ACL user the daemon authenticates as. Empty: the user in redis.url, else the "
+            "default user. docs/security.md gives the minimum ACL."
+        ),
+    ] = ""
+    password: Annotated[
+        str,
+        _doc(
+            "Password of redis.username (or of the default user). Set it through the "
+            "environment (LINGUA_REDIS__PASSWORD); it is never logged. Credentials go either "
+            "here or in redis.url, not both."
+        ),
+    ] = ""
+    tls: Annotated[
+        bool,
+        _doc(
+            "TLS to Redis (and to the Sentinels) with a redis:// URL or none (mode = sentinel). "
+            "A rediss:// URL turns TLS on by itself."
+        ),
+    ] = False
+    tls_ca_file: Annotated[
+        str,
+        _doc(
+            "PEM file of the CA certificates that verify the Redis server. Empty: the system's "
+            "trusted CAs."
+        ),
+    ] = ""
+    tls_cert_file: Annotated[
+        str,
+        _doc(
+            "PEM client certificate, for a Redis that asks for one (tls-auth-clients). Needs "
+            "redis.tls_key_file."
+        ),
+    ] = ""
+    tls_key_file: Annotated[str, _doc("PEM private key of redis.tls_cert_file.")] = ""
+    tls_check_hostname: Annotated[
+        bool,
+        _doc(
+            "Check that the server certificate names the host the daemon connects to. The "
+            "certificate chain is verified either way."
+        ),
+    ] = True
+
+    def __post_init__(self) -> None:
+        check_redis(self)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls or self.url.startswith("rediss://")
 
 
 class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -165,6 +217,26 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     admin_list_limit: Annotated[
         int, _doc("Default most entries `dlq list` and `ownership --full` print.", ge=1)
     ] = 100
+
+
+def check_redis(config: RedisConfig) -> None:
+    """Refuse TLS and credential settings that cannot all apply (ValueError naming the key)."""
+    tls_on = config.tls or config.url.startswith("rediss://")
+    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        if getattr(config, key) and not tls_on:
+            raise ValueError(
+                f"redis.{key} is set but TLS is off: use a rediss:// URL or redis.tls = true"
+            )
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        raise ValueError("redis.tls_cert_file and redis.tls_key_file go together")
+    if tls_on and not config.url and config.mode != "sentinel":
+        raise ValueError("redis.tls needs redis.url: the embedded Redis speaks plain TCP")
+    in_url = urlsplit(config.url)
+    if (config.username or config.password) and (in_url.username or in_url.password):
+        raise ValueError(
+            "redis.url carries credentials: set them there or in redis.username and "
+            "redis.password, not both"
+        )
 
 
 def validate_runtime(config: RuntimeConfig) -> None:
