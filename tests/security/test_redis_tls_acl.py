@@ -308,14 +308,19 @@ async def test_a_client_repr_never_shows_the_password(in_url: bool) -> None:
         await client.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`lingua-scheduler config show` prints redis.password and a password in redis.url "
-    "in clear (scheduler/cli.py _config_show)",
-)
 def test_config_show_does_not_print_the_redis_password(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LINGUA_REDIS__PASSWORD", "s3cret-in-env")
     assert main(["config", "show"]) == 0
     assert "s3cret-in-env" not in capsys.readouterr().out
+
+
+def test_config_show_masks_a_password_in_the_url(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINGUA_REDIS__URL", "rediss://lingua:s3cret-in-url@127.0.0.1:6380/0")
+    assert main(["config", "show", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret-in-url" not in out
+    assert "rediss://lingua:***@127.0.0.1:6380/0" in out
