@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import FAST_SETTINGS, peers
+from tests.e2e.conftest import FAST_SETTINGS
 from tests.e2e.daemons import Replica
 
-__all__ = ["MAX_FRAME_BYTES", "peers"]
+__all__ = ["MAX_FRAME_BYTES"]
 
 MAX_FRAME_BYTES = 64 * 1024
 

@@ -15,11 +15,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.clients import SimBrowser, SimNode
-from tests.e2e.conftest import FAST_SETTINGS, peers
+from tests.e2e.conftest import FAST_SETTINGS
 from tests.e2e.daemons import Replica
 from tests.security.tls_redis import TlsAclCluster, TlsAclRedis, TlsSentinel
-
-__all__ = ["peers"]
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.cluster]
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import FAST_SETTINGS, cluster_prefix, pair, peers
+from tests.e2e.conftest import FAST_SETTINGS, cluster_prefix, pair
 from tests.e2e.daemons import Replica
 from tests.e2e.test_flows import (
     test_node_disconnect_mid_job_fails_over,
@@ -28,7 +28,6 @@ from tests.e2e.test_flows import (
 __all__ = [
     "cluster_prefix",
     "pair",
-    "peers",
     "test_node_disconnect_mid_job_fails_over",
     "test_session_and_node_on_different_replicas",
 ]

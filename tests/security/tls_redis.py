@@ -62,8 +62,11 @@ DAEMON_COMMANDS: tuple[str, ...] = (
     "get", "set", "del", "exists", "incr", "pexpire",
     # hashes
     "hget", "hgetall", "hmget", "hset", "hdel", "hexists", "hincrby", "hlen", "hscan",
+    # sets: nodes with a free slot
+    "sadd", "srem", "sismember", "srandmember",
     # sorted sets
-    "zadd", "zrem", "zscore", "zmscore", "zrange", "zrangebylex", "zrangebyscore",
+    "zadd", "zrem", "zscore", "zmscore", "zrange", "zrangebylex", "zrangebyscore", "zrank",
+    "zlexcount", "zremrangebyscore", "zscan",
     # streams: inboxes and the DLQ
     "xadd", "xack", "xdel", "xlen", "xrange", "xpending", "xreadgroup", "xautoclaim", "xclaim",
     "xgroup|create", "xinfo|groups",
