@@ -693,6 +693,27 @@ class SchedulingCore:
             return None
         return JobHolder(record.node, record.attempt, record.session)
 
+    async def pool_counts(self) -> tuple[int, int, int]:
+        """Pool members, nodes in the pools, nodes with a free slot (three O(1) reads)."""
+        members = await self.client.zcard(self.keys.key("pools"))
+        in_pools = await self.client.hlen(self.keys.key("node_slots"))
+        free = await self.client.scard(self.keys.key("node_free"))
+        return int(members), int(in_pools), int(free)
+
+    async def jobs_in_flight(self, *, limit: int) -> tuple[int, list[JobInfo]]:
+        """How many jobs are active (each has a deadline), and the ``limit`` due soonest."""
+        deadlines = self.keys.key("deadlines")
+        total = int(await self.client.zcard(deadlines))
+        # The client decodes responses (cross_instance.redis_client): members are str.
+        ids = [str(i) for i in await self.client.zrange(deadlines, 0, limit - 1)]
+        raws = await self.client.hmget(self.keys.key("jobs"), ids) if ids else []
+        jobs = [
+            _job_info(i, msgspec.json.decode(raw, type=_JobRecord))
+            for i, raw in zip(ids, raws, strict=True)
+            if raw is not None
+        ]
+        return total, jobs
+
     async def list_jobs(
         self, *, active_only: bool = False, limit: int | None = None
     ) -> list[JobInfo]:
@@ -703,23 +724,25 @@ class SchedulingCore:
             r = msgspec.json.decode(raw, type=_JobRecord)
             if active_only and r.state in ("completed", "failed"):
                 continue
-            out.append(
-                JobInfo(
-                    job_id=job_id,
-                    session_id=r.session,
-                    utterance_index=r.index,
-                    src_lang=r.src,
-                    tgt_lang=r.tgt,
-                    node_id=r.node,
-                    attempt=r.attempt,
-                    state=r.state,
-                    deadline_ms=r.deadline_ms,
-                    created_ms=r.created_ms,
-                    turn_id=r.turn_id,
-                    reason=r.reason,
-                    tried=r.tried,
-                    finished_ms=r.finished_ms,
-                )
-            )
+            out.append(_job_info(job_id, r))
         out.sort(key=lambda j: (j.created_ms, j.job_id))
         return out
+
+
+def _job_info(job_id: str, r: _JobRecord) -> JobInfo:
+    return JobInfo(
+        job_id=job_id,
+        session_id=r.session,
+        utterance_index=r.index,
+        src_lang=r.src,
+        tgt_lang=r.tgt,
+        node_id=r.node,
+        attempt=r.attempt,
+        state=r.state,
+        deadline_ms=r.deadline_ms,
+        created_ms=r.created_ms,
+        turn_id=r.turn_id,
+        reason=r.reason,
+        tried=r.tried,
+        finished_ms=r.finished_ms,
+    )
