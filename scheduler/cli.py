@@ -61,10 +61,12 @@ def _package_version() -> str:
 
 
 def _config_show(args: argparse.Namespace, config: Config) -> int:
-    if args.json:
-        sys.stdout.write(msgspec.json.encode(config).decode() + "\n")
-        return 0
     data = msgspec.to_builtins(config)
+    if data["server"]["admin_token"]:  # a secret: say that it is set, never what it is
+        data["server"]["admin_token"] = "(set, hidden)"
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
+        return 0
     for section, values in data.items():
         sys.stdout.write(f"[{section}]\n")
         for key, value in values.items():
