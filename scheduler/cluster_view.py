@@ -20,7 +20,7 @@ from cross_instance import admin
 from cross_instance.keys import split_token
 from cross_instance.redis_client import AnyRedis
 from scheduler.config import Config
-from scheduler.scheduling.core import JobInfo, NodeInfo, SchedulingCore
+from scheduler.scheduling.core import JobInfo, NodeInfo, PoolCounts, SchedulingCore
 
 __all__ = [
     "ClusterView",
@@ -73,10 +73,8 @@ class PoolsSummary(msgspec.Struct, frozen=True, kw_only=True):
     members: int  # pool entries: one per (pair, node in the pools)
     nodes_in_pools: int
     nodes_with_free_slot: int
-    slots: int  # over the nodes listed
-    running: int  # over the nodes listed
-    source_languages: int  # distinct, over the nodes listed
-    target_languages: int
+    slots: int  # of the nodes in the pools
+    running: int
 
 
 class JobRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -202,34 +200,30 @@ def assemble(
     overview: dict[str, Any],
     nodes: list[NodeInfo],
     node_owners: dict[str, str],
-    pool_counts: tuple[int, int, int],
+    pools: PoolCounts,
     jobs: tuple[int, list[JobInfo]],
     dlq: dict[str, Any],
 ) -> ClusterView:
     """Pure: the pieces read from Redis in, the view out."""
     now = int(overview["now_ms"])
     server = config.server
-    rows = nodes[: server.dashboard_rows]
-    members, in_pools, free = pool_counts
     return ClusterView(
         now_ms=now,
         refresh_ms=server.dashboard_refresh_ms,
         admin_actions_enabled=bool(server.admin_token),
         replicas=_replica_rows(overview),
         orphans=len(overview["orphans"]),
-        nodes_total=len(nodes),
+        nodes_total=pools.nodes,
         nodes=[
             _node_row(n, now, node_owners.get(n.node_id, ""), server.dashboard_pair_examples)
-            for n in rows
+            for n in nodes[: server.dashboard_rows]
         ],
         pools=PoolsSummary(
-            members=members,
-            nodes_in_pools=in_pools,
-            nodes_with_free_slot=free,
-            slots=sum(n.max for n in nodes if n.in_pools),
-            running=sum(n.running for n in nodes),
-            source_languages=len({lang for n in nodes for lang in n.asr}),
-            target_languages=len({lang for n in nodes for lang in n.semantic}),
+            members=pools.members,
+            nodes_in_pools=pools.nodes_in_pools,
+            nodes_with_free_slot=pools.nodes_with_free_slot,
+            slots=pools.slots,
+            running=pools.running,
         ),
         jobs=JobsSummary(in_flight=jobs[0], rows=[_job_row(j, now) for j in jobs[1]]),
         dlq=msgspec.convert(dlq, DlqSummary),
@@ -240,9 +234,9 @@ async def read_cluster_view(config: Config, redis: AnyRedis, core: SchedulingCor
     prefix = config.redis.key_prefix
     rows = config.server.dashboard_rows
     overview = await admin.cluster_overview(redis, config.runtime, prefix)
-    nodes = await core.list_nodes()
-    owners = await admin.owners_of(redis, prefix, "node", [n.node_id for n in nodes[:rows]])
-    pool_counts = await core.pool_counts()
+    nodes = await core.list_nodes(limit=rows, pairs=False)
+    owners = await admin.owners_of(redis, prefix, "node", [n.node_id for n in nodes])
+    pools = await core.pool_counts()
     jobs = await core.jobs_in_flight(limit=rows)
     dlq = await admin.dlq_summary(redis, prefix, limit=rows)
-    return assemble(config, overview, nodes, owners, pool_counts, jobs, dlq)
+    return assemble(config, overview, nodes, owners, pools, jobs, dlq)

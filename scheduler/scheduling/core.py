@@ -36,6 +36,7 @@ __all__ = [
     "JobInfo",
     "NodeCapabilities",
     "NodeInfo",
+    "PoolCounts",
     "PoolEntry",
     "Progress",
     "Registration",
@@ -159,6 +160,15 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     reported_load: Any
     registered_ms: int
     last_hb_ms: int
+
+
+class PoolCounts(msgspec.Struct, frozen=True, kw_only=True):
+    members: int  # pool entries: one per (pair, node in the pools)
+    nodes: int  # registered
+    nodes_in_pools: int
+    nodes_with_free_slot: int
+    slots: int  # of the nodes in the pools
+    running: int
 
 
 class PoolEntry(msgspec.Struct, frozen=True):
@@ -612,7 +622,9 @@ class SchedulingCore:
                 break
         return out
 
-    async def list_nodes(self, *, limit: int | None = None) -> list[NodeInfo]:
+    async def list_nodes(self, *, limit: int | None = None, pairs: bool = True) -> list[NodeInfo]:
+        """Registered nodes (at most ``limit``, sorted by id); ``pairs=False`` leaves each
+        node's pair list empty (a node serves up to ~10,000: build them only when shown)."""
         limit = limit or self.config.list_limit
         records = await self._hscan(self.keys.key("nodes"), limit)
         names = sorted(records)
@@ -639,7 +651,7 @@ class SchedulingCore:
                     running=int(run or 0),
                     alive_until_ms=None if until is None else int(until),
                     in_pools=in_pools is not None,
-                    pairs=_pairs(lang.asr, lang.semantic),
+                    pairs=_pairs(lang.asr, lang.semantic) if pairs else [],
                     hardware=rec.hardware if isinstance(rec.hardware, dict) else {},
                     reported_load=rec.reported_load,
                     registered_ms=rec.registered_ms,
@@ -693,12 +705,19 @@ class SchedulingCore:
             return None
         return JobHolder(record.node, record.attempt, record.session)
 
-    async def pool_counts(self) -> tuple[int, int, int]:
-        """Pool members, nodes in the pools, nodes with a free slot (three O(1) reads)."""
-        members = await self.client.zcard(self.keys.key("pools"))
-        in_pools = await self.client.hlen(self.keys.key("node_slots"))
-        free = await self.client.scard(self.keys.key("node_free"))
-        return int(members), int(in_pools), int(free)
+    async def pool_counts(self) -> PoolCounts:
+        """Counts over the whole domain: O(1) reads, and one pass over the per-node slot and
+        running counts (integers, never the language lists)."""
+        slots = await self.client.hvals(self.keys.key("node_slots"))
+        running = await self.client.hvals(self.keys.key("node_running"))
+        return PoolCounts(
+            members=int(await self.client.zcard(self.keys.key("pools"))),
+            nodes=int(await self.client.hlen(self.keys.key("nodes"))),
+            nodes_in_pools=len(slots),
+            nodes_with_free_slot=int(await self.client.scard(self.keys.key("node_free"))),
+            slots=sum(int(v) for v in slots),
+            running=sum(int(v) for v in running),
+        )
 
     async def jobs_in_flight(self, *, limit: int) -> tuple[int, list[JobInfo]]:
         """How many jobs are active (each has a deadline), and the ``limit`` due soonest."""

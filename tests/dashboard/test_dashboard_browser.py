@@ -298,6 +298,13 @@ async def test_the_dashboard_shows_the_cluster_as_the_api_and_cli_do_and_replays
     assert shown_node["nodes[].max"] == str(cli_node["max"])
     assert shown_node["nodes[].running"] == str(cli_node["running"])
     assert shown_node["nodes[].pair_count"] == str(len(cli_node["pairs"]))
+    pool_entries = cli_json(redis_config, "pools")
+    [pools] = snap["tables"]["pools"].values()
+    assert pools["pools.members"] == str(len(pool_entries)) == "6"
+    [cli_job] = cli_json(redis_config, "jobs", "--active")
+    assert snap["tables"]["jobs"][cli_job["job_id"]]["jobs.rows[].attempt"] == str(
+        cli_job["attempt"]
+    )
     dead = cli_json(redis_config, "dlq", "list")
     assert {d["id"]: (d["message_id"], d["reason"], d["target"]) for d in dead} == {
         i: (r["dlq.entries[].message_id"], r["dlq.entries[].reason"], r["dlq.entries[].target"])
