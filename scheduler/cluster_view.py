@@ -12,7 +12,7 @@ counted whatever the rows shown.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -26,6 +26,7 @@ __all__ = [
     "ClusterView",
     "DeadLetterRow",
     "DlqAction",
+    "DlqActionName",
     "DlqActionResult",
     "DlqSummary",
     "JobRow",
@@ -125,6 +126,9 @@ class ClusterView(msgspec.Struct, frozen=True, kw_only=True):
     dlq: DlqSummary
 
 
+DlqActionName = Literal["replay", "purge"]
+
+
 class DlqAction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /api/v1/dlq/replay`` and ``/purge``: DLQ entry ids or message ids, or
     ``all``."""
@@ -134,7 +138,7 @@ class DlqAction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class DlqActionResult(msgspec.Struct, frozen=True, kw_only=True):
-    action: str
+    action: DlqActionName
     done: list[str]  # DLQ entry ids replayed or purged
     skipped: list[str]  # replay only: entries whose target has no live owner (they stay)
     missing: list[str]  # ids not in the DLQ

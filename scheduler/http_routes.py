@@ -30,14 +30,17 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from scheduler.cluster_view import ClusterView, DlqAction, DlqActionResult
+from scheduler.cluster_view import ClusterView, DlqAction, DlqActionName, DlqActionResult
 
 __all__ = ["DLQ_ACTIONS", "WS_PATHS", "HttpRoutes"]
 
 log = logging.getLogger("lingua.http")
 
 WS_PATHS = frozenset({"/ws/node", "/ws/session"})
-DLQ_ACTIONS = {"/api/v1/dlq/replay": "replay", "/api/v1/dlq/purge": "purge"}
+DLQ_ACTIONS: dict[str, DlqActionName] = {
+    "/api/v1/dlq/replay": "replay",
+    "/api/v1/dlq/purge": "purge",
+}
 
 
 @dataclass
@@ -46,7 +49,7 @@ class HttpRoutes:
     metrics: Callable[[], bytes]
     cluster: Callable[[], Awaitable[ClusterView]]
     stats: Callable[[], Awaitable[dict[str, Any]]]
-    dlq_action: Callable[[str, DlqAction], Awaitable[DlqActionResult]]
+    dlq_action: Callable[[DlqActionName, DlqAction], Awaitable[DlqActionResult]]
     admin_token: str = ""
 
     async def process_request(
@@ -100,7 +103,7 @@ class HttpRoutes:
         return None
 
     async def _dlq(
-        self, connection: ServerConnection, request: Request, action: str, query: str
+        self, connection: ServerConnection, request: Request, action: DlqActionName, query: str
     ) -> Response:
         refused = self._authorized(request)
         if refused is not None:
@@ -124,7 +127,7 @@ class HttpRoutes:
             log.exception("DLQ %s from %s failed", action, _peer(connection))
             return _error(HTTPStatus.SERVICE_UNAVAILABLE, type(exc).__name__, str(exc))
         log.info(
-            "DLQ %s from the dashboard (%s): %s; done %d, skipped %d, missing %d",
+            "DLQ %s through the API (from %s): %s; done %d, skipped %d, missing %d",
             action,
             _peer(connection),
             "all entries" if chosen.all else f"ids {chosen.ids}",

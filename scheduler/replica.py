@@ -23,7 +23,13 @@ from cross_instance import admin
 from cross_instance.envelope import Envelope
 from cross_instance.redis_client import AnyRedis
 from cross_instance.runtime import Runtime
-from scheduler.cluster_view import ClusterView, DlqAction, DlqActionResult, read_cluster_view
+from scheduler.cluster_view import (
+    ClusterView,
+    DlqAction,
+    DlqActionName,
+    DlqActionResult,
+    read_cluster_view,
+)
 from scheduler.config import Config
 from scheduler.http_routes import HttpRoutes
 from scheduler.jobs import JobLifecycle
@@ -237,7 +243,7 @@ class Replica:
     async def cluster_view(self) -> ClusterView:
         return await read_cluster_view(self.config, self.redis, self.core)
 
-    async def dlq_action(self, action: str, chosen: DlqAction) -> DlqActionResult:
+    async def dlq_action(self, action: DlqActionName, chosen: DlqAction) -> DlqActionResult:
         """Replay or purge dead letters for the dashboard (the CLI's ``dlq replay|purge``)."""
         prefix = self.config.redis.key_prefix
         if action == "replay":

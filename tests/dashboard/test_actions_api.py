@@ -16,7 +16,7 @@ import msgspec
 import pytest
 from websockets.asyncio.server import serve
 
-from scheduler.cluster_view import DlqAction, DlqActionResult
+from scheduler.cluster_view import DlqAction, DlqActionName, DlqActionResult
 from scheduler.http_routes import HttpRoutes
 
 TOKEN = "s3cret-token-for-the-test"
@@ -24,7 +24,7 @@ TOKEN = "s3cret-token-for-the-test"
 
 @asynccontextmanager
 async def server(admin_token: str, calls: list[tuple[str, DlqAction]]) -> AsyncIterator[str]:
-    async def dlq_action(action: str, chosen: DlqAction) -> DlqActionResult:
+    async def dlq_action(action: DlqActionName, chosen: DlqAction) -> DlqActionResult:
         calls.append((action, chosen))
         return DlqActionResult(action=action, done=list(chosen.ids), skipped=[], missing=[])
 

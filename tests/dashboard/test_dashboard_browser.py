@@ -348,6 +348,14 @@ async def test_the_dashboard_shows_the_cluster_as_the_api_and_cli_do_and_replays
     snap, _ = await page_matches_api(page, b)
     assert snap["cards"]["dlq.depth"] == "0" and snap["reasons"] == ""
     await page.screenshot(path=str(ARTEFACTS / "dashboard-after-replay.png"), full_page=True)
+
+    # The page refreshes by itself: the browser leaves and dash-b's session count drops to 0.
+    await browser.close()
+    await page.wait_for_function(
+        "[...document.querySelectorAll('#replicas tr')].some(r => r.dataset.key === 'dash-b'"
+        " && r.querySelector('[data-field=\"replicas[].owned_sessions\"]').textContent === '0')"
+    )
+    await page_matches_api(page, b)
     assert errors == []
 
 
