@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -70,8 +71,8 @@ def anyio_backend() -> tuple[str, dict[str, bool]]:
     return ("asyncio", {"use_uvloop": False})  # Playwright drives its driver on plain asyncio
 
 
-@pytest.fixture
-def browser_path() -> str:
+def require_chromium() -> str:
+    """Debian's chromium, or the test fails (never skips) saying how to install it."""
     if shutil.which(CHROMIUM) is None:
         pytest.fail(
             f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); "
@@ -224,12 +225,14 @@ async def page_matches_api(
     raise AssertionError(f"the page never matched the API:\npage {last[0]}\napi  {last[1]}")
 
 
-@pytest.fixture
-async def chromium(browser_path: str) -> AsyncIterator[Any]:
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    """A headless Debian chromium driven by Playwright (checked before anything starts)."""
+    path = require_chromium()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+        browser = await pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
@@ -237,12 +240,12 @@ async def chromium(browser_path: str) -> AsyncIterator[Any]:
 
 
 async def test_the_dashboard_shows_the_cluster_as_the_api_and_cli_do_and_replays(
-    chromium: Any,
     two_replicas: list[Replica],
     redis_config: RedisConfig,
     redis: AnyRedis,
     peers: Any,
 ) -> None:
+    require_chromium()
     a, b = two_replicas
     await dead_letter(redis_config, redis)
     node = await peers(SimNode(a.ws + "/ws/node", (["de", "fr", "it"], ["fr", "de"]), NODE_ID))
@@ -253,124 +256,132 @@ async def test_the_dashboard_shows_the_cluster_as_the_api_and_cli_do_and_replays
     await browser.final()
     job = await node.wait_type("job_assign")
 
-    page = await chromium.new_page(viewport={"width": 1400, "height": 1100})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("dialog", lambda dialog: dialog.accept())
-    await page.goto(b.http + "/dashboard")
-    snap, view = await page_matches_api(page, b)
+    async with chromium() as chrome:
+        page = await chrome.new_page(viewport={"width": 1400, "height": 1100})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("dialog", lambda dialog: dialog.accept())
+        await page.goto(b.http + "/dashboard")
+        snap, view = await page_matches_api(page, b)
 
-    # The values themselves, as the scenario made them.
-    replicas = snap["tables"]["replicas"]
-    assert set(replicas) == {"dash-a", "dash-b"}
-    assert replicas["dash-a"]["replicas[].owned_nodes"] == "1"
-    assert replicas["dash-b"]["replicas[].owned_sessions"] == "1"
-    assert all(r["replicas[].live"] == "true" for r in replicas.values())
-    for row in replicas.values():
-        assert parse_age(row["replicas[].presence_age_ms"]) < 5000, row
-    [shown_node] = snap["tables"]["nodes"].values()
-    assert shown_node["nodes[].node_id"] == NODE_ID and shown_node["nodes[].owner"] == "dash-a"
-    assert shown_node["nodes[].live"] == "true" and shown_node["nodes[].running"] == "1"
-    assert shown_node["nodes[].pair_count"] == "6"  # 3 ASR x 2 semantic, counted, not listed
-    assert len(shown_node["nodes[].pair_examples"].split(", ")) == 3
-    [shown_job] = snap["tables"]["jobs"].values()
-    assert shown_job["jobs.rows[].job_id"] == job["job_id"]
-    assert shown_job["jobs.rows[].session_id"] == browser.session_id
-    assert shown_job["jobs.rows[].pair"] == "de:fr" and shown_job["jobs.rows[].node_id"] == NODE_ID
-    assert snap["cards"]["dlq.depth"] == "2" and snap["cards"]["jobs.in_flight"] == "1"
-    assert snap["reasons"] == "By reason: no_owner: 2"
-    oldest = parse_age(snap["cards"]["dlq.oldest_age_ms"])
-    assert view.dlq.oldest_age_ms is not None and oldest <= view.dlq.oldest_age_ms + 1000
+        # The values themselves, as the scenario made them.
+        replicas = snap["tables"]["replicas"]
+        assert set(replicas) == {"dash-a", "dash-b"}
+        assert replicas["dash-a"]["replicas[].owned_nodes"] == "1"
+        assert replicas["dash-b"]["replicas[].owned_sessions"] == "1"
+        assert all(r["replicas[].live"] == "true" for r in replicas.values())
+        for row in replicas.values():
+            assert parse_age(row["replicas[].presence_age_ms"]) < 5000, row
+        [shown_node] = snap["tables"]["nodes"].values()
+        assert shown_node["nodes[].node_id"] == NODE_ID and shown_node["nodes[].owner"] == "dash-a"
+        assert shown_node["nodes[].live"] == "true" and shown_node["nodes[].running"] == "1"
+        assert shown_node["nodes[].pair_count"] == "6"  # 3 ASR x 2 semantic, counted, not listed
+        assert len(shown_node["nodes[].pair_examples"].split(", ")) == 3
+        [shown_job] = snap["tables"]["jobs"].values()
+        assert shown_job["jobs.rows[].job_id"] == job["job_id"]
+        assert shown_job["jobs.rows[].session_id"] == browser.session_id
+        assert (
+            shown_job["jobs.rows[].pair"] == "de:fr" and shown_job["jobs.rows[].node_id"] == NODE_ID
+        )
+        assert snap["cards"]["dlq.depth"] == "2" and snap["cards"]["jobs.in_flight"] == "1"
+        assert snap["reasons"] == "By reason: no_owner: 2"
+        oldest = parse_age(snap["cards"]["dlq.oldest_age_ms"])
+        assert view.dlq.oldest_age_ms is not None and oldest <= view.dlq.oldest_age_ms + 1000
 
-    # The same values from the CLI an operator would run.
-    ownership = cli_json(redis_config, "ownership")
-    for r in ownership["replicas"]:
-        row = replicas[r["instance_id"]]
-        assert row["replicas[].epoch"] == str(r["epoch"])
-        assert row["replicas[].owned_nodes"] == str(r["owned_nodes"])
-        assert row["replicas[].owned_sessions"] == str(r["owned_sessions"])
-    for inbox in cli_json(redis_config, "inbox"):
-        if inbox["instance_id"] in replicas and inbox["state"] == "live":
-            assert replicas[inbox["instance_id"]]["replicas[].inbox_pending"] == str(
-                inbox["pending"]
-            )
-    [cli_node] = cli_json(redis_config, "nodes")
-    assert shown_node["nodes[].max"] == str(cli_node["max"])
-    assert shown_node["nodes[].running"] == str(cli_node["running"])
-    assert shown_node["nodes[].pair_count"] == str(len(cli_node["pairs"]))
-    pool_entries = cli_json(redis_config, "pools")
-    [pools] = snap["tables"]["pools"].values()
-    assert pools["pools.members"] == str(len(pool_entries)) == "6"
-    [cli_job] = cli_json(redis_config, "jobs", "--active")
-    assert snap["tables"]["jobs"][cli_job["job_id"]]["jobs.rows[].attempt"] == str(
-        cli_job["attempt"]
-    )
-    dead = cli_json(redis_config, "dlq", "list")
-    assert {d["id"]: (d["message_id"], d["reason"], d["target"]) for d in dead} == {
-        i: (r["dlq.entries[].message_id"], r["dlq.entries[].reason"], r["dlq.entries[].target"])
-        for i, r in snap["tables"]["dlq"].items()
-    }
+        # The same values from the CLI an operator would run.
+        ownership = cli_json(redis_config, "ownership")
+        for r in ownership["replicas"]:
+            row = replicas[r["instance_id"]]
+            assert row["replicas[].epoch"] == str(r["epoch"])
+            assert row["replicas[].owned_nodes"] == str(r["owned_nodes"])
+            assert row["replicas[].owned_sessions"] == str(r["owned_sessions"])
+        for inbox in cli_json(redis_config, "inbox"):
+            if inbox["instance_id"] in replicas and inbox["state"] == "live":
+                assert replicas[inbox["instance_id"]]["replicas[].inbox_pending"] == str(
+                    inbox["pending"]
+                )
+        [cli_node] = cli_json(redis_config, "nodes")
+        assert shown_node["nodes[].max"] == str(cli_node["max"])
+        assert shown_node["nodes[].running"] == str(cli_node["running"])
+        assert shown_node["nodes[].pair_count"] == str(len(cli_node["pairs"]))
+        pool_entries = cli_json(redis_config, "pools")
+        [pools] = snap["tables"]["pools"].values()
+        assert pools["pools.members"] == str(len(pool_entries)) == "6"
+        [cli_job] = cli_json(redis_config, "jobs", "--active")
+        assert snap["tables"]["jobs"][cli_job["job_id"]]["jobs.rows[].attempt"] == str(
+            cli_job["attempt"]
+        )
+        dead = cli_json(redis_config, "dlq", "list")
+        assert {d["id"]: (d["message_id"], d["reason"], d["target"]) for d in dead} == {
+            i: (r["dlq.entries[].message_id"], r["dlq.entries[].reason"], r["dlq.entries[].target"])
+            for i, r in snap["tables"]["dlq"].items()
+        }
 
-    # The id that is markup is shown as text and never runs.
-    [hostile] = [d for d in dead if d["target"] == f"session:{HOSTILE}"]
-    assert snap["tables"]["dlq"][hostile["id"]]["dlq.entries[].target"] == f"session:{HOSTILE}"
-    assert snap["images"] == 0 and snap["xss"] is None
+        # The id that is markup is shown as text and never runs.
+        [hostile] = [d for d in dead if d["target"] == f"session:{HOSTILE}"]
+        assert snap["tables"]["dlq"][hostile["id"]]["dlq.entries[].target"] == f"session:{HOSTILE}"
+        assert snap["images"] == 0 and snap["xss"] is None
 
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(ARTEFACTS / "dashboard.png"), full_page=True)
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTEFACTS / "dashboard.png"), full_page=True)
 
-    # Without the token the page's action is refused and nothing changes.
-    await page.click("#replay-all")
-    await page.wait_for_function(
-        "document.getElementById('action-result').textContent.includes('refused')"
-    )
-    assert (await anyio.to_thread.run_sync(api_view, b)).dlq.depth == 2
+        # Without the token the page's action is refused and nothing changes.
+        await page.click("#replay-all")
+        await page.wait_for_function(
+            "document.getElementById('action-result').textContent.includes('refused')"
+        )
+        assert (await anyio.to_thread.run_sync(api_view, b)).dlq.depth == 2
 
-    # Purge the hostile one (selected), then replay the rest: the node gets its frame.
-    await page.fill("#token", TOKEN)
-    await page.evaluate(
-        "id => [...document.querySelectorAll('#dlq input.pick')].find(b => b.value === id).click()",
-        hostile["id"],
-    )
-    await page.click("#purge-selected")
-    await page.wait_for_function(
-        "document.querySelector('[data-field=\"dlq.depth\"] b').textContent === '1'"
-    )
-    await page.click("#replay-all")
-    await page.wait_for_function(
-        "document.querySelector('[data-field=\"dlq.depth\"] b').textContent === '0'"
-    )
-    result = await page.text_content("#action-result")
-    assert result is not None and result.startswith("replay: 1 done, 0 skipped"), result
-    probe = await node.wait_type("dashboard_probe")
-    assert probe["replayed"] is True
-    assert cli_json(redis_config, "dlq", "list") == []
-    snap, _ = await page_matches_api(page, b)
-    assert snap["cards"]["dlq.depth"] == "0" and snap["reasons"] == ""
-    await page.screenshot(path=str(ARTEFACTS / "dashboard-after-replay.png"), full_page=True)
+        # Purge the hostile one (selected), then replay the rest: the node gets its frame.
+        await page.fill("#token", TOKEN)
+        await page.evaluate(
+            "id => [...document.querySelectorAll('#dlq input.pick')].find(b => b.value === id).click()",
+            hostile["id"],
+        )
+        await page.click("#purge-selected")
+        await page.wait_for_function(
+            "document.querySelector('[data-field=\"dlq.depth\"] b').textContent === '1'"
+        )
+        await page.click("#replay-all")
+        await page.wait_for_function(
+            "document.querySelector('[data-field=\"dlq.depth\"] b').textContent === '0'"
+        )
+        result = await page.text_content("#action-result")
+        assert result is not None and result.startswith("replay: 1 done, 0 skipped"), result
+        probe = await node.wait_type("dashboard_probe")
+        assert probe["replayed"] is True
+        assert cli_json(redis_config, "dlq", "list") == []
+        snap, _ = await page_matches_api(page, b)
+        assert snap["cards"]["dlq.depth"] == "0" and snap["reasons"] == ""
+        await page.screenshot(path=str(ARTEFACTS / "dashboard-after-replay.png"), full_page=True)
 
-    # The page refreshes by itself: the browser leaves and dash-b's session count drops to 0.
-    await browser.close()
-    await page.wait_for_function(
-        "[...document.querySelectorAll('#replicas tr')].some(r => r.dataset.key === 'dash-b'"
-        " && r.querySelector('[data-field=\"replicas[].owned_sessions\"]').textContent === '0')"
-    )
-    await page_matches_api(page, b)
-    assert errors == []
+        # The page refreshes by itself: the browser leaves and dash-b's session count drops to 0.
+        await browser.close()
+        await page.wait_for_function(
+            "[...document.querySelectorAll('#replicas tr')].some(r => r.dataset.key === 'dash-b'"
+            " && r.querySelector('[data-field=\"replicas[].owned_sessions\"]').textContent === '0')"
+        )
+        await page_matches_api(page, b)
+        assert errors == []
 
 
 async def test_without_an_admin_token_the_page_disables_the_actions(
-    chromium: Any, redis_config: RedisConfig
+    redis_config: RedisConfig,
 ) -> None:
+    require_chromium()
     replica = Replica(redis_config.url, "dash-plain", redis_config.key_prefix, dict(FAST_SETTINGS))
     replica.start()
     try:
-        page = await chromium.new_page()
-        await page.goto(replica.http + "/dashboard")
-        await page.wait_for_function("document.querySelector('#replicas tr[data-key]') !== null")
-        for button in ("#replay-selected", "#purge-selected", "#replay-all", "#purge-all"):
-            assert await page.is_disabled(button), button
-        assert "server.admin_token" in (await page.get_attribute("#token", "placeholder") or "")
+        async with chromium() as chrome:
+            page = await chrome.new_page()
+            await page.goto(replica.http + "/dashboard")
+            await page.wait_for_function(
+                "document.querySelector('#replicas tr[data-key]') !== null"
+            )
+            for button in ("#replay-selected", "#purge-selected", "#replay-all", "#purge-all"):
+                assert await page.is_disabled(button), button
+            placeholder = await page.get_attribute("#token", "placeholder")
+            assert "server.admin_token" in (placeholder or "")
     finally:
         replica.stop()
 
