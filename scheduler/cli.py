@@ -68,6 +68,8 @@ def _shown(config: Config) -> dict[str, Any]:
     if redis.get("password"):
         redis["password"] = "***"
     redis["url"] = redact(redis["url"])
+    if data["server"]["admin_token"]:  # say that it is set, never what it is
+        data["server"]["admin_token"] = "(set, hidden)"
     return data
 
 

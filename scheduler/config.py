@@ -85,6 +85,28 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             le=4999,
         ),
     ] = 1012
+    admin_token: Annotated[
+        str,
+        _doc(
+            "Bearer token the dashboard's actions (DLQ replay and purge, POST /api/v1/dlq/*) "
+            "require; empty disables them (403). Never logged or shown by `config show`."
+        ),
+    ] = ""
+    dashboard_refresh_ms: Annotated[
+        int, _doc("How often the dashboard page reloads the cluster view.", ge=500)
+    ] = 5000
+    dashboard_rows: Annotated[
+        int,
+        _doc(
+            "Most rows of each dashboard table (nodes, jobs in flight, dead letters); the "
+            "totals are counted whatever the rows shown.",
+            ge=1,
+        ),
+    ] = 200
+    dashboard_pair_examples: Annotated[
+        int,
+        _doc("Language pairs shown per node as examples (the count is always complete).", ge=0),
+    ] = 3
 
 
 class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

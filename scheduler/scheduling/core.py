@@ -37,6 +37,7 @@ __all__ = [
     "JobInfo",
     "NodeCapabilities",
     "NodeInfo",
+    "PoolCounts",
     "PoolEntry",
     "Progress",
     "Registration",
@@ -159,6 +160,15 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     reported_load: Any
     registered_ms: int
     last_hb_ms: int
+
+
+class PoolCounts(msgspec.Struct, frozen=True, kw_only=True):
+    members: int  # pool entries: one per (pair, node in the pools)
+    nodes: int  # registered
+    nodes_in_pools: int
+    nodes_with_free_slot: int
+    slots: int  # of the nodes in the pools
+    running: int
 
 
 class PoolEntry(msgspec.Struct, frozen=True):
@@ -610,7 +620,9 @@ class SchedulingCore:
                 break
         return out
 
-    async def list_nodes(self, *, limit: int | None = None) -> list[NodeInfo]:
+    async def list_nodes(self, *, limit: int | None = None, pairs: bool = True) -> list[NodeInfo]:
+        """Registered nodes (at most ``limit``, sorted by id); ``pairs=False`` leaves each
+        node's pair list empty (a node serves up to ~10,000: build them only when shown)."""
         limit = limit or self.config.list_limit
         records = await self._hscan(self.keys.key("nodes"), limit)
         names = sorted(records)
@@ -637,7 +649,7 @@ class SchedulingCore:
                     running=int(run or 0),
                     alive_until_ms=None if until is None else int(until),
                     in_pools=in_pools is not None,
-                    pairs=_pairs(lang.asr, lang.semantic),
+                    pairs=_pairs(lang.asr, lang.semantic) if pairs else [],
                     hardware=rec.hardware if isinstance(rec.hardware, dict) else {},
                     reported_load=rec.reported_load,
                     registered_ms=rec.registered_ms,
@@ -691,6 +703,34 @@ class SchedulingCore:
             return None
         return JobHolder(record.node, record.attempt, record.session)
 
+    async def pool_counts(self) -> PoolCounts:
+        """Counts over the whole domain: O(1) reads, and one pass over the per-node slot and
+        running counts (integers, never the language lists)."""
+        slots = await self.client.hvals(self.keys.key("node_slots"))
+        running = await self.client.hvals(self.keys.key("node_running"))
+        return PoolCounts(
+            members=int(await self.client.zcard(self.keys.key("pools"))),
+            nodes=int(await self.client.hlen(self.keys.key("nodes"))),
+            nodes_in_pools=len(slots),
+            nodes_with_free_slot=int(await self.client.scard(self.keys.key("node_free"))),
+            slots=sum(int(v) for v in slots),
+            running=sum(int(v) for v in running),
+        )
+
+    async def jobs_in_flight(self, *, limit: int) -> tuple[int, list[JobInfo]]:
+        """How many jobs are active (each has a deadline), and the ``limit`` due soonest."""
+        deadlines = self.keys.key("deadlines")
+        total = int(await self.client.zcard(deadlines))
+        # The client decodes responses (cross_instance.redis_client): members are str.
+        ids = [str(i) for i in await self.client.zrange(deadlines, 0, limit - 1)]
+        raws = await self.client.hmget(self.keys.key("jobs"), ids) if ids else []
+        jobs = [
+            _job_info(i, msgspec.json.decode(raw, type=_JobRecord))
+            for i, raw in zip(ids, raws, strict=True)
+            if raw is not None
+        ]
+        return total, jobs
+
     async def list_jobs(
         self, *, active_only: bool = False, limit: int | None = None
     ) -> list[JobInfo]:
@@ -701,23 +741,25 @@ class SchedulingCore:
             r = msgspec.json.decode(raw, type=_JobRecord)
             if active_only and r.state in ("completed", "failed"):
                 continue
-            out.append(
-                JobInfo(
-                    job_id=job_id,
-                    session_id=r.session,
-                    utterance_index=r.index,
-                    src_lang=r.src,
-                    tgt_lang=r.tgt,
-                    node_id=r.node,
-                    attempt=r.attempt,
-                    state=r.state,
-                    deadline_ms=r.deadline_ms,
-                    created_ms=r.created_ms,
-                    turn_id=r.turn_id,
-                    reason=r.reason,
-                    tried=r.tried,
-                    finished_ms=r.finished_ms,
-                )
-            )
+            out.append(_job_info(job_id, r))
         out.sort(key=lambda j: (j.created_ms, j.job_id))
         return out
+
+
+def _job_info(job_id: str, r: _JobRecord) -> JobInfo:
+    return JobInfo(
+        job_id=job_id,
+        session_id=r.session,
+        utterance_index=r.index,
+        src_lang=r.src,
+        tgt_lang=r.tgt,
+        node_id=r.node,
+        attempt=r.attempt,
+        state=r.state,
+        deadline_ms=r.deadline_ms,
+        created_ms=r.created_ms,
+        turn_id=r.turn_id,
+        reason=r.reason,
+        tried=r.tried,
+        finished_ms=r.finished_ms,
+    )
