@@ -144,6 +144,11 @@ class Accounting:
             broken.append(f"{self.lost} utterance(s) lost (no result, no error): {self.lost_cuts}")
         if self.duplicated:
             broken.append(f"{self.duplicated} utterance(s) answered twice")
+        if self.merged or self.split:
+            broken.append(
+                f"cuts moved: {self.merged} merged with a neighbour, {self.split} split "
+                "(the client's cuts must stay where it put them)"
+            )
         if self.leaked_slots:
             broken.append(f"{self.leaked_slots} slot(s) still reserved after the settle")
         if self.worst_latency_s > latency_limit_s:

@@ -60,6 +60,7 @@ class Recorder:
     node_closes: Counter[str] = field(default_factory=Counter)  # close code -> count
     session_closes: Counter[str] = field(default_factory=Counter)
     error_frames: Counter[str] = field(default_factory=Counter)  # error.code -> count
+    error_examples: dict[str, str] = field(default_factory=dict)  # error.code -> a message
     discarded_results: int = 0  # ready while the node's socket was down (the real node drops it)
     suppressed_results: int = 0  # same text as the last result for the session
     cancels: int = 0
@@ -377,4 +378,6 @@ class ChaosClient:
             )
         elif kind == "error":
             self.recorder.touch()
-            self.recorder.error_frames[str(message.get("code"))] += 1
+            code = str(message.get("code"))
+            self.recorder.error_frames[code] += 1
+            self.recorder.error_examples.setdefault(code, str(message.get("message")))

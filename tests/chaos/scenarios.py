@@ -399,6 +399,7 @@ def _summary(
         "node_close_codes": dict(recorder.node_closes),
         "session_close_codes": dict(recorder.session_closes),
         "error_frames": dict(recorder.error_frames),
+        "error_examples": recorder.error_examples,
         "node_discarded_results": recorder.discarded_results,
         "node_suppressed_results": recorder.suppressed_results,
         "job_cancels": recorder.cancels,

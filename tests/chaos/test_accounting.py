@@ -58,6 +58,10 @@ def test_a_merge_and_a_split_are_followed_chunk_by_chunk() -> None:
         )
     )
     assert (got.completed, got.lost, got.merged, got.split) == (2, 0, 2, 1)
+    assert got.promise_broken(10.0) == [
+        "cuts moved: 2 merged with a neighbour, 1 split (the client's cuts must stay where it "
+        "put them)"
+    ]
 
 
 def test_a_result_missing_is_lost_and_a_second_copy_is_a_duplicate() -> None:

@@ -1,8 +1,8 @@
 """The chaos scenarios (issue 12): one fault each, in the middle of traffic, and the promise.
 
 The promise, per scenario: no utterance lost (each cut ends in a result or an explicit error),
-none answered twice, no slot leaked, worst utterance latency <= 10 s with the default job
-timeout. ``test_the_suite_catches_a_broken_build`` shows the accounting failing when it must.
+none answered twice, every cut answered as the client cut it (none merged or split), no slot
+leaked, worst utterance latency <= 10 s with the default job timeout. ``test_the_suite_catches_a_broken_build`` shows the accounting failing when it must.
 Numbers: ``var/chaos/<scenario>.json``; the table: ``python -m tests.chaos.report``.
 """
 
