@@ -14,7 +14,7 @@ CONFIG_FLAG := $(if $(CONFIG),--config $(CONFIG),)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: fuzz test-e2e-tls help install install-runtime lock cluster-up cluster-down cluster-status run test check style types bench bench-lua bench-runtime bench-e2e ownership inbox dlq-list dlq-show dlq-replay dlq-purge drain nodes pools jobs audit config-doc clean
+.PHONY: chaos chaos-report fuzz test-e2e-tls help install install-runtime lock cluster-up cluster-down cluster-status run test check style types bench bench-lua bench-runtime bench-e2e ownership inbox dlq-list dlq-show dlq-replay dlq-purge drain nodes pools jobs audit config-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -76,6 +76,12 @@ bench-runtime: $(TEST_STAMP) ## cross-instance messages/s and latency (local, re
 
 bench-e2e: $(TEST_STAMP) ## utterance dispatch/relay latency through real replicas (1 and 2) vs a bare WS round trip
 	$(PY) -m tests.bench.bench_e2e
+
+chaos: $(TEST_STAMP) ## chaos suite: 3 replicas on a real Redis, one fault per scenario, every cut accounted for (~5 min)
+	$(PY) -m pytest tests/chaos $(PYTEST_ARGS)
+
+chaos-report: $(TEST_STAMP) ## the reliability table from the last chaos run (var/chaos/*.json)
+	$(PY) -m tests.chaos.report
 
 fuzz: $(TEST_STAMP) ## fuzz /ws/session and /ws/node of running replicas (2000 examples each)
 	LINGUA_FUZZ_PROFILE=long $(PY) -m pytest tests/fuzz -o timeout=1800 -s $(PYTEST_ARGS)
