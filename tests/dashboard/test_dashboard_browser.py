@@ -21,7 +21,9 @@ import anyio
 import msgspec
 import pytest
 
+from cross_instance.clock import now_ms
 from cross_instance.config import RedisConfig
+from cross_instance.envelope import Envelope, Trail, new_message_id
 from cross_instance.keys import RuntimeKeys
 from cross_instance.redis_client import AnyRedis
 from cross_instance.runtime import Runtime
@@ -108,11 +110,23 @@ def two_replicas(redis_config: RedisConfig) -> Iterator[list[Replica]]:
 
 async def dead_letter(redis_config: RedisConfig, redis: AnyRedis) -> None:
     """Two no_owner dead letters, sent by a runtime that then leaves: a frame for the node
-    before it connects (replayed later) and one for a session whose id is markup."""
+    before it connects (replayed later) and one for a session whose id is markup. The runtime
+    refuses to send to such an id (one id alphabet), so that one is dead-lettered directly, as
+    an entry written by an older version or by hand could be: the page must still show it as
+    text."""
     runtime = Runtime(redis_config, fast_config(instance_id="dlq-maker"), Recorder())
     async with runtime:
         await runtime.send_to_node(NODE_ID, "frame", PROBE)
-        await runtime.send_to_session(HOSTILE, "frame", "{}")
+        hostile = Envelope(
+            message_id=new_message_id(),
+            kind="frame",
+            target_kind="session",
+            target_id=HOSTILE,
+            payload="{}",
+            created_ms=now_ms(),
+            origin=runtime.token,
+        )
+        await runtime.dead_letters.add(hostile, "no_owner", Trail(), owner="")
         dlq = RuntimeKeys(redis_config.key_prefix).dlq()
 
         async def both_dead() -> bool:
