@@ -131,6 +131,30 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
             ge=1,
         ),
     ] = 16
+    slot_wait_ms: Annotated[
+        int,
+        _doc(
+            "How long a job waits for a slot when every node of its pair is busy, before it "
+            "fails with NO_AVAILABLE_NODE (checked every sweep_interval_ms).",
+            ge=0,
+        ),
+    ] = 10000
+    slot_wait_max: Annotated[
+        int,
+        _doc(
+            "Most jobs waiting for a slot per language pair; one more fails at once with "
+            "NO_AVAILABLE_NODE (0: no job waits).",
+            ge=0,
+        ),
+    ] = 256
+    slot_wait_lookahead: Annotated[
+        int,
+        _doc(
+            "Oldest waiting jobs a freed slot (and each sweep) is offered to: bounds the cost "
+            "of a completion while jobs wait; waiters beyond it are served by the sweep.",
+            ge=1,
+        ),
+    ] = 16
     job_timeout_ms: Annotated[
         int,
         _doc("A dispatched job with no result this long is cancelled and failed over.", ge=1000),
