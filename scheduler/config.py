@@ -102,8 +102,14 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         ),
     ] = 45000
     default_max_concurrent_jobs: Annotated[
-        int, _doc("Slots of a node that does not report max_concurrent_jobs.", ge=1)
-    ] = 4
+        int,
+        _doc(
+            "Slots of a node that does not report max_concurrent_jobs (the real node never "
+            "does, and queues work itself): large enough that normal speech, bursts of tiny "
+            "cuts included, never meets a cap; a node that reports a number keeps it.",
+            ge=1,
+        ),
+    ] = 32
     max_concurrent_jobs_limit: Annotated[
         int, _doc("Upper bound on the slots a node may claim.", ge=1)
     ] = 64

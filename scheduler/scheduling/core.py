@@ -64,7 +64,8 @@ class NodeCapabilities(msgspec.Struct, kw_only=True, frozen=True):
     asr: list[str]
     semantic: list[str]
     tts: list[str] = msgspec.field(default_factory=list)
-    # None: scheduling.default_max_concurrent_jobs; capped by max_concurrent_jobs_limit.
+    # None (the real node never reports it): scheduling.default_max_concurrent_jobs, a large
+    # default; capped by max_concurrent_jobs_limit.
     max_concurrent_jobs: int | None = None
     hardware: dict[str, Any] = msgspec.field(default_factory=dict)
 

@@ -209,3 +209,17 @@ async def test_waiting_costs_the_same_at_any_pair_count(
     complete_alone, _, _, complete_handing = four_pairs
     # nobody waiting: the completion's only extra work is one ZCARD of the waiting index
     assert complete_handing > complete_alone
+
+
+async def test_a_node_that_reports_no_capacity_is_not_capped_at_a_few_slots(
+    core: SchedulingCore,
+) -> None:
+    # the real node never sends max_concurrent_jobs; a node that reports a number keeps it
+    silent = NodeCapabilities(asr=["en"], semantic=["zh"])
+    await core.register_node("real", silent, now_ms=T0)
+    await core.register_node("reporting", caps(("en",), ("ja",), 2), now_ms=T0)
+    burst = [await core.dispatch(req(f"s{i}", i), now_ms=T0) for i in range(12)]
+    assert {job.state for job in burst} == {"dispatched"}
+    slots = {n.node_id: n.max for n in await core.list_nodes()}
+    assert slots == {"real": core.config.default_max_concurrent_jobs, "reporting": 2}
+    assert slots["real"] >= 16
