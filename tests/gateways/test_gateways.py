@@ -235,10 +235,12 @@ async def test_quick_utterances_beyond_the_slots_wait_and_all_get_translations(
         await browser.speak(10)
     core = served.replica.core
 
-    async def three_wait() -> bool:
-        return bool(await core.client.zcard(core.keys.key("waiting_order")) == 3)
+    async def settled() -> bool:  # all five cut: two on the node, three waiting (or refused)
+        jobs = await core.list_jobs()
+        return bool(browser.of_type("error")) or [j.state for j in jobs].count("waiting") == 3
 
-    await until(three_wait)
+    await until(settled)
+    assert browser.of_type("error") == [], "utterances beyond the node's slots were refused"
     assert len(node.of_type("job_assign")) == 2  # the node's two slots, no more
     for answered in range(5):
         job = node.of_type("job_assign")[answered]
