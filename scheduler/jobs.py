@@ -160,7 +160,8 @@ class JobLifecycle:
         if dispatched.state == "waiting":
             # Every node of the pair is busy: job_assign and DISPATCHED follow when a slot is
             # handed to it; an error when its wait runs out (carry_out_moves, either way).
-            self.metrics.jobs.labels("waiting").inc()
+            if dispatched.created:
+                self.metrics.jobs.labels("waiting").inc()
             return
         self.metrics.jobs.labels("dispatched").inc()
         if dispatched.created:

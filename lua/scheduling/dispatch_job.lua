@@ -9,10 +9,10 @@
 -- select_node). Cost: O(log N) + O(select_sample_size), whatever the pool size and the pairs per
 -- node: no pool member is written.
 -- Waiting (issue 11): when live nodes serve the pair and could take the job but have no free
--- slot (not: every one excluded or already sent this utterance), the job
--- waits for one (state "waiting", see includes/waiting.lua) up to slot_wait_ms, at most
--- slot_wait_max per pair; a job of a pair that has waiters queues behind them (FIFO), and
--- then the pair's oldest waiter is offered a node (a slot may have freed with no hand-off).
+-- slot (not when every one is excluded or already had this utterance), the job waits for one
+-- (state "waiting", see includes/waiting.lua) up to slot_wait_ms, at most slot_wait_max per
+-- pair. A job of a pair that has waiters queues behind them (FIFO), and then the pair's oldest
+-- waiter is offered a node (a slot may have freed with no hand-off).
 -- Turn state after placement: max_duration continues the turn on the chosen node; manual and
 -- silence end it; size and close leave it as it was (original-protocol 3.6).
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
