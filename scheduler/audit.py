@@ -240,6 +240,8 @@ def job_violations(jobs: Sequence[JobFacts], now: int, grace_ms: int) -> Iterato
 def deadline_violations(facts: Sequence[DeadlineFacts]) -> Iterator[Violation]:
     for f in facts:
         data = {"job": f.job, "node": f.node, "state": f.state}
+        if f.state == "waiting":
+            continue  # waits for a slot (lua/includes/waiting.lua): no node, no slot, by design
         if f.state not in _ACTIVE:
             why = "its job record is gone" if not f.state else f"the job is {f.state}"
             yield Violation("job_index", f"job {f.job}", f"it has a deadline entry but {why}", data)

@@ -125,8 +125,14 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         ),
     ] = 45000
     default_max_concurrent_jobs: Annotated[
-        int, _doc("Slots of a node that does not report max_concurrent_jobs.", ge=1)
-    ] = 4
+        int,
+        _doc(
+            "Slots of a node that does not report max_concurrent_jobs (the real node never "
+            "does, and queues work itself): large enough that normal speech, bursts of tiny "
+            "cuts included, never meets a cap; a node that reports a number keeps it.",
+            ge=1,
+        ),
+    ] = 32
     max_concurrent_jobs_limit: Annotated[
         int, _doc("Upper bound on the slots a node may claim.", ge=1)
     ] = 64
@@ -151,6 +157,30 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         _doc(
             "Most live pool members one dispatch examines when its sample has no usable node "
             "(cost per decision is bounded by it).",
+            ge=1,
+        ),
+    ] = 16
+    slot_wait_ms: Annotated[
+        int,
+        _doc(
+            "How long a job waits for a slot when every node of its pair is busy, before it "
+            "fails with NO_AVAILABLE_NODE (checked every sweep_interval_ms).",
+            ge=0,
+        ),
+    ] = 10000
+    slot_wait_max: Annotated[
+        int,
+        _doc(
+            "Most jobs waiting for a slot per language pair; one more fails at once with "
+            "NO_AVAILABLE_NODE (0: no job waits).",
+            ge=0,
+        ),
+    ] = 256
+    slot_wait_lookahead: Annotated[
+        int,
+        _doc(
+            "Oldest waiting jobs a freed slot (and each sweep) is offered to: bounds the cost "
+            "of a completion while jobs wait; waiters beyond it are served by the sweep.",
             ge=1,
         ),
     ] = 16

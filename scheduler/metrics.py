@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from scheduler.audit import CHECKS, AuditReport
 
@@ -80,5 +80,22 @@ class ReplicaMetrics:
         self.ready.set_function(lambda: float(ready()))
         self.jobs = Counter(
             "lingua_jobs_total", "Job lifecycle events", ["event"], registry=registry
+        )
+        # Jobs that wait for a slot while every node of their pair is busy (issue 11).
+        self.slot_waiting = Gauge(
+            "lingua_slot_waiting",
+            "Jobs of the domain waiting for a slot, as of this replica's last sweep",
+            registry=registry,
+        )
+        self.slot_wait = Histogram(
+            "lingua_slot_wait_seconds",
+            "How long a job waited for a slot before it was placed on a node",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.slot_wait_expired = Counter(
+            "lingua_slot_wait_expired_total",
+            "Jobs whose wait for a slot ran out (the client got NO_AVAILABLE_NODE)",
+            registry=registry,
         )
         self.audit = AuditMetrics(registry)

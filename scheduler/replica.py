@@ -237,6 +237,7 @@ class Replica:
             try:
                 report = await self.core.sweep()
                 self.redis_ok = True
+                self.metrics.slot_waiting.set(report.waiting)
                 await self.jobs.carry_out_moves(report.actions)
                 more = report.more
             except Exception:

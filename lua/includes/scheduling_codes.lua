@@ -7,6 +7,7 @@ local CODE = {
   OK = 0,
   REPLAYED = 1,
   ALREADY_FINISHED = 2,
+  WAITING = 3,
   NOT_REGISTERED = -1,
   STALE_GENERATION = -2,
   NO_POOL = -3,

@@ -90,7 +90,9 @@ local function free_for_pair(K, C, pair, session, index, exclude, now)
   return least_loaded(K, candidates, session, index)
 end
 
--- Returns node on success; nil, code otherwise.
+-- Returns node on success; nil, code, busy otherwise: busy is true when a live node of the
+-- pair that could take the job had no free slot (worth waiting for: a slot will free), false
+-- when every live node examined was excluded or already had this utterance.
 -- C: {sample_size, scan_limit}; seed: a string drawing the sample's position.
 local function select_node(K, C, pair, session, index, exclude, preferred, seed, now)
   for _, node in ipairs(preferred) do
@@ -110,6 +112,7 @@ local function select_node(K, C, pair, session, index, exclude, preferred, seed,
   end
   local prefix_len = #pair + 1
   local read, live = 0, 0
+  local busy = false
   local stale, lapsed = {}, {}
   local chosen
   while not chosen and read < count and live < C.scan_limit do
@@ -135,6 +138,8 @@ local function select_node(K, C, pair, session, index, exclude, preferred, seed,
         local running, max = tonumber(runs[i] or '0'), tonumber(maxes[i])
         if running < max and not exclude[node] then
           candidates[#candidates + 1] = {node = node, load = load_of(running, max), order = i}
+        elseif not exclude[node] and not was_sent(K, node, session, index) then
+          busy = true
         end
       end
     end
@@ -150,7 +155,7 @@ local function select_node(K, C, pair, session, index, exclude, preferred, seed,
   if chosen then
     return chosen
   elseif live > 0 then
-    return nil, CODE.ALL_FULL
+    return nil, CODE.ALL_FULL, busy
   end
   return nil, CODE.NO_LIVE_NODE
 end

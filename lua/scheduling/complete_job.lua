@@ -5,6 +5,9 @@
 -- it, later ones are no-ops. The finished record is kept job_retention_ms (so replays and
 -- idempotent dispatch retries still find it), then the sweeper removes it. O(1): the slot is
 -- one count (and node_free when the node had been full), no pool member changes.
+-- Hand-off (issue 11): when jobs wait for a slot, the freed slot goes at once to the oldest
+-- waiter (of the first slot_wait_lookahead) whose pair this node serves: one ZCARD when nobody
+-- waits, O(slot_wait_lookahead) otherwise, never O(the node's pairs).
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
 -- KEYS[1] node_slots    HASH node -> max slots, while the node is in the pools
@@ -15,6 +18,10 @@
 -- KEYS[6] job_payloads  HASH job -> job_assign payload
 -- KEYS[7] deadlines     ZSET job -> deadline (ms)
 -- KEYS[8] jobs_expiry   ZSET job -> record removed at (ms)
+-- KEYS[9] pools         ZSET lex "<src>:<tgt>\0<node>"
+-- KEYS[10] sent         ZSET "<node>\0<session>\0<index>" -> sent at (ms)
+-- KEYS[11] waiting      ZSET lex "<pair>\0<ticket>\0<job>" (jobs waiting for a slot)
+-- KEYS[12] waiting_order ZSET job -> ticket (arrival order of every waiter)
 --
 -- ARGV[1] job id
 -- ARGV[2] node id
@@ -22,8 +29,12 @@
 -- ARGV[4] ok: "1" success result, "0" error result
 -- ARGV[5] now (ms) or ""
 -- ARGV[6] job_retention_ms
+-- ARGV[7] job_timeout_ms (of a waiter handed the slot)
+-- ARGV[8] slot_wait_lookahead
 --
--- Reply: {0 OK, {state, session, index, tgt}} completed now
+-- Reply: {0 OK, {state, session, index, tgt, handed}} completed now; `handed` (absent when
+--        nobody took the slot) is the waiter placed on this node, as a failover action
+--        (cause "slot_wait") for the caller to carry out
 --        {2 ALREADY_FINISHED, {state, session, index, tgt}} repeated completion: nothing changed
 --        {-6 JOB_NOT_FOUND} {-7 STALE_ATTEMPT} {-8 FOREIGN_NODE}
 -- Replay: ALREADY_FINISHED.
@@ -32,14 +43,17 @@
 --@include "includes/slots.lua"
 --@include "includes/jobs.lua"
 --@include "includes/fence.lua"
+--@include "includes/waiting.lua"
 
 local K = {node_slots = KEYS[1], node_free = KEYS[2], node_running = KEYS[3],
   node_jobs = KEYS[4], jobs = KEYS[5], job_payloads = KEYS[6], deadlines = KEYS[7],
-  jobs_expiry = KEYS[8]}
+  jobs_expiry = KEYS[8], pools = KEYS[9], sent = KEYS[10], waiting = KEYS[11],
+  waiting_order = KEYS[12]}
 local job_id, node, attempt = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ok = ARGV[4] == '1'
 local now = now_from(ARGV[5])
 local retention_ms = tonumber(ARGV[6])
+local C = {job_timeout_ms = tonumber(ARGV[7]), wait_lookahead = tonumber(ARGV[8])}
 
 local job = read_job(K, job_id)
 local refused = fence_job(job, node, attempt)
@@ -51,7 +65,10 @@ if not ACTIVE[job.state] then
   info.state = job.state
   return reply(CODE.ALREADY_FINISHED, info)
 end
-release_slot(K, node, job_id)
+local released = release_slot(K, node, job_id)
 finish_job(K, job_id, job, ok and 'completed' or 'failed', now, retention_ms)
 info.state = job.state
+if released then
+  info.handed = hand_off_slot(K, C, node, now)
+end
 return reply(CODE.OK, info)

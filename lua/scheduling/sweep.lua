@@ -10,6 +10,9 @@
 -- sweep_pool_members (one node at least: a node leaves its pools in one step), so one call
 -- blocks Redis for a bounded time even when many 10,000-pair nodes die at once; `more` says a
 -- part was cut short (call again without waiting).
+-- Waiting jobs (issue 11): a waiter whose wait is due fails (NO_AVAILABLE_NODE, cause
+-- "slot_wait"); then the oldest slot_wait_lookahead waiters, each pair's oldest first, are
+-- offered any usable node (slots that no completion handed off: failover, a node that joined).
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
 -- KEYS[1]  nodes           HASH node -> json record {gen, digest, max, hardware, ...}
@@ -28,6 +31,8 @@
 -- KEYS[14] idem            HASH "<session>\0<index>\0<tgt>" -> job
 -- KEYS[15] sessions        HASH session -> json {node, turns}
 -- KEYS[16] session_expiry  ZSET session -> forgotten at (ms)
+-- KEYS[17] waiting         ZSET lex "<pair>\0<ticket>\0<job>" (jobs waiting for a slot)
+-- KEYS[18] waiting_order   ZSET job -> ticket (arrival order of every waiter)
 --
 -- ARGV[1] now (ms) or ""
 -- ARGV[2] max_attempts
@@ -38,22 +43,26 @@
 -- ARGV[7] sent_retention_ms
 -- ARGV[8] select_sample_size
 -- ARGV[9] sweep_pool_members
+-- ARGV[10] slot_wait_lookahead
 --
 -- Reply: {0 OK, {actions = [failover actions, as take_node_offline], offline = [node ids],
---                 removed_jobs, removed_sessions, removed_sent, more}}
+--                 removed_jobs, removed_sessions, removed_sent, more, waiting = jobs waiting
+--                 for a slot after this call}}
 -- Replay: a second call right after finds nothing due and returns no actions.
 
 --@include "includes/scheduling_codes.lua"
 --@include "includes/take_offline.lua"
+--@include "includes/waiting.lua"
 
 local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_free = KEYS[4],
   node_running = KEYS[5], node_alive = KEYS[6], pools = KEYS[7], node_jobs = KEYS[8],
   sent = KEYS[9], jobs = KEYS[10], job_payloads = KEYS[11], deadlines = KEYS[12],
-  jobs_expiry = KEYS[13], idem = KEYS[14], sessions = KEYS[15], session_expiry = KEYS[16]}
+  jobs_expiry = KEYS[13], idem = KEYS[14], sessions = KEYS[15], session_expiry = KEYS[16],
+  waiting = KEYS[17], waiting_order = KEYS[18]}
 local now = now_from(ARGV[1])
 local C = {max_attempts = tonumber(ARGV[2]), scan_limit = tonumber(ARGV[3]),
   job_timeout_ms = tonumber(ARGV[4]), retention_ms = tonumber(ARGV[5]),
-  sample_size = tonumber(ARGV[8])}
+  sample_size = tonumber(ARGV[8]), wait_lookahead = tonumber(ARGV[10])}
 local batch = tonumber(ARGV[6])
 local sent_retention_ms = tonumber(ARGV[7])
 local member_budget = tonumber(ARGV[9])
@@ -80,6 +89,8 @@ for _, job_id in ipairs(due) do
   local job = read_job(K, job_id)
   if job and ACTIVE[job.state] then
     actions[#actions + 1] = failover_job(K, C, job_id, job, 'timeout', now)
+  elseif job and job.state == 'waiting' then
+    actions[#actions + 1] = expire_waiter(K, C, job_id, job, now)
   else
     rcall('ZREM', K.deadlines, job_id)
   end
@@ -112,5 +123,9 @@ local old_sent = rcall('ZRANGEBYSCORE', K.sent, '-inf', now - sent_retention_ms,
 more = more or #old_sent == batch
 call_chunked('ZREM', K.sent, old_sent, 1000)
 
+-- 6. waiters a slot is free for
+serve_waiters(K, C, now, actions)
+
 return reply(CODE.OK, {actions = list_or_nil(actions), offline = list_or_nil(offline),
-  removed_jobs = #expired, removed_sessions = #sessions, removed_sent = #old_sent, more = more})
+  removed_jobs = #expired, removed_sessions = #sessions, removed_sent = #old_sent, more = more,
+  waiting = rcall('ZCARD', K.waiting_order)})

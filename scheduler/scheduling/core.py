@@ -53,7 +53,10 @@ _LANG = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
 _MAX_INDEX = 2**53 - 1
 
 FinalizeReason = Literal["manual", "silence", "max_duration", "size", "close"]
-JobState = Literal["dispatched", "acked", "running", "completed", "failed"]
+JobState = Literal["waiting", "dispatched", "acked", "running", "completed", "failed"]
+# timeout / node_offline: a job left its node; slot_wait: a job that waited for a slot was
+# placed (old_node "") or its wait ran out.
+MoveCause = Literal["timeout", "node_offline", "slot_wait"]
 
 
 class NodeCapabilities(msgspec.Struct, kw_only=True, frozen=True):
@@ -62,7 +65,8 @@ class NodeCapabilities(msgspec.Struct, kw_only=True, frozen=True):
     asr: list[str]
     semantic: list[str]
     tts: list[str] = msgspec.field(default_factory=list)
-    # None: scheduling.default_max_concurrent_jobs; capped by max_concurrent_jobs_limit.
+    # None (the real node never reports it): scheduling.default_max_concurrent_jobs, a large
+    # default; capped by max_concurrent_jobs_limit.
     max_concurrent_jobs: int | None = None
     hardware: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -94,11 +98,13 @@ class DispatchRequest(msgspec.Struct, kw_only=True, frozen=True):
 
 class Dispatched(msgspec.Struct, frozen=True):
     job_id: str
-    node_id: str
+    node_id: str  # "" while the job waits for a slot (state "waiting")
     attempt: int
     state: JobState
-    deadline_ms: int
+    deadline_ms: int  # waiting: when the wait runs out
     created: bool  # False: an idempotent replay; do not send job_assign again
+    # Older waiters of the pair placed by this call: carry them out like failover actions.
+    placed: list[FailoverAction] = []
 
 
 class FailoverAction(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,14 +112,15 @@ class FailoverAction(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
     utterance_index: int
     tgt_lang: str
-    old_node: str
-    cause: Literal["timeout", "node_offline"]
+    old_node: str  # "" for a job that waited for a slot
+    cause: MoveCause
     outcome: Literal["reassigned", "failed"]
     attempt: int
     new_node: str | None = None
     deadline_ms: int | None = None
     payload: str | None = None
     error: str | None = None  # failed: MAX_ATTEMPTS, NO_POOL, ALL_FULL or NO_LIVE_NODE
+    waited_ms: int | None = None  # slot_wait: how long the job waited
 
 
 class Progress(msgspec.Struct, frozen=True):
@@ -128,6 +135,7 @@ class Completion(msgspec.Struct, frozen=True):
     utterance_index: int
     tgt_lang: str
     replayed: bool  # True: an earlier completion released the slot; nothing changed now
+    handed: FailoverAction | None = None  # the waiter the freed slot went to: carry it out
 
 
 class JobHolder(msgspec.Struct, frozen=True):
@@ -143,6 +151,7 @@ class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
     removed_sessions: int
     removed_sent: int
     more: bool  # a batch was full: sweep again without waiting
+    waiting: int = 0  # jobs of the domain waiting for a slot after this sweep
 
 
 class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -208,28 +217,20 @@ class _Hb(msgspec.Struct):
     alive_until_ms: int
 
 
-class _Dispatch(msgspec.Struct):
-    job_id: str
-    node: str
-    attempt: int
-    state: JobState
-    deadline_ms: int
-    created: bool
-
-
 class _Action(msgspec.Struct):
     job_id: str
     session: str
     index: int
     tgt: str
     old_node: str
-    cause: Literal["timeout", "node_offline"]
+    cause: MoveCause
     outcome: Literal["reassigned", "failed"]
     attempt: int
     new_node: str | None = None
     deadline_ms: int | None = None
     payload: str | None = None
     error: str | None = None
+    waited_ms: int | None = None
 
     def public(self) -> FailoverAction:
         return FailoverAction(
@@ -245,7 +246,18 @@ class _Action(msgspec.Struct):
             deadline_ms=self.deadline_ms,
             payload=self.payload,
             error=self.error,
+            waited_ms=self.waited_ms,
         )
+
+
+class _Dispatch(msgspec.Struct):
+    job_id: str
+    node: str
+    attempt: int
+    state: JobState
+    deadline_ms: int
+    created: bool
+    placed: list[_Action] = []
 
 
 class _Actions(msgspec.Struct):
@@ -262,6 +274,7 @@ class _Completion(msgspec.Struct):
     session: str
     index: int
     tgt: str
+    handed: _Action | None = None
 
 
 class _Sweep(msgspec.Struct):
@@ -271,6 +284,7 @@ class _Sweep(msgspec.Struct):
     more: bool
     actions: list[_Action] = []
     offline: list[str] = []
+    waiting: int = 0
 
 
 class _EndSession(msgspec.Struct):
@@ -321,7 +335,7 @@ class _JobRecord(msgspec.Struct):
     created_ms: int
     turn_id: str
     reason: str
-    tried: list[str]
+    tried: list[str] = []  # absent while the job waits for a slot
     finished_ms: int | None = None
 
 
@@ -480,8 +494,11 @@ class SchedulingCore:
 
     async def dispatch(self, request: DispatchRequest, *, now_ms: int | None = None) -> Dispatched:
         """Place one job. ``created=False``: the same (session, index, tgt) was dispatched
-        before; the existing job is returned and nothing is sent again. Raises a
-        :class:`NoNodeAvailable` subclass when no node can take it (nothing changed)."""
+        before; the existing job is returned and nothing is sent again. State ``waiting``:
+        every node of the pair is busy, the job waits for a slot (a completion or the sweep
+        places it later, or the sweep fails it after ``slot_wait_ms``). Carry out ``placed``
+        either way. Raises a :class:`NoNodeAvailable` subclass when no node can take it and
+        it cannot wait (nothing changed)."""
         self._check_id("session_id", request.session_id)
         self._check_id("turn_id", request.turn_id)
         if not 0 <= request.utterance_index <= _MAX_INDEX:
@@ -513,10 +530,20 @@ class SchedulingCore:
                 c.select_scan_limit,
                 c.session_affinity_ttl_ms,
                 c.select_sample_size,
+                c.slot_wait_ms,
+                c.slot_wait_max,
             ],
         )
         r = msgspec.json.decode(body, type=_Dispatch)
-        return Dispatched(r.job_id, r.node, r.attempt, r.state, r.deadline_ms, r.created)
+        return Dispatched(
+            r.job_id,
+            r.node,
+            r.attempt,
+            r.state,
+            r.deadline_ms,
+            r.created,
+            [a.public() for a in r.placed],
+        )
 
     async def _progress(
         self,
@@ -572,10 +599,19 @@ class SchedulingCore:
                 "1" if ok else "0",
                 _arg_now(now_ms),
                 self.config.job_retention_ms,
+                self.config.job_timeout_ms,
+                self.config.slot_wait_lookahead,
             ],
         )
         r = msgspec.json.decode(body, type=_Completion)
-        return Completion(r.state, r.session, r.index, r.tgt, code == ReplyCode.ALREADY_FINISHED)
+        return Completion(
+            r.state,
+            r.session,
+            r.index,
+            r.tgt,
+            code == ReplyCode.ALREADY_FINISHED,
+            None if r.handed is None else r.handed.public(),
+        )
 
     async def sweep(self, *, now_ms: int | None = None) -> SweepReport:
         """One sweep tick (any replica, any time: each due item is handled by one call)."""
@@ -592,6 +628,7 @@ class SchedulingCore:
                 c.sent_retention_ms,
                 c.select_sample_size,
                 c.sweep_pool_members,
+                c.slot_wait_lookahead,
             ],
         )
         r = msgspec.json.decode(body, type=_Sweep)
@@ -602,6 +639,7 @@ class SchedulingCore:
             removed_sessions=r.removed_sessions,
             removed_sent=r.removed_sent,
             more=r.more,
+            waiting=r.waiting,
         )
 
     async def end_session(self, session_id: str) -> bool:

@@ -33,6 +33,9 @@ KEY_NAMES: dict[str, str] = {
     "idem": "HASH",
     "sessions": "HASH",
     "session_expiry": "ZSET",
+    "waiting": "ZSET",
+    "waiting_order": "ZSET",
+    "wait_seq": "STRING",
 }
 
 

@@ -122,6 +122,27 @@ def test_a_clean_state_after_dispatch_and_complete_audits_clean(
     assert report["dlq"] == {"depth": 0, "oldest_age_ms": 0}
 
 
+def test_a_job_waiting_for_a_slot_audits_clean(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job waiting for a slot (every node of its pair busy) holds no slot and has no node by
+    design: it is no violation."""
+
+    async def fill(client: AnyRedis, core: SchedulingCore) -> str:
+        await core.register_node(
+            "n1", NodeCapabilities(asr=["en"], semantic=["zh"], max_concurrent_jobs=1)
+        )
+        await core.dispatch(_request("s1", 0))
+        waiting = await core.dispatch(_request("s2", 0))
+        record = msgspec.json.decode(await client.hget(core.keys.key("jobs"), waiting.job_id))
+        assert record["state"] == "waiting"
+        return waiting.job_id
+
+    cluster.run(fill)
+    code, report = cluster.audit(capsys)
+    assert code == 0, report
+
+
 def test_a_leaked_slot_is_found(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
     async def leak(client: AnyRedis, core: SchedulingCore) -> None:
         await _two_nodes_one_job_done_one_running(client, core)

@@ -98,12 +98,6 @@ async def test_node_with_about_100_languages_is_accepted_and_served(
     assert errors(browser) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: a node that reports no capacity gets default_max_concurrent_jobs = 4, "
-    "so the silence burst against a 1.5 s node ends in NO_AVAILABLE_NODE 'dispatch_job: ALL_FULL'",
-)
 async def test_silence_burst_against_a_slow_node_gives_no_error(
     replicas: StartReplicas, clients: Clients
 ) -> None:

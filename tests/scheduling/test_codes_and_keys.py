@@ -25,7 +25,7 @@ def test_lua_names_the_codes_of_the_enum() -> None:
 
 
 def test_no_script_replies_with_a_bare_number() -> None:
-    includes = ("fence", "failover_job", "jobs", "pools", "progress_job", "select_node")
+    includes = ("fence", "failover_job", "jobs", "pools", "progress_job", "select_node", "waiting")
     paths = [*sorted((LUA_ROOT / "scheduling").glob("*.lua"))]
     paths += [LUA_ROOT / "includes" / f"{name}.lua" for name in includes]
     for path in paths:

@@ -10,7 +10,9 @@ every step the state in Redis is checked:
 - no node holds two active jobs with the same (session, utterance_index);
 - a node in the pools (node_slots entry = its max) has exactly one pool member per pair of its
   languages; a node out of them (lapsed) only leftovers of its own pairs; no member of an
-  unknown node; node_free holds exactly the nodes in the pools with a free slot.
+  unknown node; node_free holds exactly the nodes in the pools with a free slot;
+- the waiting indexes hold exactly the jobs in state "waiting" (no slot, no node), each once,
+  in one ticket order.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from tests.scheduling.conftest import T0, req
 
 NODES = ["n0", "n1", "n2", "n3"]
 LANG_SETS = [("en",), ("zh",), ("en", "zh"), ("en", "zh", "ja")]
-SLOTS = 2
+SLOTS = 1  # small, so pairs fill up and jobs wait for slots
 CLIENTS = 3
 ACTIVE = {"dispatched", "acked", "running"}
 
@@ -81,7 +83,10 @@ async def run_op(core: SchedulingCore, world: World, operation: tuple[Any, ...])
             _, session, index, tgt, reason = operation
             request = req(f"s{session}", index, tgt=tgt, reason=reason, turn=f"t{session}")
             job = await core.dispatch(request, now_ms=now)
-            world.jobs.append((job.job_id, job.node_id, job.attempt))
+            if job.node_id:
+                world.jobs.append((job.job_id, job.node_id, job.attempt))
+            for placed in job.placed:
+                world.jobs.append((placed.job_id, placed.new_node or "", placed.attempt))
         elif kind == "complete":
             _, pick, how = operation
             if not world.jobs:
@@ -91,7 +96,10 @@ async def run_op(core: SchedulingCore, world: World, operation: tuple[Any, ...])
                 attempt -= 1
             elif how == "foreign":
                 node = "n-foreign"
-            await core.complete(job_id, node, attempt, ok=True, now_ms=now)
+            done = await core.complete(job_id, node, attempt, ok=True, now_ms=now)
+            if done.handed is not None:
+                handed = done.handed
+                world.jobs.append((handed.job_id, handed.new_node or "", handed.attempt))
         elif kind == "offline":
             _, node, stale = operation
             gen = world.generations.get(node, 0) - (1 if stale else 0)
@@ -147,6 +155,17 @@ async def check_invariants(client: AnyRedis, core: SchedulingCore) -> None:
     for job_id, job in jobs.items():
         if job["state"] in ACTIVE:
             assert holders[job_id] == 1, f"active job {job_id} not indexed on its node"
+
+    waiting = [m.split("\0") for m in await client.zrange(k("waiting"), 0, -1)]
+    order = await client.zrange(k("waiting_order"), 0, -1, withscores=True)
+    in_state = {j for j, job in jobs.items() if job["state"] == "waiting"}
+    assert {job_id for _, _, job_id in waiting} == in_state == {j for j, _ in order}
+    assert len(waiting) == len(order) == len(in_state), "a job waits twice"
+    tickets = {j: int(score) for j, score in order}
+    for pair, ticket, job_id in waiting:
+        job = jobs[job_id]
+        assert (job["pair"], job["ticket"], tickets[job_id]) == (pair, int(ticket), int(ticket))
+        assert job["node"] == "" and holders[job_id] == 0
 
 
 async def run_example(url: str, plan: list[list[tuple[Any, ...]]]) -> None:
