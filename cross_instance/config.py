@@ -171,7 +171,14 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     inbox_block_ms: Annotated[
         int, _doc("XREADGROUP BLOCK on the dedicated read connection.", ge=1)
     ] = 1000
-    inbox_batch: Annotated[int, _doc("Entries read per XREADGROUP / XAUTOCLAIM call.", ge=1)] = 64
+    inbox_batch: Annotated[
+        int,
+        _doc(
+            "Entries read per XREADGROUP / XAUTOCLAIM call; also the most DLQ entries trimmed "
+            "per write, and the held sends dead-lettered per round trip when a replica leaves.",
+            ge=1,
+        ),
+    ] = 64
     reclaim_interval_ms: Annotated[
         int, _doc("How often a replica reclaims its own stuck entries.", ge=10)
     ] = 2000

@@ -25,6 +25,7 @@ __all__ = [
     "DropReason",
     "Envelope",
     "Failure",
+    "LostReason",
     "Route",
     "RuntimeDraining",
     "RuntimeFenced",
@@ -43,6 +44,9 @@ Route = Literal["local", "remote", "held", "dead_letter", "dropped"]
 # the release, within runtime.ended_ttl_ms); not_owned_here: its handler here failed and this
 # replica no longer owns the target (released it, lost it to a newer claim, or was fenced).
 DropReason = Literal["ended", "not_owned_here"]
+# Why a message was lost although it should have reached the DLQ (counted and logged as an error):
+# dlq_unreachable: a send still held when its replica left, which Redis did not take.
+LostReason = Literal["dlq_unreachable"]
 # no_owner: no live owner within route_grace_ms; max_deliveries: the handler kept failing;
 # hold_overflow: route_hold_max messages were already held; undecodable: a corrupt entry;
 # inbox_full: the owner's inbox already held runtime.inbox_maxlen entries (it is not keeping up).

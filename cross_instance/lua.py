@@ -6,7 +6,8 @@ pass a key the script does not declare. ``--@include "includes/x.lua"`` lines ar
 included file (once each, in order); a missing or circular include fails loudly at load time.
 
 Calls go out as EVALSHA; on NOSCRIPT (Redis restarted, failed over, SCRIPT FLUSH) the script is
-sent once with EVAL, which caches it again on that server, and the reload is counted.
+sent once with EVAL, which caches it again on that server, and the reload is counted. A batch of
+calls of one script may go out in one round trip (:meth:`ScriptLibrary.call_pipelined`).
 """
 
 from __future__ import annotations
@@ -106,12 +107,37 @@ class ScriptLibrary:
         for script in self.scripts.values():
             await client.script_load(script.source)
 
-    async def call(self, client: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _checked(self, name: str, keys: Sequence[str]) -> Script:
         script = self.scripts[name]
         if len(keys) != script.num_keys:
             raise ScriptError(f"{name} declares {script.num_keys} keys, called with {len(keys)}")
+        return script
+
+    async def call(self, client: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self._checked(name, keys)
         try:
             return await client.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
             self.reloads += 1
             return await client.eval(script.source, len(keys), *keys, *args)
+
+    async def call_pipelined(
+        self, client: Any, name: str, keys: Sequence[str], arg_lists: Sequence[Sequence[Any]]
+    ) -> list[Any]:
+        """One call of script ``name`` per argument list, in one round trip (a pipeline, not a
+        transaction); their raw replies in order. On NOSCRIPT the library is loaded again and
+        the pipeline sent once more, so the script must be safe to repeat."""
+        script = self._checked(name, keys)
+
+        async def send() -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for args in arg_lists:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return list(await pipe.execute())
+
+        try:
+            return await send()
+        except NoScriptError:
+            self.reloads += 1
+            await self.load(client)
+            return await send()

@@ -10,7 +10,7 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from cross_instance.envelope import DropReason
+from cross_instance.envelope import DropReason, LostReason
 
 __all__ = ["RuntimeMetrics"]
 
@@ -66,6 +66,16 @@ class RuntimeMetrics:
         )
         for drop_reason in get_args(DropReason):
             self.dropped.labels(drop_reason)
+        self.lost = Counter(
+            "lingua_runtime_lost_total",
+            "Messages lost although they should have reached the DLQ, by reason "
+            "(dlq_unreachable: sends still held when this replica left, which Redis did not "
+            "take); each batch is also logged as an error",
+            ["reason"],
+            registry=r,
+        )
+        for lost_reason in get_args(LostReason):
+            self.lost.labels(lost_reason)
         self.inbox_length = Gauge(
             "lingua_runtime_inbox_length", "Entries in this replica's inbox", registry=r
         )

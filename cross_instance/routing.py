@@ -22,10 +22,11 @@ from anyio.abc import TaskGroup
 from cross_instance.claims import DeliveryClaims
 from cross_instance.clock import now_ms
 from cross_instance.config import RuntimeConfig
-from cross_instance.dead_letters import DeadLetters
+from cross_instance.dead_letters import DeadLetters, Doomed
 from cross_instance.envelope import (
     INTERNAL_KINDS,
     Envelope,
+    LostReason,
     Route,
     SendResult,
     TargetKind,
@@ -271,13 +272,39 @@ class Router:
 
     async def abandon_held(self) -> None:
         """Leaving with messages still held (the drain ran out of grace): a send's message goes
-        to the DLQ now rather than vanish; an inbox entry's stays in its inbox for the taker."""
-        for held in self.holds.take_all():
-            if not held.trail.stream:
-                try:
-                    held.result = await self.dead_letters.add(
-                        held.envelope, "no_owner", held.trail, held.last_owner
-                    )
-                except Exception:
-                    log.exception("dead-lettering a held message failed")
+        to the DLQ now rather than vanish; an inbox entry's stays in its inbox for the taker.
+
+        Sends go in batches of ``inbox_batch``, one round trip each, every write bounded and
+        retried (:meth:`DeadLetters.add_batch`): thousands of them fit in the exit even on a
+        slow Redis. A batch the DLQ does not take means it is unreachable: that batch and the
+        rest are lost, each batch logged as an error and counted (``lingua_runtime_lost_total``).
+        """
+        taken = self.holds.take_all()
+        sends = [held for held in taken if not held.trail.stream]
+        size = self.config.inbox_batch
+        reachable = True
+        for start in range(0, len(sends), size):
+            batch = sends[start : start + size]
+            results = None
+            if reachable:
+                results = await self.dead_letters.add_batch(
+                    [Doomed(h.envelope, "no_owner", h.trail, h.last_owner) for h in batch]
+                )
+            if results is None:
+                reachable = False
+                self._lost(batch, "dlq_unreachable")
+                continue
+            for held, result in zip(batch, results, strict=True):
+                held.result = result
+        for held in taken:
             held.done.set()
+
+    def _lost(self, batch: list[Held], reason: LostReason) -> None:
+        self.metrics.lost.labels(reason).inc(len(batch))
+        log.error(
+            "%d held sends lost on exit (%s): the DLQ did not take them; first message id %s",
+            len(batch),
+            reason,
+            batch[0].envelope.message_id,
+            extra={"count": len(batch), "reason": reason},
+        )

@@ -107,7 +107,7 @@ class Runtime:
         self.inbox_stream = InboxStream(
             token, self.keys, config, self.scripts, self.lifecycle, metrics
         )
-        self.dead_letters = DeadLetters(token, config, self.scripts, metrics)
+        self.dead_letters = DeadLetters(token, config, redis_config, self.scripts, metrics)
         self.claims = DeliveryClaims(token, self.keys, config, redis_config, self.scripts, handler)
         self.ownership = Ownership(
             token, config, self.scripts, self.lifecycle, self.inbox_stream, on_ownership_lost
@@ -220,9 +220,10 @@ class Runtime:
                     await self.drain()
                 except Exception:
                     log.exception("drain failed", extra={"instance": self.token})
+        # Not cut by a deadline from here: a cut would drop held sends nobody then knows of.
+        # Each DLQ write is bounded (abandon_held), and what the DLQ does not take is counted.
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(self.redis_config.command_timeout_ms / 1000):
-                await self.router.abandon_held()
+            await self.router.abandon_held()
         # The task group's scope must be the innermost one when it exits: no scope around it.
         if self._tg is not None:
             self._tg.cancel_scope.cancel()

@@ -79,3 +79,16 @@ class Scripts:
         return await call_script(
             target, self.keys, name, args, token=token, kind=kind, message_id=message_id
         )
+
+    async def run_pipelined(
+        self, name: str, arg_lists: Sequence[Sequence[str | int]]
+    ) -> list[tuple[RuntimeReply, ScriptData]]:
+        """Script ``name`` once per argument list, in one round trip; for scripts whose keys do
+        not depend on a token, kind or message id (e.g. ``dead_letter``)."""
+        scripts = library()
+        script_keys = self.keys.for_script(scripts.scripts[name])
+        raws = await scripts.call_pipelined(self.redis, name, script_keys, arg_lists)
+        return [
+            (RuntimeReply(int(raw[0])), msgspec.json.decode(raw[1]) if len(raw) > 1 else {})
+            for raw in raws
+        ]

@@ -9,8 +9,10 @@ from typing import Any
 import anyio
 import pytest
 
+from cross_instance.config import RedisConfig
 from cross_instance.envelope import Envelope
-from cross_instance.redis_client import AnyRedis
+from cross_instance.redis_client import AnyRedis, connect
+from cross_instance.redis_server import RedisServerProcess
 from cross_instance.runtime import Runtime
 from tests.runtime.conftest import Recorder, fast_config
 from tests.waiting import until
@@ -117,3 +119,66 @@ async def test_many_held_messages_do_not_exhaust_the_connection_pool(
                 failed_rechecks[0].exc_info[1]
             )
             assert not errors, f"{len(errors)}/160 sends failed, first: {errors[0]!r}"
+
+
+async def test_held_sends_reach_the_dlq_on_exit_when_redis_is_slow(
+    fresh_redis: RedisServerProcess, key_prefix: str
+) -> None:
+    """What heavy load does to the exit, made exact: Redis answers the exit's first DLQ write
+    only shortly before redis.command_timeout_ms (its writes are paused). The held sends are
+    still all dead-lettered, none vanishes and none is counted lost."""
+    config = RedisConfig(url=fresh_redis.url, key_prefix=key_prefix, command_timeout_ms=1000)
+    rt = Runtime(
+        config,
+        fast_config(instance_id="a", route_grace_ms=20000, takeover_lock_ttl_ms=30000,
+                    drain_grace_ms=0),
+        Recorder(),
+    )  # fmt: skip
+    n = 3000
+    async with rt:
+        for i in range(n):
+            assert (await rt.send_to_node(f"gone{i}", "frame", "x")).route == "held"
+        redis = rt.redis
+        assert redis is not None
+        # Writes (scripts included) wait 900 ms: the exit has 100 ms of its first bound left.
+        await redis.execute_command("CLIENT", "PAUSE", 900, "WRITE")
+    check = connect(config)
+    try:
+        assert await check.xlen(rt.keys.dlq()) == n, "held sends lost on exit"
+    finally:
+        await check.aclose()
+    assert _lost(rt) == 0
+
+
+async def test_held_sends_that_cannot_reach_the_dlq_on_exit_are_counted_lost(
+    fresh_redis: RedisServerProcess, key_prefix: str, caplog: Any
+) -> None:
+    """Redis gone at exit: the held sends cannot be dead-lettered. The exit still ends (its
+    DLQ writes are bounded), and every one of them is logged as an error and counted in
+    lingua_runtime_lost_total{reason="dlq_unreachable"}: lost, but never silently."""
+    config = RedisConfig(
+        url=fresh_redis.url, key_prefix=key_prefix, command_timeout_ms=500, retry_attempts=1
+    )
+    rt = Runtime(
+        config,
+        fast_config(instance_id="a", route_grace_ms=20000, takeover_lock_ttl_ms=30000,
+                    drain_grace_ms=0),
+        Recorder(),
+    )  # fmt: skip
+    n = 200
+    with anyio.fail_after(30):
+        async with rt:
+            for i in range(n):
+                assert (await rt.send_to_node(f"gone{i}", "frame", "x")).route == "held"
+            fresh_redis.kill()
+    assert _lost(rt) == n
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "lost" in r.getMessage()]
+    assert errors, "no error logged for the lost sends"
+    assert sum(getattr(r, "count", 0) for r in errors) == n
+
+
+def _lost(rt: Runtime) -> float:
+    value = rt.metrics.registry.get_sample_value(
+        "lingua_runtime_lost_total", {"reason": "dlq_unreachable"}
+    )
+    return value or 0.0
