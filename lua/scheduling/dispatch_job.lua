@@ -36,6 +36,9 @@
 -- ARGV[11] job_timeout_ms
 -- ARGV[12] select_scan_limit
 -- ARGV[13] session_affinity_ttl_ms
+-- ARGV[14] pool pair "<src>:<tgt>" to select from, or "" for src:tgt (two-way auto mode selects
+--          from lang_a:lang_b whatever the job's target; the job, its idempotency entry and its
+--          turn stay keyed by its own tgt, so each target language of one utterance is its own job)
 --
 -- Reply: {0 OK, {job_id, node, attempt, state, deadline_ms, created = true}}
 --        {1 REPLAYED, same fields, created = false} the job exists already: no second slot
@@ -73,6 +76,9 @@ if existing_id then
 end
 
 local pair = pair_of(src, tgt)
+if ARGV[14] and ARGV[14] ~= '' then
+  pair = ARGV[14]
+end
 local srec = read_session(K, session)
 local preferred = {}
 local turn = srec.turns[tgt]
