@@ -552,7 +552,7 @@ async def test_a_browser_that_disconnects_leaves_no_owner_and_no_room_membership
     await until(released)
     client = Redis.from_url(redis_url, decode_responses=True)
     try:
-        room = await client.hgetall(f"{cluster_prefix}:room:{{{code}}}")
+        room = await client.hgetall(f"{cluster_prefix}:{{rooms}}:room:{code}")
     finally:
         await client.aclose()
     assert set(room) - {"_meta"} == {host.session_id, stayer.session_id}
