@@ -63,7 +63,7 @@ _PIPELINE = wire.PipelineConfig(
 _CODEC = "opus"
 _SAMPLE_RATE = 16000
 _PROTOCOL_VERSION = "1.0"
-_NO_ERROR_DETAILS = "the node reported a failure without details"
+_NO_ERROR_DETAILS = "This utterance could not be translated. Please try again."
 
 
 class JobSpec(msgspec.Struct, kw_only=True, frozen=True):

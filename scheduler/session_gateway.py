@@ -100,9 +100,7 @@ class SessionGateway:
                     try:
                         message = wire.decode_client_message(frame)
                     except wire.ProtocolError as exc:
-                        self._error(
-                            link, "INVALID_MESSAGE", f"Invalid message format: {exc}", session
-                        )
+                        self._error(link, "INVALID_MESSAGE", f"Invalid message format: {exc}")
                         continue
                     if isinstance(message, wire.SessionInit):
                         if session is not None:
@@ -120,7 +118,6 @@ class SessionGateway:
                             link,
                             "INVALID_SESSION",
                             "Session does not belong to this connection",
-                            session,
                         )
                         continue
                     await self._handle(session, message)
@@ -133,13 +130,11 @@ class SessionGateway:
                 with anyio.CancelScope(shield=True):
                     await self._end(session)
 
-    def _error(self, link: Link, code: str, message: str, session: Session | None = None) -> None:
-        error = wire.ErrorMessage(code=code, message=message)
-        if session is not None:
-            self.jobs.tell_error(session.jobs, error)  # repeats within the window are dropped
-            return
+    def _error(self, link: Link, code: str, message: str) -> None:
+        # The answer to one frame the client sent: always sent (unlike job failures, which arrive
+        # unasked and are rate-limited in JobLifecycle.tell_error).
         self.metrics.errors_sent.labels(code).inc()
-        link.send(wire.encode(error))
+        link.send(wire.encode(wire.ErrorMessage(code=code, message=message)))
 
     async def _init(self, link: Link, message: wire.SessionInit) -> Session | None:
         session_id = new_session_id()
@@ -193,7 +188,6 @@ class SessionGateway:
                     session.link,
                     "INVALID_MESSAGE",
                     "audio_chunk payload is not valid base64",
-                    session,
                 )
                 return
             await self.jobs.room_activity(session.jobs)
@@ -233,7 +227,7 @@ class SessionGateway:
         elif isinstance(action, flow_.FinalizeUtterance):
             await self.jobs.dispatch_utterance(session.jobs, action, await self._targets(session))
         elif isinstance(action, flow_.InputRejected):
-            self._error(session.link, action.code, action.message, session)
+            self._error(session.link, action.code, action.message)
 
     async def _run_timers(self, session: Session) -> None:
         """One task per session: sleep until the earliest armed timer, feed its event."""
@@ -266,9 +260,7 @@ class SessionGateway:
         try:
             audio = base64.b64decode(message.audio, validate=True)
         except (binascii.Error, ValueError):
-            self._error(
-                session.link, "INVALID_MESSAGE", "utterance audio is not valid base64", session
-            )
+            self._error(session.link, "INVALID_MESSAGE", "utterance audio is not valid base64")
             return
         await self.jobs.room_activity(session.jobs)
         for action in session.flow.handle(

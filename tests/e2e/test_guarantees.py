@@ -105,10 +105,12 @@ async def owners(redis_url: str, prefix: str, kind: str) -> dict[str, str]:
 
 
 async def has_affinity(redis_url: str, prefix: str, session_id: str) -> bool:
-    """Whether the scheduling core still holds the session's node and turn affinity."""
+    """Whether the scheduling core still holds the session's node and turn affinity (an ended
+    session keeps only its `ended` mark, which holds none)."""
     client = Redis.from_url(redis_url, decode_responses=True)
     try:
-        return bool(await client.hexists(SchedulingKeys(prefix, "d0").key("sessions"), session_id))
+        raw = await client.hget(SchedulingKeys(prefix, "d0").key("sessions"), session_id)
+        return raw is not None and "ended" not in orjson.loads(raw)
     finally:
         await client.aclose()
 
