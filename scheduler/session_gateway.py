@@ -252,8 +252,10 @@ class SessionGateway:
         own = session.jobs.init.tgt_lang
         if session.room_code:
             members = await self.rooms.members(session.room_code)
-            if members:
+            if any(m.session_id == session.session_id for m in members):
                 return Rooms.target_languages(members, session.session_id, own)
+            # Expired (and its code maybe taken by a new room of strangers): not ours any more.
+            session.jobs.room = None
         return {own: [session.session_id]}
 
     async def _utterance(self, session: Session, message: wire.Utterance) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
+from cross_instance.clock import now_ms
 from scheduler.rooms import EXPIRED_MESSAGE
 from tests.e2e.clients import SimBrowser, SimNode, opus_plan_a, wait_any
 from tests.gateways.conftest import Serve, Served
@@ -252,3 +254,38 @@ async def test_a_silent_job_of_an_ended_session_is_cancelled_not_moved(
     assert nodes[1 - held].of_type("job_assign") == []
     running = {n.node_id: n.running for n in await served.replica.core.list_nodes()}
     assert running == {nodes[0].node_id: 0, nodes[1].node_id: 0}
+
+
+async def test_a_room_code_reused_after_expiry_gets_none_of_a_former_members_results(
+    serve: Serve, peers: Connect, redis: Any
+) -> None:
+    """Fails without the membership check: the former member's session still held the code and
+    fanned its results out to the strangers of the new room under that code."""
+    served = await serve(
+        session={"room_idle_ms": 1000, "room_touch_interval_ms": 200},
+        scheduling={"sweep_interval_ms": 50},
+    )
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    host, (guest,), code = await in_room(peers, served.session_url, [served.session_url])
+    await host.wait_type("room_expired", within=5, room_code=code)
+    # Strangers' room under the same code (codes are random: a collision, forced here).
+    stranger = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await stranger.init()
+    rooms = served.replica.rooms
+    member = rooms.participant(stranger.session_id or "", "stranger", None)
+    assert await rooms.scripts.call(
+        redis,
+        "create_room",
+        [rooms.key(code), rooms.deadlines_key],
+        [member.session_id, msgspec.json.encode(member), b"{}", 60000, code, now_ms()],
+    )
+    await host.speak(10)
+    job = await node.wait_for(is_job)
+    await node.send(node.result_for(job))
+    await host.wait_type("translation_result", job_id=job["job_id"])
+    await stranger.send(
+        {"type": "client_heartbeat", "session_id": stranger.session_id, "timestamp": 1}
+    )
+    await stranger.wait_type("server_heartbeat")
+    assert stranger.of_type("translation_result") == [] == guest.of_type("translation_result")
