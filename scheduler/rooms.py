@@ -8,12 +8,31 @@ most once per ``session.room_touch_interval_ms`` per member) a member's audio, a
 message, a result fanned out. Each replica's sweep expires the rooms past their deadline
 (:meth:`Rooms.expire_due`); the replica that expires a room sends its members ``room_expired``.
 Messages to members go through the cross-instance routing like any other session message.
+
+Every rooms script replies ``{code}`` or ``{code, json}``: ``code >= 0`` a success, ``code < 0`` a
+refusal that changed nothing. The codes are :class:`RoomReply`, named in Lua by
+``lua/includes/room_codes.lua`` (a test keeps both in step); they are the rooms family's own
+numbers (-1 is ROOM_NOT_FOUND here, NOT_REGISTERED in the scheduling core).
+
+Error tree (``code`` and ``message`` are what the ``room_error`` frame carries; the message is a
+sentence a person reads)::
+
+    RoomError                  a room operation was refused; nothing changed
+    ├── InvalidRoomCode        INVALID_ROOM_CODE  the code is not six digits (no script ran)
+    ├── NoFreeRoomCode         INTERNAL_ERROR     every attempt drew a taken code
+    ├── RoomCodeTaken          INTERNAL_ERROR     CODE_TAKEN: create retries with another code
+    ├── RoomNotFound           ROOM_NOT_FOUND     no room has the code
+    ├── AlreadyInRoom          ALREADY_IN_ROOM    the session is a member already
+    ├── RoomFull               ROOM_FULL          the room has max_room_members members
+    └── NotAMember             ROOM_NOT_FOUND     NOT_A_MEMBER: the session is not in that room
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any
 
 import msgspec
@@ -22,7 +41,99 @@ from cross_instance.clock import now_ms
 from cross_instance.lua import ScriptLibrary
 from scheduler.config import SessionConfig
 
-__all__ = ["EXPIRED_MESSAGE", "Participant", "RoomError", "RoomPresence", "Rooms"]
+__all__ = [
+    "EXPIRED_MESSAGE",
+    "AlreadyInRoom",
+    "InvalidRoomCode",
+    "NoFreeRoomCode",
+    "NotAMember",
+    "Participant",
+    "RoomCodeTaken",
+    "RoomError",
+    "RoomFull",
+    "RoomNotFound",
+    "RoomPresence",
+    "RoomReply",
+    "Rooms",
+    "room_error_for",
+]
+
+
+class RoomReply(IntEnum):
+    OK = 0
+    NOT_DUE = 1
+    ROOM_NOT_FOUND = -1
+    ALREADY_IN_ROOM = -2
+    ROOM_FULL = -3
+    NOT_A_MEMBER = -4
+    CODE_TAKEN = -5
+
+
+class RoomError(Exception):
+    """A room operation was refused; ``code`` is the wire code of ``room_error``."""
+
+    reply: RoomReply | None = None
+    wire_code = "INTERNAL_ERROR"
+    sentence = "The room operation failed. Please try again."
+
+    def __init__(self, message: str | None = None) -> None:
+        self.code = self.wire_code
+        self.message = message or self.sentence
+        super().__init__(self.message)
+
+
+class InvalidRoomCode(RoomError):
+    wire_code = "INVALID_ROOM_CODE"
+    sentence = "A room code is six digits."
+
+
+class NoFreeRoomCode(RoomError):
+    sentence = "No room could be created just now. Please try again."
+
+
+class RoomCodeTaken(RoomError):
+    reply = RoomReply.CODE_TAKEN
+    sentence = "The room code is taken."
+
+
+class RoomNotFound(RoomError):
+    reply = RoomReply.ROOM_NOT_FOUND
+    wire_code = "ROOM_NOT_FOUND"
+    sentence = "This room does not exist or has expired."
+
+
+class AlreadyInRoom(RoomError):
+    reply = RoomReply.ALREADY_IN_ROOM
+    wire_code = "ALREADY_IN_ROOM"
+    sentence = "You are already in this room."
+
+
+class RoomFull(RoomError):
+    reply = RoomReply.ROOM_FULL
+    wire_code = "ROOM_FULL"
+    sentence = "This room is full."
+
+
+class NotAMember(RoomError):
+    reply = RoomReply.NOT_A_MEMBER
+    wire_code = "ROOM_NOT_FOUND"
+    sentence = "You are not in this room."
+
+
+_ERRORS: dict[RoomReply, type[RoomError]] = {
+    cls.reply: cls
+    for cls in (RoomCodeTaken, RoomNotFound, AlreadyInRoom, RoomFull, NotAMember)
+    if cls.reply is not None
+}
+
+
+def room_error_for(code: int, script: str) -> RoomError:
+    """The typed error for a refusal code of the rooms script ``script``."""
+    reply = RoomReply(code)
+    cls = _ERRORS.get(reply)
+    if cls is None:
+        raise AssertionError(f"{script}: reply code {reply.name} is not a refusal")
+    return cls()
 
 
 class Participant(msgspec.Struct, omit_defaults=True):
@@ -34,25 +145,20 @@ class Participant(msgspec.Struct, omit_defaults=True):
     raw_voice_preferences: dict[str, bool] | None = None
 
 
-class RoomError(Exception):
-    """A room operation was refused; ``code`` is the wire code of ``room_error``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class _Left(msgspec.Struct):
+    left: int
 
 
-_JOIN_ERRORS = {
-    -1: ("ROOM_NOT_FOUND", "This room does not exist or has expired."),
-    -2: ("ALREADY_IN_ROOM", "You are already in this room."),
-    -3: ("ROOM_FULL", "This room is full."),
-}
-_NOT_A_MEMBER = ("ROOM_NOT_FOUND", "You are not in this room.")
+class _Expired(msgspec.Struct):
+    members: list[str] = []
+
+
 # `room_expired.message`, shown to the members (the original's said "30 minutes", whatever the
 # configured idle time was).
 EXPIRED_MESSAGE = "The room was closed because nobody spoke in it for a while."
 _decode_participant = msgspec.json.Decoder(Participant).decode
+_decode_left = msgspec.json.Decoder(_Left).decode
+_decode_expired = msgspec.json.Decoder(_Expired).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -76,6 +182,20 @@ class Rooms:
     def deadlines_key(self) -> str:
         return f"{self.key_prefix}:{{rooms}}:room_deadlines"
 
+    async def _call(
+        self, script: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> tuple[RoomReply, bytes]:
+        """Run one rooms script; its success code and json body, or the typed refusal."""
+        reply = await self.scripts.call(self.client, script, keys, args)
+        status = RoomReply(int(reply[0]))
+        if status < 0:
+            raise room_error_for(status, script)
+        body = reply[1] if len(reply) > 1 else "{}"
+        return status, body.encode() if isinstance(body, str) else bytes(body)
+
+    def _room_keys(self, code: str) -> list[str]:
+        return [self.key(code), self.deadlines_key]
+
     def participant(
         self, session_id: str, display_name: str | None, preferred_lang: str | None
     ) -> Participant:
@@ -95,30 +215,30 @@ class Rooms:
         )
         for _ in range(self.config.room_code_attempts):
             code = str(100000 + secrets.randbelow(900000))
-            created = await self.scripts.call(
-                self.client,
-                "create_room",
-                [self.key(code), self.deadlines_key],
-                [
-                    creator.session_id,
-                    _encode(creator),
-                    meta,
-                    self.config.room_idle_ms,
-                    code,
-                    now_ms(),
-                ],
-            )
-            if created == 1:
-                return code, room_id
-        raise RoomError("INTERNAL_ERROR", "No room could be created just now. Please try again.")
+            try:
+                await self._call(
+                    "create_room",
+                    self._room_keys(code),
+                    [
+                        creator.session_id,
+                        _encode(creator),
+                        meta,
+                        self.config.room_idle_ms,
+                        code,
+                        now_ms(),
+                    ],
+                )
+            except RoomCodeTaken:
+                continue
+            return code, room_id
+        raise NoFreeRoomCode()
 
     async def join(self, code: str, member: Participant) -> list[Participant]:
         if not (len(code) == 6 and code.isdigit()):
-            raise RoomError("INVALID_ROOM_CODE", "A room code is six digits.")
-        reply = await self.scripts.call(
-            self.client,
+            raise InvalidRoomCode()
+        await self._call(
             "join_room",
-            [self.key(code), self.deadlines_key],
+            self._room_keys(code),
             [
                 member.session_id,
                 _encode(member),
@@ -128,8 +248,6 @@ class Rooms:
                 now_ms(),
             ],
         )
-        if reply != 1:
-            raise RoomError(*_JOIN_ERRORS[int(reply)])
         return await self.members(code)
 
     async def leave(self, code: str, session_id: str) -> list[Participant]:
@@ -137,15 +255,15 @@ class Rooms:
 
         Leaving a room one is not in changes nothing and returns the current members.
         """
-        left = int(
-            await self.scripts.call(
-                self.client,
+        try:
+            _, body = await self._call(
                 "leave_room",
-                [self.key(code), self.deadlines_key],
+                self._room_keys(code),
                 [session_id, self.config.room_idle_ms, code, now_ms()],
             )
-        )
-        return [] if left == 0 else await self.members(code)
+        except NotAMember:
+            return await self.members(code)
+        return [] if _decode_left(body).left == 0 else await self.members(code)
 
     async def members(self, code: str) -> list[Participant]:
         fields: dict[str, str] = await self.client.hgetall(self.key(code))
@@ -155,34 +273,34 @@ class Rooms:
     async def set_raw_voice(
         self, code: str, session_id: str, target: str, receive: bool
     ) -> list[Participant]:
-        members = {p.session_id: p for p in await self.members(code)}
-        me = members.get(session_id)
-        if me is None:
-            raise RoomError(*_NOT_A_MEMBER)
-        prefs = dict(me.raw_voice_preferences or {})
-        prefs[target] = receive
-        updated = msgspec.structs.replace(me, raw_voice_preferences=prefs)
-        reply = await self.scripts.call(
-            self.client,
-            "update_member",
-            [self.key(code), self.deadlines_key],
-            [session_id, _encode(updated), self.config.room_idle_ms, code, now_ms()],
+        """``session_id`` turns ``target``'s raw voice on or off for itself; the members after.
+
+        The change is made inside one script, so overlapping changes of one member are all kept.
+        """
+        await self._call(
+            "set_raw_voice",
+            self._room_keys(code),
+            [
+                session_id,
+                target,
+                "1" if receive else "0",
+                self.config.room_idle_ms,
+                code,
+                now_ms(),
+            ],
         )
-        if reply != 1:
-            raise RoomError(*_NOT_A_MEMBER)
-        members[session_id] = updated
-        return sorted(members.values(), key=lambda p: p.joined_at)
+        return await self.members(code)
 
     async def touch(self, code: str, now: int) -> bool:
         """Activity in the room: its deadline moves to ``now + room_idle_ms``. False: the room
         is gone (expired or emptied)."""
-        touched = await self.scripts.call(
-            self.client,
-            "touch_room",
-            [self.deadlines_key],
-            [code, self.config.room_idle_ms, now],
-        )
-        return int(touched) == 1
+        try:
+            await self._call(
+                "touch_room", [self.deadlines_key], [code, self.config.room_idle_ms, now]
+            )
+        except RoomNotFound:
+            return False
+        return True
 
     async def expire_due(self, now: int) -> list[tuple[str, list[str]]]:
         """Expire up to ``session.room_expiry_batch`` rooms past their deadline; returns each
@@ -193,11 +311,12 @@ class Rooms:
         )
         expired: list[tuple[str, list[str]]] = []
         for code in due:
-            members = await self.scripts.call(
-                self.client, "expire_room", [self.key(code), self.deadlines_key], [code, now]
-            )
-            if members:
-                expired.append((code, [str(m) for m in members]))
+            try:
+                status, body = await self._call("expire_room", self._room_keys(code), [code, now])
+            except RoomNotFound:
+                continue
+            if status is RoomReply.OK:
+                expired.append((code, _decode_expired(body).members))
         return expired
 
     async def keep_alive(self, presence: RoomPresence, now: int) -> bool:

@@ -8,33 +8,30 @@
 --@include "includes/jobs.lua"
 --@include "includes/sessions.lua"
 
-local CODE_NAMES = {[CODE_NO_POOL] = 'NO_POOL', [CODE_ALL_FULL] = 'ALL_FULL',
-  [CODE_NO_LIVE_NODE] = 'NO_LIVE_NODE'}
-
--- C: {max_attempts, scan_limit, job_timeout_ms, retention_ms}
+-- C: {max_attempts, sample_size, scan_limit, job_timeout_ms, retention_ms}
 local function failover_job(K, C, job_id, job, cause, now)
   local old_node = job.node
   release_slot(K, old_node, job_id)
   local action = {job_id = job_id, session = job.session, index = job.index, tgt = job.tgt,
     old_node = old_node, cause = cause,
     payload = rcall('HGET', K.job_payloads, job_id) or nil}
-  local node, rec, running, code
+  local node, code
   if session_ended(K, job.session) then
     code = 'SESSION_ENDED'
   elseif job.attempt >= C.max_attempts then
     code = 'MAX_ATTEMPTS'
   else
-    node, rec, running, code = select_node(K, C.scan_limit, job.pair, job.session, job.index,
-      set_of(job.tried), {}, now)
+    node, code = select_node(K, C, job.pair, job.session, job.index, set_of(job.tried), {},
+      job_id .. '\0' .. job.attempt, now)
   end
   if not node then
     finish_job(K, job_id, job, 'failed', now, C.retention_ms)
     action.outcome = 'failed'
     action.attempt = job.attempt
-    action.error = CODE_NAMES[code] or code
+    action.error = CODE_NAME[code] or code
     return action
   end
-  reserve_slot(K, node, rec, running, job_id, job.session, job.index, now)
+  reserve_slot(K, node, job_id, job.session, job.index, now)
   job.node = node
   job.attempt = job.attempt + 1
   job.state = 'dispatched'

@@ -1,16 +1,15 @@
 -- take_offline: a node leaves (socket closed with the current generation, or liveness expired).
--- It leaves every pool, its record, running count and liveness go, and each of its active jobs
+-- It leaves every pool (O(its pairs)), its record, languages, running count and liveness go, and each of its active jobs
 -- is failed over at once. INVARIANT: afterwards nothing references the node but `sent` marks
 -- (kept so a reconnecting node never gets a (session, index) it already had).
 --@include "includes/failover_job.lua"
 
+-- Returns how many pairs the node left.
 local function take_offline(K, C, node, now, actions)
-  local rec = read_node(K, node)
-  if rec then
-    leave_pools(K, node, rec, read_running(K, node))
-  end
+  local left = leave_pools(K, node, read_langs(K, node))
   rcall('ZREM', K.node_alive, node)
   rcall('HDEL', K.nodes, node)
+  rcall('HDEL', K.node_langs, node)
   local lo, hi = '[' .. node .. '\0', '(' .. node .. '\1'
   local members = rcall('ZRANGEBYLEX', K.node_jobs, lo, hi)
   local prefix_len = #node + 1
@@ -25,4 +24,5 @@ local function take_offline(K, C, node, now, actions)
   end
   -- every slot is gone with the node (release_slot decremented them one by one)
   rcall('HDEL', K.node_running, node)
+  return left
 end

@@ -1,19 +1,26 @@
--- Activity in a room (a member's audio, a relayed message, a result fanned out): push its
--- deadline back. O(1); callers rate-limit it per session (session.room_touch_interval_ms).
+-- touch_room: activity in a room (a member's audio, a relayed message, a result fanned out)
+-- pushes its deadline back. O(1); callers rate-limit it per session
+-- (session.room_touch_interval_ms).
 --
--- Invariant: only a room that exists is touched; a touch never re-creates an expired room.
+-- INVARIANT: only a room that exists is touched; a touch never re-creates an expired room.
 -- Hash tag: every rooms key is {prefix}:{rooms}:<name> (see create_room.lua).
 --
--- KEYS[1] deadlines  ZSET  room code -> expires at (ms)
+-- KEYS[1] deadlines  ZSET room code -> expires at (ms)
 --
 -- ARGV[1] room code
--- ARGV[2] idle_ms
+-- ARGV[2] idle_ms: the room expires this long after its last activity
 -- ARGV[3] now (ms)
 --
--- Returns 1 touched; 0 the room is gone (expired or emptied).
+-- Reply: {0 OK} the deadline is now + idle_ms
+--        {-1 ROOM_NOT_FOUND} the room is gone (expired or emptied): nothing changed
+-- Replay: OK, the deadline moves to the later now + idle_ms.
 
-local changed = redis.call("ZADD", KEYS[1], "XX", "CH", tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[1])
-if changed == 1 then
-  return 1
+--@include "includes/util.lua"
+--@include "includes/room_codes.lua"
+
+local deadlines, code = KEYS[1], ARGV[1]
+if not rcall('ZSCORE', deadlines, code) then
+  return reply(CODE.ROOM_NOT_FOUND)
 end
-return redis.call("ZSCORE", KEYS[1], ARGV[1]) and 1 or 0
+rcall('ZADD', deadlines, 'XX', tonumber(ARGV[3]) + tonumber(ARGV[2]), code)
+return reply(CODE.OK)

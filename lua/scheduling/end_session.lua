@@ -18,10 +18,12 @@
 
 --@include "includes/util.lua"
 
+--@include "includes/scheduling_codes.lua"
+
 local session = ARGV[1]
 local now = now_from(ARGV[2])
 local raw = redis.call('HGET', KEYS[1], session)
 local existed = raw ~= false and raw ~= nil and cjson.decode(raw).ended ~= true
 redis.call('HSET', KEYS[1], session, cjson.encode({ended = true}))
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), session)
-return {0, cjson.encode({existed = existed})}
+return {CODE.OK, cjson.encode({existed = existed})}

@@ -8,7 +8,9 @@ every step the state in Redis is checked:
 - each node's running count equals its active jobs and stays within 0..max;
 - a job is on at most one node, and every active job is indexed on the node it names;
 - no node holds two active jobs with the same (session, utterance_index);
-- pool members match the node records (one per pair, with the load of the running count).
+- a node in the pools (node_slots entry = its max) has exactly one pool member per pair of its
+  languages; a node out of them (lapsed) only leftovers of its own pairs; no member of an
+  unknown node; node_free holds exactly the nodes in the pools with a free slot.
 """
 
 from __future__ import annotations
@@ -111,20 +113,28 @@ async def check_invariants(client: AnyRedis, core: SchedulingCore) -> None:
     running = {n: int(v) for n, v in (await client.hgetall(k("node_running"))).items()}
     jobs = {j: msgspec.json.decode(v) for j, v in (await client.hgetall(k("jobs"))).items()}
     node_jobs = [m.split("\0") for m in await client.zrange(k("node_jobs"), 0, -1)]
+    langs = {n: msgspec.json.decode(v) for n, v in (await client.hgetall(k("node_langs"))).items()}
+    slots = {n: int(v) for n, v in (await client.hgetall(k("node_slots"))).items()}
     pools = set(await client.zrange(k("pools"), 0, -1))
+    free = set(await client.smembers(k("node_free")))
 
     assert set(running) <= set(nodes), "running count of an unknown node"
+    assert set(langs) == set(nodes) and set(slots) <= set(nodes)
     per_node = Counter(node for node, _ in node_jobs)
     for node, rec in nodes.items():
         count = running.get(node, 0)
         assert 0 <= count <= rec["max"], (node, count)
         assert count == per_node[node], (node, count, per_node[node])
-        expected = set()
-        if rec["in_pools"]:
-            load = 1000 if count >= rec["max"] else 1000 * count // rec["max"]
-            expected = {f"{p}\0{load:04d}\0{node}" for p in rec.get("pairs", [])}
-        assert {m for m in pools if m.endswith(f"\0{node}")} == expected, node
+        lang = langs[node]
+        own = {f"{a}:{b}\0{node}" for a in lang.get("asr", []) for b in lang.get("semantic", [])}
+        members = {m for m in pools if m.endswith(f"\0{node}")}
+        if node in slots:
+            assert slots[node] == rec["max"], node
+            assert members == own, node
+        else:
+            assert members <= own, node
     assert all(m.rsplit("\0", 1)[1] in nodes for m in pools), "pool member of an unknown node"
+    assert free == {n for n, max_slots in slots.items() if running.get(n, 0) < max_slots}
 
     holders = Counter(job_id for _, job_id in node_jobs)
     assert all(n == 1 for n in holders.values()), "a job on two nodes"
