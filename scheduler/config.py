@@ -288,6 +288,28 @@ class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     room_idle_ms: Annotated[int, _doc("A room with no activity this long expires.", ge=1000)] = (
         1800000
     )
+    room_touch_interval_ms: Annotated[
+        int,
+        _doc(
+            "Activity in a room (a member's audio, a relayed WebRTC message, a result fanned "
+            "out) pushes its expiry back at most this often per member session; keep it a "
+            "small fraction of room_idle_ms.",
+            ge=100,
+        ),
+    ] = 60000
+    room_expiry_batch: Annotated[
+        int,
+        _doc("Most idle rooms one sweep expires (their members are sent room_expired).", ge=1),
+    ] = 100
+    error_repeat_window_ms: Annotated[
+        int,
+        _doc(
+            "An error frame with the same code as one sent to the session less than this long "
+            "ago is not sent (the browser alert()s each one); counted in "
+            "lingua_client_errors_suppressed_total. 0 sends every one.",
+            ge=0,
+        ),
+    ] = 15000
     room_code_attempts: Annotated[
         int, _doc("Random six-digit codes tried before room_create fails (collisions).", ge=1)
     ] = 8
@@ -429,6 +451,13 @@ def _validate(raw: dict[str, Any]) -> Config:
     if sched.default_max_concurrent_jobs > sched.max_concurrent_jobs_limit:
         raise ConfigError(
             "scheduling.default_max_concurrent_jobs: must not exceed max_concurrent_jobs_limit"
+        )
+    session = config.session
+    if session.room_touch_interval_ms >= session.room_idle_ms:
+        raise ConfigError(
+            "session.room_touch_interval_ms: must be shorter than room_idle_ms "
+            f"({session.room_touch_interval_ms} >= {session.room_idle_ms}), or an active room "
+            "expires between two touches"
         )
     rt = config.runtime
     try:

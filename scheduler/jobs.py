@@ -17,7 +17,10 @@ Read top to bottom, in the order a job lives it:
 5. **At the session** (:meth:`~JobLifecycle.deliver`, on the session's replica): a result becomes
    the client's frames (:class:`scheduler.relay.ResultRelay`), translations fanned out to the
    room members that asked for that language; a failure becomes ``ui_event ERROR`` + ``error``.
-6. **What the user is told when a job fails**: :func:`failure_message`, beside the codes.
+6. **What the user is told when a job fails**: :func:`failure_message`, a sentence beside the
+   code; every ``error`` frame of a session goes through :meth:`~JobLifecycle.tell_error`, which
+   drops repeats of one code within ``session.error_repeat_window_ms`` (the browser ``alert()``s
+   each one).
 
 The core (Redis scripts) decides every transition; this module carries out what it returns.
 """
@@ -45,7 +48,8 @@ from scheduler.messages import (
 )
 from scheduler.metrics import ReplicaMetrics
 from scheduler.outbox import Outbox
-from scheduler.scheduling.codes import NoNodeAvailable, SchedulingError
+from scheduler.rooms import RoomPresence, Rooms
+from scheduler.scheduling.codes import AllNodesFull, NoNodeAvailable, SchedulingError
 from scheduler.scheduling.core import DispatchRequest, FailoverAction, SchedulingCore
 from scheduler.session_flow import FinalizeUtterance
 
@@ -63,8 +67,10 @@ class SessionJobs:
     trace_id: str
     link: Link
     results: relay.ResultRelay
+    errors: relay.ErrorThrottle
     # job id -> sessions that receive its result (room mode); bounded like every per-session map.
     recipients: OrderedDict[str, list[str]] = field(default_factory=OrderedDict)
+    room: RoomPresence | None = None  # the room this session is in, if any
 
 
 class JobLifecycle:
@@ -74,11 +80,13 @@ class JobLifecycle:
         outbox: Outbox,
         config: SessionConfig,
         metrics: ReplicaMetrics,
+        rooms: Rooms,
     ) -> None:
         self.core = core
         self.outbox = outbox
         self.config = config
         self.metrics = metrics
+        self.rooms = rooms
 
     def open_session(
         self, session_id: str, init: wire.SessionInit, trace_id: str, link: Link
@@ -89,6 +97,7 @@ class JobLifecycle:
             trace_id=trace_id,
             link=link,
             results=relay.ResultRelay(self.config, session_id),
+            errors=relay.ErrorThrottle(self.config.error_repeat_window_ms),
         )
 
     # -- 1. dispatch -------------------------------------------------------------------------
@@ -120,15 +129,18 @@ class JobLifecycle:
         assign = relay.job_assign(spec, self.config)
         init = session.init
         # Pool pair: two-way auto mode selects from lang_a:lang_b (original-protocol.md §3.5).
+        # The job keeps its own target: each target language of an utterance is its own job.
+        pool: tuple[str, str] | None = None
+        src_lang = spec.src_lang
         if spec.src_lang == "auto" and init.lang_a and init.lang_b:
-            pool_src, pool_tgt = init.lang_a, init.lang_b
-        else:
-            pool_src, pool_tgt = spec.src_lang, spec.tgt_lang
+            pool = (init.lang_a, init.lang_b)
+            src_lang = init.lang_a
         request = DispatchRequest(
             session_id=spec.session_id,
             utterance_index=spec.utterance_index,
-            src_lang=pool_src,
-            tgt_lang=pool_tgt,
+            src_lang=src_lang,
+            tgt_lang=spec.tgt_lang,
+            pool=pool,
             turn_id=spec.turn_id,
             reason=spec.reason,
             payload=encode_job_assign(assign),  # the very bytes the node is sent
@@ -191,10 +203,14 @@ class JobLifecycle:
             )
             return
         if isinstance(message, wire.JobAck):
+            # The job record says whose job it is; the node's claim does not (§7.13).
+            holder = await self.core.job_holder(message.job_id)
+            if holder is None:
+                return
             event = wire.ui_event(
-                message.session_id, message.job_id, None, "NODE_ACCEPTED", message.trace_id
+                holder.session_id, message.job_id, None, "NODE_ACCEPTED", message.trace_id
             )
-            await self.outbox.frame_to_session(message.session_id, event, message.trace_id)
+            await self.outbox.frame_to_session(holder.session_id, event, message.trace_id)
 
     async def on_partial(self, node_id: str, partial: wire.NodeAsrPartial) -> None:
         holder = await self.core.job_holder(partial.job_id)
@@ -272,6 +288,14 @@ class JobLifecycle:
             )
             await self.outbox.frame_to_session(move.session_id, event, trace_id)
             return
+        if move.error == "SESSION_ENDED":
+            # Nobody is left to read a result or an error: the slot is free, the node told.
+            self.metrics.jobs.labels("abandoned").inc()
+            log.info(
+                "job of an ended session dropped",
+                extra={"job_id": move.job_id, "session_id": move.session_id},
+            )
+            return
         self.metrics.jobs.labels("failed").inc()
         failed = JobFailed(
             job_id=move.job_id,
@@ -287,16 +311,22 @@ class JobLifecycle:
         """A message for this session from any replica (or this one), as client frames."""
         if isinstance(delivery, RawFrame):
             session.link.send(delivery.data.encode())
-        elif isinstance(delivery, wire.JobResult):
+            return
+        # Every frame carries the session's trace id, whatever the node or the failover knew.
+        trace_id = delivery.trace_id or session.trace_id
+        if isinstance(delivery, wire.JobResult):
             recipients = session.recipients.get(delivery.job_id, [session.session_id])
-            frames = session.results.on_result(delivery, now_ms())
+            frames = session.results.on_result(
+                msgspec.structs.replace(delivery, trace_id=trace_id), now_ms()
+            )
             await self._fan_out(session, frames, recipients)
         elif isinstance(delivery, wire.NodeAsrPartial):
-            for frame in relay.partial_frames(delivery):
+            partial = msgspec.structs.replace(delivery, trace_id=trace_id)
+            for frame in relay.partial_frames(partial):
                 session.link.send(wire.encode(frame))
         else:
             self._tell_failure(
-                session, delivery.job_id, delivery.utterance_index, delivery.code, delivery.trace_id
+                session, delivery.job_id, delivery.utterance_index, delivery.code, trace_id
             )
 
     async def _fan_out(
@@ -308,10 +338,30 @@ class JobLifecycle:
                     await self.outbox.frame_to_session(
                         target, msgspec.structs.replace(frame, session_id=target), frame.trace_id
                     )
+                await self.room_activity(session)
+            elif isinstance(frame, wire.ErrorMessage):
+                self.tell_error(session, frame)
             else:
                 session.link.send(wire.encode(frame))
 
+    async def room_activity(self, session: SessionJobs) -> None:
+        """The session did something in its room (spoke, relayed, got a result fanned out):
+        keep the room alive, touching Redis at most once per ``session.room_touch_interval_ms``.
+        A room found gone is forgotten (its members were sent ``room_expired``)."""
+        room = session.room
+        if room is not None and not await self.rooms.keep_alive(room, now_ms()):
+            session.room = None
+
     # -- 6. the user-facing failure ------------------------------------------------------------
+
+    def tell_error(self, session: SessionJobs, error: wire.ErrorMessage) -> None:
+        """Every ``error`` frame of a session goes out here: a repeat of a code sent less than
+        ``session.error_repeat_window_ms`` ago is dropped and counted."""
+        if not session.errors.allow(error.code, now_ms()):
+            self.metrics.errors_suppressed.labels(error.code).inc()
+            return
+        self.metrics.errors_sent.labels(error.code).inc()
+        session.link.send(wire.encode(error))
 
     def _tell_failure(
         self,
@@ -330,7 +380,10 @@ class JobLifecycle:
             failure_message(code, cause),
             trace_id,
         ):
-            session.link.send(wire.encode(frame))
+            if isinstance(frame, wire.ErrorMessage):
+                self.tell_error(session, frame)
+            else:
+                session.link.send(wire.encode(frame))
 
 
 def failover_code(move: FailoverAction) -> FailureCode:
@@ -340,16 +393,20 @@ def failover_code(move: FailoverAction) -> FailureCode:
     return "NO_AVAILABLE_NODE"
 
 
+# What a person reads in the browser's alert(): no script names, reply codes or pool names (the
+# log line beside each failure has those); `code` stays the machine-readable part.
 _FAILURE_MESSAGES: dict[FailureCode, str] = {
-    "NO_AVAILABLE_NODE": "no node available",
-    "JOB_TIMEOUT": "job timed out",
-    "INTERNAL_ERROR": "dispatch failed",
+    "NO_AVAILABLE_NODE": "No translator is available for this language right now. Please try "
+    "again later.",
+    "JOB_TIMEOUT": "The translation took too long and was dropped. Please say it again.",
+    "INTERNAL_ERROR": "Something went wrong on our side. Please try again.",
 }
+_ALL_BUSY = "All translators for this language are busy. Please try again in a moment."
 
 
 def failure_message(code: FailureCode, cause: Exception | None = None) -> str:
-    """The sentence the client reads beside ``code``: the core's own explanation when a dispatch
-    found no node (it says which pool and why), else the code's fixed sentence."""
-    if cause is not None:
-        return str(cause)
+    """The sentence the client reads beside ``code``; ``cause`` (the core's refusal) only
+    chooses between sentences, its own text stays in the logs."""
+    if isinstance(cause, AllNodesFull):
+        return _ALL_BUSY
     return _FAILURE_MESSAGES[code]

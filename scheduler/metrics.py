@@ -72,6 +72,18 @@ class ReplicaMetrics:
             ["code"],
             registry=registry,
         )
+        self.errors_suppressed = Counter(
+            "lingua_client_errors_suppressed_total",
+            "error frames not sent: the same code reached the session within "
+            "session.error_repeat_window_ms",
+            ["code"],
+            registry=registry,
+        )
+        self.rooms_expired = Counter(
+            "lingua_rooms_expired_total",
+            "rooms expired after session.room_idle_ms without activity",
+            registry=registry,
+        )
         self.ready = Gauge(
             "lingua_ready",
             "1 when this replica takes traffic (started, not draining, Redis reachable)",

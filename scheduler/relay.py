@@ -11,6 +11,8 @@ messages of :mod:`scheduler.protocol`; the gateways encode and send them. Refere
   ERROR`` plus ``error``, all-empty results as ``missing_result``, TTS group ids assigned.
 * :func:`partial_frames`, :func:`failure_frames`, :func:`dispatched_event`,
   :func:`session_init_ack` — the other session frames.
+* :class:`ErrorThrottle` — one per session: whether an ``error`` frame is sent or suppressed as a
+  repeat (the browser ``alert()``s every one).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from scheduler.scheduling.core import FinalizeReason
 
 __all__ = [
     "EMPTY_ACK_REASONS",
+    "ErrorThrottle",
     "Frame",
     "JobSpec",
     "ResultRelay",
@@ -60,7 +63,7 @@ _PIPELINE = wire.PipelineConfig(
 _CODEC = "opus"
 _SAMPLE_RATE = 16000
 _PROTOCOL_VERSION = "1.0"
-_NO_ERROR_DETAILS = "the node reported a failure without details"
+_NO_ERROR_DETAILS = "This utterance could not be translated. Please try again."
 
 
 class JobSpec(msgspec.Struct, kw_only=True, frozen=True):
@@ -268,6 +271,27 @@ class ResultRelay:
             event,
             wire.ErrorMessage(code=error.code, message=error.message, details=error.details),
         ]
+
+
+class ErrorThrottle:
+    """Per session: an ``error`` with the code of one sent less than ``window_ms`` ago is a
+    repeat, not sent (with no node, every utterance would otherwise pop up the same alert).
+
+    Remembers only the codes sent within the window, so it stays as small as the burst.
+    """
+
+    def __init__(self, window_ms: int) -> None:
+        self.window_ms = window_ms
+        self._sent_at: dict[str, int] = {}
+
+    def allow(self, code: str, now_ms: int) -> bool:
+        """True: send it (and start the code's window at ``now_ms``); False: a repeat."""
+        self._sent_at = {c: t for c, t in self._sent_at.items() if now_ms - t < self.window_ms}
+        if code in self._sent_at:
+            return False
+        if self.window_ms > 0:
+            self._sent_at[code] = now_ms
+        return True
 
 
 def _service_timings(result: wire.JobResult) -> wire.ServiceTimings | None:

@@ -74,7 +74,7 @@ class Replica:
             self.registry, ready=lambda: not self.starting and not self.draining and self.redis_ok
         )
         outbox = Outbox(self.runtime)
-        self.jobs = JobLifecycle(self.core, outbox, config.session, self.metrics)
+        self.jobs = JobLifecycle(self.core, outbox, config.session, self.metrics, self.rooms)
         settings = GatewaySettings(
             shutdown_close_code=config.server.shutdown_close_code,
             cleanup_timeout_s=config.redis.command_timeout_ms / 1000,
@@ -239,6 +239,7 @@ class Replica:
                 self.redis_ok = True
                 self.metrics.slot_waiting.set(report.waiting)
                 await self.jobs.carry_out_moves(report.actions)
+                await self.sessions.expire_rooms()
                 more = report.more
             except Exception:
                 self.redis_ok = False

@@ -1,16 +1,21 @@
 """Rooms shared by every replica (original-protocol.md §5).
 
 The original kept rooms in one process's memory, so members on different replicas never met. Here a
-room is one Redis hash (`_meta` plus one participant per member), changed only through the scripts
-of ``lua/rooms/``, expiring after ``session.room_idle_ms`` without activity. Messages to members go
-through the cross-instance routing like any other session message.
+room is one Redis hash (`_meta` plus one participant per member) and an entry in the rooms'
+deadline ZSET, changed only through the scripts of ``lua/rooms/``. Any activity pushes the deadline
+back by ``session.room_idle_ms``: a join, a member update, and (through :class:`RoomPresence`, at
+most once per ``session.room_touch_interval_ms`` per member) a member's audio, a relayed WebRTC
+message, a result fanned out. Each replica's sweep expires the rooms past their deadline
+(:meth:`Rooms.expire_due`); the replica that expires a room sends its members ``room_expired``.
+Messages to members go through the cross-instance routing like any other session message.
 
 Every rooms script replies ``{code}`` or ``{code, json}``: ``code >= 0`` a success, ``code < 0`` a
 refusal that changed nothing. The codes are :class:`RoomReply`, named in Lua by
 ``lua/includes/room_codes.lua`` (a test keeps both in step); they are the rooms family's own
 numbers (-1 is ROOM_NOT_FOUND here, NOT_REGISTERED in the scheduling core).
 
-Error tree (``code`` and ``message`` are what the ``room_error`` frame carries)::
+Error tree (``code`` and ``message`` are what the ``room_error`` frame carries; the message is a
+sentence a person reads)::
 
     RoomError                  a room operation was refused; nothing changed
     ├── InvalidRoomCode        INVALID_ROOM_CODE  the code is not six digits (no script ran)
@@ -32,10 +37,12 @@ from typing import Any
 
 import msgspec
 
+from cross_instance.clock import now_ms
 from cross_instance.lua import ScriptLibrary
 from scheduler.config import SessionConfig
 
 __all__ = [
+    "EXPIRED_MESSAGE",
     "AlreadyInRoom",
     "InvalidRoomCode",
     "NoFreeRoomCode",
@@ -45,6 +52,7 @@ __all__ = [
     "RoomError",
     "RoomFull",
     "RoomNotFound",
+    "RoomPresence",
     "RoomReply",
     "Rooms",
     "room_error_for",
@@ -53,6 +61,7 @@ __all__ = [
 
 class RoomReply(IntEnum):
     OK = 0
+    NOT_DUE = 1
     ROOM_NOT_FOUND = -1
     ALREADY_IN_ROOM = -2
     ROOM_FULL = -3
@@ -65,7 +74,7 @@ class RoomError(Exception):
 
     reply: RoomReply | None = None
     wire_code = "INTERNAL_ERROR"
-    sentence = "the room operation failed"
+    sentence = "The room operation failed. Please try again."
 
     def __init__(self, message: str | None = None) -> None:
         self.code = self.wire_code
@@ -75,40 +84,40 @@ class RoomError(Exception):
 
 class InvalidRoomCode(RoomError):
     wire_code = "INVALID_ROOM_CODE"
-    sentence = "a room code is six digits"
+    sentence = "A room code is six digits."
 
 
 class NoFreeRoomCode(RoomError):
-    sentence = "no free room code"
+    sentence = "No room could be created just now. Please try again."
 
 
 class RoomCodeTaken(RoomError):
     reply = RoomReply.CODE_TAKEN
-    sentence = "the room code is taken"
+    sentence = "The room code is taken."
 
 
 class RoomNotFound(RoomError):
     reply = RoomReply.ROOM_NOT_FOUND
     wire_code = "ROOM_NOT_FOUND"
-    sentence = "room does not exist"
+    sentence = "This room does not exist or has expired."
 
 
 class AlreadyInRoom(RoomError):
     reply = RoomReply.ALREADY_IN_ROOM
     wire_code = "ALREADY_IN_ROOM"
-    sentence = "already in this room"
+    sentence = "You are already in this room."
 
 
 class RoomFull(RoomError):
     reply = RoomReply.ROOM_FULL
     wire_code = "ROOM_FULL"
-    sentence = "room is full"
+    sentence = "This room is full."
 
 
 class NotAMember(RoomError):
     reply = RoomReply.NOT_A_MEMBER
     wire_code = "ROOM_NOT_FOUND"
-    sentence = "not a member of this room"
+    sentence = "You are not in this room."
 
 
 _ERRORS: dict[RoomReply, type[RoomError]] = {
@@ -140,8 +149,16 @@ class _Left(msgspec.Struct):
     left: int
 
 
+class _Expired(msgspec.Struct):
+    members: list[str] = []
+
+
+# `room_expired.message`, shown to the members (the original's said "30 minutes", whatever the
+# configured idle time was).
+EXPIRED_MESSAGE = "The room was closed because nobody spoke in it for a while."
 _decode_participant = msgspec.json.Decoder(Participant).decode
 _decode_left = msgspec.json.Decoder(_Left).decode
+_decode_expired = msgspec.json.Decoder(_Expired).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -157,16 +174,27 @@ class Rooms:
         self.scripts = ScriptLibrary("rooms")
 
     def key(self, code: str) -> str:
-        return f"{self.key_prefix}:room:{{{code}}}"
+        # Every room key shares the {rooms} hash tag with the deadline ZSET: one slot, so each
+        # script may touch both (rooms are few and small; one shard holds them all).
+        return f"{self.key_prefix}:{{rooms}}:room:{code}"
 
-    async def _call(self, script: str, code: str, args: Sequence[Any]) -> bytes:
-        """Run one rooms script on room ``code``; its json body, or the typed refusal."""
-        reply = await self.scripts.call(self.client, script, [self.key(code)], args)
+    @property
+    def deadlines_key(self) -> str:
+        return f"{self.key_prefix}:{{rooms}}:room_deadlines"
+
+    async def _call(
+        self, script: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> tuple[RoomReply, bytes]:
+        """Run one rooms script; its success code and json body, or the typed refusal."""
+        reply = await self.scripts.call(self.client, script, keys, args)
         status = RoomReply(int(reply[0]))
         if status < 0:
             raise room_error_for(status, script)
         body = reply[1] if len(reply) > 1 else "{}"
-        return body.encode() if isinstance(body, str) else bytes(body)
+        return status, body.encode() if isinstance(body, str) else bytes(body)
+
+    def _room_keys(self, code: str) -> list[str]:
+        return [self.key(code), self.deadlines_key]
 
     def participant(
         self, session_id: str, display_name: str | None, preferred_lang: str | None
@@ -190,8 +218,15 @@ class Rooms:
             try:
                 await self._call(
                     "create_room",
-                    code,
-                    [creator.session_id, _encode(creator), meta, self.config.room_idle_ms],
+                    self._room_keys(code),
+                    [
+                        creator.session_id,
+                        _encode(creator),
+                        meta,
+                        self.config.room_idle_ms,
+                        code,
+                        now_ms(),
+                    ],
                 )
             except RoomCodeTaken:
                 continue
@@ -203,12 +238,14 @@ class Rooms:
             raise InvalidRoomCode()
         await self._call(
             "join_room",
-            code,
+            self._room_keys(code),
             [
                 member.session_id,
                 _encode(member),
                 self.config.max_room_members,
                 self.config.room_idle_ms,
+                code,
+                now_ms(),
             ],
         )
         return await self.members(code)
@@ -219,7 +256,11 @@ class Rooms:
         Leaving a room one is not in changes nothing and returns the current members.
         """
         try:
-            body = await self._call("leave_room", code, [session_id, self.config.room_idle_ms])
+            _, body = await self._call(
+                "leave_room",
+                self._room_keys(code),
+                [session_id, self.config.room_idle_ms, code, now_ms()],
+            )
         except NotAMember:
             return await self.members(code)
         return [] if _decode_left(body).left == 0 else await self.members(code)
@@ -238,18 +279,73 @@ class Rooms:
         """
         await self._call(
             "set_raw_voice",
-            code,
-            [session_id, target, "1" if receive else "0", self.config.room_idle_ms],
+            self._room_keys(code),
+            [
+                session_id,
+                target,
+                "1" if receive else "0",
+                self.config.room_idle_ms,
+                code,
+                now_ms(),
+            ],
         )
         return await self.members(code)
 
+    async def touch(self, code: str, now: int) -> bool:
+        """Activity in the room: its deadline moves to ``now + room_idle_ms``. False: the room
+        is gone (expired or emptied)."""
+        try:
+            await self._call(
+                "touch_room", [self.deadlines_key], [code, self.config.room_idle_ms, now]
+            )
+        except RoomNotFound:
+            return False
+        return True
+
+    async def expire_due(self, now: int) -> list[tuple[str, list[str]]]:
+        """Expire up to ``session.room_expiry_batch`` rooms past their deadline; returns each
+        expired room's code and members (to send ``room_expired``). A room another replica
+        expired first, or one touched since it was read, is not returned."""
+        due: list[str] = await self.client.zrangebyscore(
+            self.deadlines_key, "-inf", now, start=0, num=self.config.room_expiry_batch
+        )
+        expired: list[tuple[str, list[str]]] = []
+        for code in due:
+            try:
+                status, body = await self._call("expire_room", self._room_keys(code), [code, now])
+            except RoomNotFound:
+                continue
+            if status is RoomReply.OK:
+                expired.append((code, _decode_expired(body).members))
+        return expired
+
+    async def keep_alive(self, presence: RoomPresence, now: int) -> bool:
+        """Activity of ``presence``'s session in its room: touch the room if the session has not
+        in the last ``room_touch_interval_ms``. False: the room is gone."""
+        if not presence.touch_due(now):
+            return True
+        return await self.touch(presence.code, now)
+
     @staticmethod
-    def target_languages(members: list[Participant], speaker: str) -> dict[str, list[str]]:
-        """Distinct ``preferred_lang`` of the other members -> their session ids (§3.5, room mode)."""
+    def target_languages(
+        members: list[Participant], speaker: str, speaker_tgt: str
+    ) -> dict[str, list[str]]:
+        """Room mode: target language -> the sessions that get its result, one job each.
+
+        Each other member gets its ``preferred_lang``, or the speaker's ``tgt_lang`` when it has
+        none (the browser never sends one: without this, results went to the speaker only). The
+        speaker gets its own ``tgt_lang``'s result when that language is dispatched anyway, else
+        the first language's (it sees its recognized text either way; no job only for it).
+        """
         targets: dict[str, list[str]] = {}
         for member in members:
-            if member.session_id != speaker and member.preferred_lang:
-                targets.setdefault(member.preferred_lang, []).append(member.session_id)
+            if member.session_id != speaker:
+                lang = member.preferred_lang or speaker_tgt
+                targets.setdefault(lang, []).append(member.session_id)
+        if not targets:
+            return {speaker_tgt: [speaker]}
+        own = speaker_tgt if speaker_tgt in targets else next(iter(targets))
+        targets[own].insert(0, speaker)
         return targets
 
     @staticmethod
@@ -259,3 +355,20 @@ class Rooms:
             if member.session_id == receiver:
                 return (member.raw_voice_preferences or {}).get(sender, True)
         return False
+
+
+class RoomPresence:
+    """One session's membership in a room, on the session's replica: the room's code and when
+    this session last touched it (so its audio touches Redis at most once per interval)."""
+
+    def __init__(self, code: str, touch_interval_ms: int) -> None:
+        self.code = code
+        self.touch_interval_ms = touch_interval_ms
+        self.touched_ms: int | None = None
+
+    def touch_due(self, now: int) -> bool:
+        """True (and the interval restarts) when this session's activity should touch the room."""
+        if self.touched_ms is not None and now - self.touched_ms < self.touch_interval_ms:
+            return False
+        self.touched_ms = now
+        return True

@@ -31,7 +31,7 @@ from scheduler.jobs import JobLifecycle, SessionJobs
 from scheduler.links import CLOSE_POLICY, GatewaySettings, Link
 from scheduler.metrics import ReplicaMetrics
 from scheduler.outbox import Outbox
-from scheduler.rooms import Participant, RoomError, Rooms
+from scheduler.rooms import EXPIRED_MESSAGE, Participant, RoomError, RoomPresence, Rooms
 from scheduler.scheduling.core import SchedulingCore
 
 __all__ = ["SessionClaims", "SessionGateway"]
@@ -52,12 +52,15 @@ class Session:
     session_id: str
     link: Link
     flow: flow_.SessionFlow
-    jobs: SessionJobs  # the session's init and trace id, its results, who receives each job
-    room_code: str | None = None
+    jobs: SessionJobs  # the session's init and trace id, its results, its room, its errors
     # timer kind -> (deadline_ms, generation), armed by the flow, fired by _run_timers.
     timers: dict[str, tuple[int, int]] = field(default_factory=dict)
     timer_wakeup: anyio.Event = field(default_factory=anyio.Event)
     closed: bool = False
+
+    @property
+    def room_code(self) -> str | None:
+        return self.jobs.room.code if self.jobs.room is not None else None
 
 
 class SessionGateway:
@@ -112,7 +115,9 @@ class SessionGateway:
                     named = getattr(message, "session_id", None)
                     if named is not None and named != session.session_id:
                         self._error(
-                            link, "INVALID_SESSION", "Session does not belong to this connection"
+                            link,
+                            "INVALID_SESSION",
+                            "Session does not belong to this connection",
                         )
                         continue
                     await self._handle(session, message)
@@ -126,6 +131,8 @@ class SessionGateway:
                     await self._end(session)
 
     def _error(self, link: Link, code: str, message: str) -> None:
+        # The answer to one frame the client sent: always sent (unlike job failures, which arrive
+        # unasked and are rate-limited in JobLifecycle.tell_error).
         self.metrics.errors_sent.labels(code).inc()
         link.send(wire.encode(wire.ErrorMessage(code=code, message=message)))
 
@@ -178,9 +185,12 @@ class SessionGateway:
                 audio = base64.b64decode(message.payload or "", validate=True)
             except (binascii.Error, ValueError):
                 self._error(
-                    session.link, "INVALID_MESSAGE", "audio_chunk payload is not valid base64"
+                    session.link,
+                    "INVALID_MESSAGE",
+                    "audio_chunk payload is not valid base64",
                 )
                 return
+            await self.jobs.room_activity(session.jobs)
             await self._feed(session, flow_.AudioReceived(audio=audio, is_final=message.is_final))
         elif isinstance(message, wire.ClientHeartbeat):
             session.link.send(
@@ -239,12 +249,14 @@ class SessionGateway:
     # -- dispatch --------------------------------------------------------------------------
 
     async def _targets(self, session: Session) -> dict[str, list[str]]:
+        own = session.jobs.init.tgt_lang
         if session.room_code:
             members = await self.rooms.members(session.room_code)
-            by_lang = Rooms.target_languages(members, session.session_id)
-            if by_lang:
-                return by_lang
-        return {session.jobs.init.tgt_lang: [session.session_id]}
+            if any(m.session_id == session.session_id for m in members):
+                return Rooms.target_languages(members, session.session_id, own)
+            # Expired (and its code maybe taken by a new room of strangers): not ours any more.
+            session.jobs.room = None
+        return {own: [session.session_id]}
 
     async def _utterance(self, session: Session, message: wire.Utterance) -> None:
         try:
@@ -252,6 +264,7 @@ class SessionGateway:
         except (binascii.Error, ValueError):
             self._error(session.link, "INVALID_MESSAGE", "utterance audio is not valid base64")
             return
+        await self.jobs.room_activity(session.jobs)
         for action in session.flow.handle(
             flow_.ExplicitUtterance(
                 audio=audio, utterance_index=message.utterance_index, manual_cut=message.manual_cut
@@ -270,6 +283,15 @@ class SessionGateway:
         delivery = messages.decode_for_session(envelope.kind, envelope.payload)
         if delivery is not None:
             await self.jobs.deliver(session.jobs, delivery)
+
+    async def expire_rooms(self) -> None:
+        """Sweep step: expire the rooms idle past ``session.room_idle_ms``; tell each member."""
+        for code, members in await self.rooms.expire_due(now_ms()):
+            self.metrics.rooms_expired.inc()
+            log.info("room expired", extra={"room_code": code, "members": len(members)})
+            frame = wire.RoomExpired(room_code=code, message=EXPIRED_MESSAGE)
+            for member in members:
+                await self.outbox.frame_to_session(member, frame)
 
     def evict(self, session_id: str) -> None:
         session = self.local.get(session_id)
@@ -297,7 +319,7 @@ class SessionGateway:
                     session.session_id, message.display_name, message.preferred_lang
                 )
                 code, room_id = await rooms.create(me)
-                session.room_code = code
+                session.jobs.room = self._presence(code)
                 session.link.send(wire.encode(wire.RoomCreateAck(room_code=code, room_id=room_id)))
                 await self._broadcast_members(code, [me])
             elif isinstance(message, wire.RoomJoin):
@@ -307,7 +329,7 @@ class SessionGateway:
                     session.session_id, message.display_name, message.preferred_lang
                 )
                 members = await rooms.join(message.room_code, me)
-                session.room_code = message.room_code
+                session.jobs.room = self._presence(message.room_code)
                 await self._broadcast_members(message.room_code, members)
             elif isinstance(message, wire.RoomLeave):
                 if session.room_code == message.room_code:
@@ -323,8 +345,14 @@ class SessionGateway:
         except RoomError as exc:
             session.link.send(wire.encode(wire.RoomError(code=exc.code, message=exc.message)))
 
+    def _presence(self, code: str) -> RoomPresence:
+        # Created, joined or updated just now: the script already pushed the deadline back.
+        presence = RoomPresence(code, self.config.room_touch_interval_ms)
+        presence.touch_due(now_ms())
+        return presence
+
     async def _leave_room(self, session: Session) -> None:
-        code, session.room_code = session.room_code, None
+        code, session.jobs.room = session.room_code, None
         if code:
             remaining = await self.rooms.leave(code, session.session_id)
             await self._broadcast_members(code, remaining)
@@ -347,3 +375,5 @@ class SessionGateway:
         await self.outbox.frame_to_session(
             message.to, msgspec.structs.replace(message, to=session.session_id)
         )
+        if session.room_code == message.room_code:
+            await self.jobs.room_activity(session.jobs)

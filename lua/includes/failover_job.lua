@@ -1,7 +1,9 @@
 -- failover_job: move one active job off its node (timeout or node gone).
 -- The old slot is released (when still held), the job goes to another node with attempt + 1,
--- excluding every node it was on, or fails when attempts are exhausted or no node is usable.
--- Returns the action Python carries out (cancel on old node, assign on new one or tell session).
+-- excluding every node it was on, or fails when attempts are exhausted or no node is usable, or
+-- fails quietly (error SESSION_ENDED) when its session ended: nobody is left to read the result.
+-- Returns the action Python carries out (cancel on old node, assign on new one or tell session);
+-- it carries the job's payload either way (its trace id goes on the cancel and the failure).
 --@include "includes/select_node.lua"
 --@include "includes/jobs.lua"
 --@include "includes/sessions.lua"
@@ -11,9 +13,12 @@ local function failover_job(K, C, job_id, job, cause, now)
   local old_node = job.node
   release_slot(K, old_node, job_id)
   local action = {job_id = job_id, session = job.session, index = job.index, tgt = job.tgt,
-    old_node = old_node, cause = cause}
+    old_node = old_node, cause = cause,
+    payload = rcall('HGET', K.job_payloads, job_id) or nil}
   local node, code
-  if job.attempt >= C.max_attempts then
+  if session_ended(K, job.session) then
+    code = 'SESSION_ENDED'
+  elseif job.attempt >= C.max_attempts then
     code = 'MAX_ATTEMPTS'
   else
     node, code = select_node(K, C, job.pair, job.session, job.index, set_of(job.tried), {},
@@ -39,6 +44,5 @@ local function failover_job(K, C, job_id, job, cause, now)
   action.new_node = node
   action.attempt = job.attempt
   action.deadline_ms = job.deadline_ms
-  action.payload = rcall('HGET', K.job_payloads, job_id) or nil
   return action
 end

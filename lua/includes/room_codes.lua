@@ -1,10 +1,12 @@
 -- room_codes: the reply codes of every rooms script, by name.
 -- The same names and numbers as RoomReply in scheduler/rooms.py (a test compares them).
--- code >= 0 is a success; code < 0 a refusal that changed nothing. The numbers are the rooms
--- family's own: -1 here is ROOM_NOT_FOUND, not the scheduling family's NOT_REGISTERED.
+-- code >= 0 is a success (NOT_DUE: one that changed nothing); code < 0 a refusal that changed
+-- nothing. The numbers are the rooms family's own: -1 here is ROOM_NOT_FOUND, not the
+-- scheduling family's NOT_REGISTERED.
 
 local CODE = {
   OK = 0,
+  NOT_DUE = 1,
   ROOM_NOT_FOUND = -1,
   ALREADY_IN_ROOM = -2,
   ROOM_FULL = -3,

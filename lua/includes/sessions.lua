@@ -1,5 +1,6 @@
 -- sessions: session and turn affinity, one record per session:
 -- sessions[session] = {node = <affine node>, turns = {<tgt> = {id = <turn_id>, node = <node>}}}
+-- or, once the session ended (end_session), {ended = true} until its jobs can no longer move.
 -- session_expiry scores the session by when the record is forgotten.
 --@include "includes/util.lua"
 
@@ -11,6 +12,12 @@ local function read_session(K, session)
   local rec = cjson.decode(raw)
   rec.turns = rec.turns or {}
   return rec
+end
+
+-- The session ended (end_session): its jobs are not moved to other nodes any more.
+local function session_ended(K, session)
+  local raw = rcall('HGET', K.sessions, session)
+  return raw ~= false and raw ~= nil and cjson.decode(raw).ended == true
 end
 
 local function write_session(K, session, rec)

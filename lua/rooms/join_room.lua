@@ -1,15 +1,18 @@
--- join_room: add a member to a room, within the room's size limit.
+-- join_room: add a member to a room, within the room's size limit; a join is activity.
 --
 -- INVARIANT: members <= max_members; a session is a member at most once; a join never creates
--- a room. Joining refreshes the room's expiry.
--- Hash tag: the room key alone ({prefix}:room:{<code>}); one key, valid on Redis Cluster.
+-- a room. Joining pushes the room's deadline back to now + idle_ms.
+-- Hash tag: every rooms key is {prefix}:{rooms}:<name> (see create_room.lua).
 --
--- KEYS[1] room  HASH `_meta` and one field per member (see create_room.lua)
+-- KEYS[1] room       HASH `_meta` and one field per member (see create_room.lua)
+-- KEYS[2] deadlines  ZSET room code -> expires at (ms)
 --
 -- ARGV[1] session id of the member
 -- ARGV[2] participant json
 -- ARGV[3] max_members
--- ARGV[4] idle_ms: the room expires this long after its last transition
+-- ARGV[4] idle_ms: the room expires this long after its last activity
+-- ARGV[5] room code
+-- ARGV[6] now (ms)
 --
 -- Reply: {0 OK} joined
 --        {-1 ROOM_NOT_FOUND} no room has this code (never created, expired or emptied)
@@ -20,7 +23,7 @@
 --@include "includes/util.lua"
 --@include "includes/room_codes.lua"
 
-local room = KEYS[1]
+local room, deadlines = KEYS[1], KEYS[2]
 if rcall('HEXISTS', room, '_meta') == 0 then
   return reply(CODE.ROOM_NOT_FOUND)
 end
@@ -31,5 +34,5 @@ if rcall('HLEN', room) - 1 >= tonumber(ARGV[3]) then
   return reply(CODE.ROOM_FULL)
 end
 rcall('HSET', room, ARGV[1], ARGV[2])
-rcall('PEXPIRE', room, ARGV[4])
+rcall('ZADD', deadlines, 'XX', tonumber(ARGV[6]) + tonumber(ARGV[4]), ARGV[5])
 return reply(CODE.OK)

@@ -50,6 +50,9 @@
 -- ARGV[14] select_sample_size
 -- ARGV[15] slot_wait_ms: how long a job may wait for a slot
 -- ARGV[16] slot_wait_max: most jobs waiting per pair (0: never wait)
+-- ARGV[17] pool pair "<src>:<tgt>" to select from, or "" for src:tgt (two-way auto mode selects
+--          from lang_a:lang_b whatever the job's target; the job, its idempotency entry and its
+--          turn stay keyed by its own tgt, so each target language of one utterance is its own job)
 --
 -- Reply: {0 OK, {job_id, node, attempt, state, deadline_ms, created = true}}
 --        {1 REPLAYED, same fields, created = false} the job exists already: no second slot
@@ -98,6 +101,9 @@ if existing_id then
 end
 
 local pair = pair_of(src, tgt)
+if ARGV[17] and ARGV[17] ~= '' then
+  pair = ARGV[17]
+end
 local srec = read_session(K, session)
 local preferred = {}
 local turn = srec.turns[tgt]

@@ -94,6 +94,9 @@ class DispatchRequest(msgspec.Struct, kw_only=True, frozen=True):
     payload: str = ""  # the job_assign message, kept to re-send on failover
     exclude: list[str] = msgspec.field(default_factory=list)
     job_id: str | None = None  # None: a fresh id; ignored when the job exists already
+    # The pool to select from when it is not (src_lang, tgt_lang): two-way auto mode selects
+    # from (lang_a, lang_b) for every target language, each still its own job.
+    pool: tuple[str, str] | None = None
 
 
 class Dispatched(msgspec.Struct, frozen=True):
@@ -119,7 +122,8 @@ class FailoverAction(msgspec.Struct, frozen=True, kw_only=True):
     new_node: str | None = None
     deadline_ms: int | None = None
     payload: str | None = None
-    error: str | None = None  # failed: MAX_ATTEMPTS, NO_POOL, ALL_FULL or NO_LIVE_NODE
+    # failed: MAX_ATTEMPTS, NO_POOL, ALL_FULL, NO_LIVE_NODE, or SESSION_ENDED (nobody to tell)
+    error: str | None = None
     waited_ms: int | None = None  # slot_wait: how long the job waited
 
 
@@ -503,7 +507,13 @@ class SchedulingCore:
         self._check_id("turn_id", request.turn_id)
         if not 0 <= request.utterance_index <= _MAX_INDEX:
             raise InvalidInput(f"utterance_index: {request.utterance_index} out of range")
-        for what, lang in (("src_lang", request.src_lang), ("tgt_lang", request.tgt_lang)):
+        pool = request.pool or (request.src_lang, request.tgt_lang)
+        for what, lang in (
+            ("src_lang", request.src_lang),
+            ("tgt_lang", request.tgt_lang),
+            ("pool", pool[0]),
+            ("pool", pool[1]),
+        ):
             if not _LANG.match(lang):
                 raise InvalidInput(f"{what}: {lang!r} is not a language code")
         if request.reason not in FinalizeReason.__args__:  # type: ignore[attr-defined]
@@ -532,6 +542,7 @@ class SchedulingCore:
                 c.select_sample_size,
                 c.slot_wait_ms,
                 c.slot_wait_max,
+                f"{pool[0]}:{pool[1]}" if request.pool else "",
             ],
         )
         r = msgspec.json.decode(body, type=_Dispatch)
@@ -642,10 +653,12 @@ class SchedulingCore:
             waiting=r.waiting,
         )
 
-    async def end_session(self, session_id: str) -> bool:
-        """Forget the session's node and turn affinity; True if it had any."""
+    async def end_session(self, session_id: str, *, now_ms: int | None = None) -> bool:
+        """Forget the session's node and turn affinity (True if it had any) and mark it ended:
+        its jobs still on nodes fail quietly at their deadline instead of moving on."""
         self._check_id("session_id", session_id)
-        _, body = await self._call("end_session", [session_id])
+        keep_ms = self.config.job_timeout_ms * self.config.max_attempts
+        _, body = await self._call("end_session", [session_id, _arg_now(now_ms), keep_ms])
         return msgspec.json.decode(body, type=_EndSession).existed
 
     # --- reads (CLI, dashboards): plain commands on the domain's keys, no decisions ---

@@ -247,6 +247,34 @@ def test_a_job_ten_minutes_past_its_deadline_is_found(
     assert example["job"] == job and "deadline passed" in example["reason"]
 
 
+def test_a_job_of_an_ended_session_is_no_violation_in_flight_nor_once_failed(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # After end_session the job keeps its slot until its deadline (the ended mark keeps it from
+    # moving), then the sweep fails it quietly: neither state is a leak.
+    async def end_in_flight(client: AnyRedis, core: SchedulingCore) -> tuple[str, int]:
+        await _two_nodes_one_job_done_one_running(client, core)
+        job = await core.dispatch(_request("s3", 0))
+        assert await core.end_session("s3")
+        return job.job_id, job.deadline_ms
+
+    job, deadline = cluster.run(end_in_flight)
+    code, report = cluster.audit(capsys)
+    assert code == 0, report
+
+    async def past_its_deadline(client: AnyRedis, core: SchedulingCore) -> list[Any]:
+        for node in await core.list_nodes():
+            await core.heartbeat(node.node_id, node.generation, now_ms=deadline)
+        return (await core.sweep(now_ms=deadline)).actions
+
+    actions = cluster.run(past_its_deadline)
+    assert [(a.job_id, a.outcome, a.error) for a in actions if a.job_id == job] == [
+        (job, "failed", "SESSION_ENDED")
+    ]
+    code, report = cluster.audit(capsys)
+    assert code == 0, report
+
+
 def test_an_owner_entry_of_a_dead_token_is_found(
     cluster: Cluster, capsys: pytest.CaptureFixture[str]
 ) -> None:

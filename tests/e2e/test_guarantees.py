@@ -105,10 +105,12 @@ async def owners(redis_url: str, prefix: str, kind: str) -> dict[str, str]:
 
 
 async def has_affinity(redis_url: str, prefix: str, session_id: str) -> bool:
-    """Whether the scheduling core still holds the session's node and turn affinity."""
+    """Whether the scheduling core still holds the session's node and turn affinity (an ended
+    session keeps only its `ended` mark, which holds none)."""
     client = Redis.from_url(redis_url, decode_responses=True)
     try:
-        return bool(await client.hexists(SchedulingKeys(prefix, "d0").key("sessions"), session_id))
+        raw = await client.hget(SchedulingKeys(prefix, "d0").key("sessions"), session_id)
+        return raw is not None and "ended" not in orjson.loads(raw)
     finally:
         await client.aclose()
 
@@ -552,7 +554,7 @@ async def test_a_browser_that_disconnects_leaves_no_owner_and_no_room_membership
     await until(released)
     client = Redis.from_url(redis_url, decode_responses=True)
     try:
-        room = await client.hgetall(f"{cluster_prefix}:room:{{{code}}}")
+        room = await client.hgetall(f"{cluster_prefix}:{{rooms}}:room:{code}")
     finally:
         await client.aclose()
     assert set(room) - {"_meta"} == {host.session_id, stayer.session_id}

@@ -23,12 +23,6 @@ def is_type(kind: str, **fields: Any) -> Callable[[Message], bool]:
     return lambda m: m.get("type") == kind and all(m.get(k) == v for k, v in fields.items())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a node's job_ack is answered with a NODE_ACCEPTED ui_event sent to the session_id "
-    "the frame names, not the job's session (scheduler/node_gateway.py, _handle, JobAck): a node "
-    "holding any job can put events into any session",
-)
 async def test_a_job_ack_naming_another_session_reaches_only_the_jobs_session(
     fuzzed_replicas: list[Replica], peers: Any
 ) -> None:

@@ -6,8 +6,9 @@ loop, so a gateway rule is tested in milliseconds and its state can be looked at
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import pytest
@@ -32,22 +33,42 @@ class Served:
         return self.url + "/ws/session"
 
 
+Serve = Callable[..., Awaitable[Served]]
+
+
 @pytest.fixture
-async def served(redis: AnyRedis, redis_url: str, key_prefix: str) -> AsyncIterator[Served]:
-    port = free_port()
-    config = load_config(
-        environ={},
-        overrides={
-            "server": {"host": "127.0.0.1", "port": port, "drain_unready_ms": 0},
-            "redis": {"url": redis_url, "key_prefix": key_prefix},
-            # The inbox reader wakes at least this often: the drain at teardown waits for it.
-            "runtime": {"instance_id": f"gw-{key_prefix}", "inbox_block_ms": 100},
-            # A manual cut dispatches at once: no hangover timer between the cut and the job.
-            "session": {"hangover_manual_ms": 0, "hangover_auto_ms": 0},
-        },
-    )
-    replica = Replica(config, redis)
+async def serve(redis: AnyRedis, redis_url: str, key_prefix: str) -> AsyncIterator[Serve]:
+    """Factory: ``await serve(session={...}, scheduling={...})`` starts one more replica on the
+    test's Redis and key prefix (so two calls make two replicas of one cluster), with those
+    configuration sections merged over the defaults below."""
+    replicas: list[Replica] = []
     async with anyio.create_task_group() as tg:
-        await tg.start(replica.run)
-        yield Served(replica, f"ws://127.0.0.1:{port}")
-        replica.stop()
+
+        async def start(**sections: dict[str, Any]) -> Served:
+            port = free_port()
+            overrides: dict[str, dict[str, Any]] = {
+                "server": {"host": "127.0.0.1", "port": port, "drain_unready_ms": 0},
+                "redis": {"url": redis_url, "key_prefix": key_prefix},
+                # The inbox reader wakes at least this often: the drain at teardown waits for it.
+                "runtime": {
+                    "instance_id": f"gw{len(replicas)}-{key_prefix}",
+                    "inbox_block_ms": 100,
+                },
+                # A manual cut dispatches at once: no hangover timer between the cut and the job.
+                "session": {"hangover_manual_ms": 0, "hangover_auto_ms": 0},
+            }
+            for section, values in sections.items():
+                overrides.setdefault(section, {}).update(values)
+            replica = Replica(load_config(environ={}, overrides=overrides), redis)
+            await tg.start(replica.run)
+            replicas.append(replica)
+            return Served(replica, f"ws://127.0.0.1:{port}")
+
+        yield start
+        for replica in replicas:
+            replica.stop()
+
+
+@pytest.fixture
+async def served(serve: Serve) -> Served:
+    return await serve()

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from scheduler.jobs import failure_message
 from tests.e2e.clients import SimBrowser, SimNode, wait_any
 from tests.gateways.conftest import Served
 from tests.waiting import until
@@ -125,14 +126,17 @@ async def test_a_node_disconnect_with_no_other_node_tells_the_client(
     node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
     await node.register()
     browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
-    await browser.init()
+    await browser.init(trace_id="trace-node-loss")
     await browser.speak(10)
     job = await node.wait_for(is_job)
     await node.close()
     error = await browser.wait_type("error")
-    assert error["code"] == "NO_AVAILABLE_NODE" and error["message"] == "no node available"
+    assert error["code"] == "NO_AVAILABLE_NODE"
+    assert error["message"] == failure_message("NO_AVAILABLE_NODE")
     event = await browser.wait_type("ui_event", event="ERROR")
     assert event["job_id"] == job["job_id"] and event["error_code"] == "NO_AVAILABLE_NODE"
+    # The failover knew no trace id on main: the node-loss ui_event carried "".
+    assert event["trace_id"] == "trace-node-loss"
 
 
 async def test_a_session_with_no_node_for_its_pair_is_told_at_once(

@@ -216,12 +216,6 @@ async def test_lapsed_nodes_do_not_hide_a_live_node(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: after end_session a silent job is still failed over to fresh nodes up to "
-    "scheduling.max_attempts",
-)
 async def test_jobs_of_an_ended_session_are_not_moved_to_other_nodes(
     replicas: StartReplicas, clients: Clients
 ) -> None:

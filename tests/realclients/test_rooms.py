@@ -1,6 +1,6 @@
 """Rooms with the real browser client against real replicas (issue 11, points 4 and 5).
 
-Each test fails on main today for the reason its strict ``xfail`` names. Rooms are made as the
+Each test once failed for a defect issue 11 names (fixed on rooms-words). Rooms are made as the
 real UI makes them: ``room_create`` with ``client_ts`` only, ``room_join`` with the code and a
 display name. The real UI never sends ``preferred_lang``; the two-language room sends it, as a
 client of the protocol may (the original protocol's room fan-out, §3.5).
@@ -17,7 +17,8 @@ from tests.realclients.peers import Message, RealBrowser, eventually, recorded
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 ROOM_IDLE_MS = 2000
-SHORT_ROOM_IDLE = {"session.room_idle_ms": ROOM_IDLE_MS}
+# activity touches the room at most every 200 ms (the touch interval must be shorter than idle)
+SHORT_ROOM_IDLE = {"session.room_idle_ms": ROOM_IDLE_MS, "session.room_touch_interval_ms": 200}
 # browser_manual_cuts.json: the first "send" and the audio sent 3 ms after it.
 FIRST_CUT_MS = 2185
 
@@ -35,12 +36,6 @@ async def room_of_two(clients: Clients, replica: Replica) -> tuple[str, RealBrow
     return code, creator, joiner
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: only membership changes refresh a room, so a room in use expires after "
-    "session.room_idle_ms and a late join gets ROOM_NOT_FOUND",
-)
 async def test_active_room_does_not_expire(replicas: StartReplicas, clients: Clients) -> None:
     (replica,) = await replicas(1, SHORT_ROOM_IDLE)
     node = clients.node(replica, job_seconds=0.3)
@@ -66,12 +61,6 @@ async def test_active_room_does_not_expire(replicas: StartReplicas, clients: Cli
     assert speaker.of_type("room_expired") == [] and listener.of_type("room_expired") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: room_expired is defined in protocol.py but never sent: an idle room "
-    "vanishes silently",
-)
 async def test_idle_room_sends_room_expired_to_every_member(
     replicas: StartReplicas, clients: Clients
 ) -> None:
@@ -93,13 +82,6 @@ def translate(job: Message) -> str:
     return f"{TRANSLATIONS[job['tgt_lang']]} {job['utterance_index']}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: a two-way-auto speaker's room targets all get the pool's target as "
-    "tgt_lang, so the second language replays the first job: the German member gets "
-    "nothing and the French member gets the German text",
-)
 async def test_two_language_room_delivers_each_language(
     replicas: StartReplicas, clients: Clients
 ) -> None:

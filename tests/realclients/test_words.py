@@ -1,8 +1,8 @@
 """What the real clients are told when something goes wrong (issue 11, points 6 and 7).
 
 The browser shows every ``error`` frame's ``message`` in an ``alert()``; ``trace_id`` ties a
-frame to the session's trace. Each test fails on main today for the reason its strict ``xfail``
-names.
+frame to the session's trace. Each test once failed for a defect issue 11 names (fixed on
+rooms-words).
 """
 
 from __future__ import annotations
@@ -38,12 +38,6 @@ def is_error_event(message: Message) -> bool:
     return message.get("type") == "ui_event" and message.get("event") == "ERROR"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: error messages carry the script name and reply token "
-    "('dispatch_job: NO_POOL', 'dispatch_job: ALL_FULL') into the client's alert()",
-)
 async def test_error_texts_name_no_script_or_reply_token(
     replicas: StartReplicas, clients: Clients
 ) -> None:
@@ -72,12 +66,6 @@ async def test_error_texts_name_no_script_or_reply_token(
     assert not any(internal.values()), f"internal words in error texts: {shown}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: with no node, every utterance of the burst gets its own identical error "
-    "frame (one alert() each): repeated errors are not rate-limited",
-)
 async def test_repeated_identical_errors_are_rate_limited(
     replicas: StartReplicas, clients: Clients
 ) -> None:
@@ -94,12 +82,6 @@ async def test_repeated_identical_errors_are_rate_limited(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: the NODE_ACCEPTED ui_event goes to whatever session the node's job_ack "
-    "names instead of the job's session",
-)
 async def test_node_accepted_goes_to_the_jobs_session(
     replicas: StartReplicas, clients: Clients
 ) -> None:
@@ -131,12 +113,6 @@ async def test_node_accepted_goes_to_the_jobs_session(
     assert event["job_id"] == job["job_id"] and event["trace_id"] == speaker.trace_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: a job that times out on its last possible node gets job_cancel and "
-    "ui_event ERROR with an empty trace_id",
-)
 async def test_timeout_cancel_and_error_event_carry_the_trace_id(
     replicas: StartReplicas, clients: Clients
 ) -> None:
@@ -157,11 +133,6 @@ async def test_timeout_cancel_and_error_event_carry_the_trace_id(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: the ui_event ERROR for a job whose node is lost carries an empty trace_id",
-)
 async def test_node_loss_error_event_carries_the_trace_id(
     replicas: StartReplicas, clients: Clients
 ) -> None:

@@ -286,3 +286,13 @@ def test_frames_can_be_readdressed_for_room_members() -> None:
     got = only(new_relay().on_result(result(), T0), wire.TranslationResult)
     other = msgspec.structs.replace(got, session_id="s-OTHER")
     assert orjson.loads(wire.encode(other))["session_id"] == "s-OTHER"
+
+
+def test_error_throttle_sends_one_per_code_per_window() -> None:
+    throttle = relay.ErrorThrottle(window_ms=1000)
+    assert throttle.allow("NO_AVAILABLE_NODE", 0)
+    assert not throttle.allow("NO_AVAILABLE_NODE", 999)  # a repeat inside the window
+    assert throttle.allow("JOB_TIMEOUT", 500)  # another code is its own
+    assert throttle.allow("NO_AVAILABLE_NODE", 1000)  # the window restarts at the sent one
+    assert not throttle.allow("NO_AVAILABLE_NODE", 1500)
+    assert all(relay.ErrorThrottle(window_ms=0).allow("X", 0) for _ in range(3))

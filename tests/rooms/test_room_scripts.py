@@ -1,8 +1,8 @@
 """The rooms scripts on a real Redis, one test per transition and refusal (standalone and Cluster).
 
 Each script is called directly through the loader, as :class:`scheduler.rooms.Rooms` calls it,
-and the room hash is read back: a success changes what its header says, a refusal changes
-nothing, and every transition on a room that stays refreshes its expiry.
+and the room hash and its deadline are read back: a success changes what its header says, a
+refusal changes nothing, and every transition on a room that stays pushes its deadline back.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from scheduler.rooms import RoomReply
 pytestmark = pytest.mark.anyio
 
 IDLE_MS = 60_000
-SHORT_MS = 5_000  # a room's expiry set short, to see a transition push it back to IDLE_MS
+NOW = 1_000_000
+SHORT_MS = 5_000  # a room's deadline set short, to see a transition push it back to IDLE_MS
+CODE = "123456"
 META = json.dumps({"room_id": "r1", "created_ms": 1})
 LIBRARY = ScriptLibrary("rooms")
 
@@ -45,9 +47,13 @@ async def client(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterato
 
 @pytest.fixture
 async def room(client: AnyRedis, key_prefix: str) -> AsyncIterator[str]:
-    key = f"{key_prefix}:room:{{123456}}"
+    key = f"{key_prefix}:{{rooms}}:room:{CODE}"
     yield key
-    await client.delete(key)
+    await client.delete(key, deadlines_of(room=key))
+
+
+def deadlines_of(room: str) -> str:
+    return room.rsplit(":room:", 1)[0] + ":room_deadlines"
 
 
 def member(session: str, **fields: Any) -> str:
@@ -55,18 +61,28 @@ def member(session: str, **fields: Any) -> str:
 
 
 async def call(client: AnyRedis, script: str, room: str, *args: Any) -> tuple[RoomReply, Any]:
-    reply = await LIBRARY.call(client, script, [room], args)
+    """``script`` on (room, deadlines); the room's code and now follow ``args``."""
+    reply = await LIBRARY.call(client, script, [room, deadlines_of(room)], [*args, CODE, NOW])
     body = json.loads(reply[1]) if len(reply) > 1 else None
     return RoomReply(int(reply[0])), body
 
 
 async def make_room(client: AnyRedis, room: str, *sessions: str) -> None:
     await client.hset(room, mapping={"_meta": META, **{s: member(s) for s in sessions}})
-    await client.pexpire(room, SHORT_MS)
+    await client.zadd(deadlines_of(room), {CODE: NOW + SHORT_MS})
+
+
+async def deadline(client: AnyRedis, room: str) -> float | None:
+    score: float | None = await client.zscore(deadlines_of(room), CODE)
+    return score
 
 
 async def assert_refreshed(client: AnyRedis, room: str) -> None:
-    assert SHORT_MS < await client.pttl(room) <= IDLE_MS
+    assert await deadline(client, room) == NOW + IDLE_MS
+
+
+async def assert_not_refreshed(client: AnyRedis, room: str) -> None:
+    assert await deadline(client, room) == NOW + SHORT_MS
 
 
 async def test_create_opens_the_room_with_its_creator(client: AnyRedis, room: str) -> None:
@@ -75,7 +91,7 @@ async def test_create_opens_the_room_with_its_creator(client: AnyRedis, room: st
         None,
     )
     assert await client.hgetall(room) == {"_meta": META, "s-A": member("s-A")}
-    assert 0 < await client.pttl(room) <= IDLE_MS
+    assert await deadline(client, room) == NOW + IDLE_MS
 
 
 async def test_create_refuses_a_taken_code(client: AnyRedis, room: str) -> None:
@@ -83,7 +99,7 @@ async def test_create_refuses_a_taken_code(client: AnyRedis, room: str) -> None:
     reply = await call(client, "create_room", room, "s-B", member("s-B"), META, IDLE_MS)
     assert reply == (RoomReply.CODE_TAKEN, None)
     assert await client.hgetall(room) == {"_meta": META, "s-A": member("s-A")}
-    assert await client.pttl(room) <= SHORT_MS
+    await assert_not_refreshed(client, room)
 
 
 async def test_join_adds_the_member(client: AnyRedis, room: str) -> None:
@@ -99,6 +115,7 @@ async def test_join_refuses_a_missing_room(client: AnyRedis, room: str) -> None:
     reply = await call(client, "join_room", room, "s-B", member("s-B"), 2, IDLE_MS)
     assert reply == (RoomReply.ROOM_NOT_FOUND, None)
     assert await client.exists(room) == 0
+    assert await deadline(client, room) is None
 
 
 async def test_join_refuses_a_member_twice(client: AnyRedis, room: str) -> None:
@@ -107,7 +124,7 @@ async def test_join_refuses_a_member_twice(client: AnyRedis, room: str) -> None:
     reply = await call(client, "join_room", room, "s-A", renamed, 5, IDLE_MS)
     assert reply == (RoomReply.ALREADY_IN_ROOM, None)
     assert await client.hget(room, "s-A") == member("s-A")
-    assert await client.pttl(room) <= SHORT_MS
+    await assert_not_refreshed(client, room)
 
 
 async def test_join_refuses_a_full_room(client: AnyRedis, room: str) -> None:
@@ -115,7 +132,7 @@ async def test_join_refuses_a_full_room(client: AnyRedis, room: str) -> None:
     reply = await call(client, "join_room", room, "s-C", member("s-C"), 2, IDLE_MS)
     assert reply == (RoomReply.ROOM_FULL, None)
     assert set(await client.hkeys(room)) == {"_meta", "s-A", "s-B"}
-    assert await client.pttl(room) <= SHORT_MS
+    await assert_not_refreshed(client, room)
 
 
 async def test_leave_removes_the_member(client: AnyRedis, room: str) -> None:
@@ -129,13 +146,14 @@ async def test_the_last_leave_deletes_the_room(client: AnyRedis, room: str) -> N
     await make_room(client, room, "s-A")
     assert await call(client, "leave_room", room, "s-A", IDLE_MS) == (RoomReply.OK, {"left": 0})
     assert await client.exists(room) == 0
+    assert await deadline(client, room) is None
 
 
 async def test_leave_refuses_a_non_member(client: AnyRedis, room: str) -> None:
     await make_room(client, room, "s-A")
     assert await call(client, "leave_room", room, "s-Z", IDLE_MS) == (RoomReply.NOT_A_MEMBER, None)
     assert set(await client.hkeys(room)) == {"_meta", "s-A"}
-    assert await client.pttl(room) <= SHORT_MS
+    await assert_not_refreshed(client, room)
 
 
 async def test_set_raw_voice_changes_one_preference(client: AnyRedis, room: str) -> None:
@@ -168,10 +186,61 @@ async def test_set_raw_voice_refuses_a_non_member(client: AnyRedis, room: str) -
         reply = await call(client, "set_raw_voice", room, session, "s-A", "0", IDLE_MS)
         assert reply == (RoomReply.NOT_A_MEMBER, None)
     assert await client.hgetall(room) == {"_meta": META, "s-A": member("s-A")}
-    assert await client.pttl(room) <= SHORT_MS
+    await assert_not_refreshed(client, room)
 
 
 async def test_set_raw_voice_never_creates_a_room(client: AnyRedis, room: str) -> None:
     reply = await call(client, "set_raw_voice", room, "s-A", "s-B", "0", IDLE_MS)
     assert reply == (RoomReply.NOT_A_MEMBER, None)
     assert await client.exists(room) == 0
+    assert await deadline(client, room) is None
+
+
+async def test_leave_refuses_the_meta_field(client: AnyRedis, room: str) -> None:
+    await make_room(client, room, "s-A")
+    assert await call(client, "leave_room", room, "_meta", IDLE_MS) == (
+        RoomReply.NOT_A_MEMBER,
+        None,
+    )
+    assert await client.hgetall(room) == {"_meta": META, "s-A": member("s-A")}
+    await assert_not_refreshed(client, room)
+
+
+async def touch(client: AnyRedis, room: str, now: int) -> tuple[RoomReply, Any]:
+    reply = await LIBRARY.call(client, "touch_room", [deadlines_of(room)], [CODE, IDLE_MS, now])
+    return RoomReply(int(reply[0])), json.loads(reply[1]) if len(reply) > 1 else None
+
+
+async def expire(client: AnyRedis, room: str, now: int) -> tuple[RoomReply, Any]:
+    reply = await LIBRARY.call(client, "expire_room", [room, deadlines_of(room)], [CODE, now])
+    return RoomReply(int(reply[0])), json.loads(reply[1]) if len(reply) > 1 else None
+
+
+async def test_touch_pushes_the_deadline_back(client: AnyRedis, room: str) -> None:
+    await make_room(client, room, "s-A")
+    assert await touch(client, room, NOW) == (RoomReply.OK, None)
+    await assert_refreshed(client, room)
+    assert await client.hgetall(room) == {"_meta": META, "s-A": member("s-A")}
+
+
+async def test_touch_never_brings_a_room_back(client: AnyRedis, room: str) -> None:
+    assert await touch(client, room, NOW) == (RoomReply.ROOM_NOT_FOUND, None)
+    assert await deadline(client, room) is None
+    assert await client.exists(room) == 0
+
+
+async def test_expire_removes_a_due_room_and_names_its_members(client: AnyRedis, room: str) -> None:
+    await make_room(client, room, "s-A", "s-B")
+    status, body = await expire(client, room, NOW + SHORT_MS)
+    assert status is RoomReply.OK and sorted(body["members"]) == ["s-A", "s-B"]
+    assert await client.exists(room) == 0
+    assert await deadline(client, room) is None
+    # once: another replica's sweep that read the same due code finds it gone
+    assert await expire(client, room, NOW + SHORT_MS) == (RoomReply.ROOM_NOT_FOUND, None)
+
+
+async def test_expire_leaves_a_room_touched_since(client: AnyRedis, room: str) -> None:
+    await make_room(client, room, "s-A")
+    assert await expire(client, room, NOW + SHORT_MS - 1) == (RoomReply.NOT_DUE, None)
+    assert await client.hgetall(room) == {"_meta": META, "s-A": member("s-A")}
+    await assert_not_refreshed(client, room)

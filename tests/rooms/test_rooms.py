@@ -3,8 +3,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from cross_instance.clock import now_ms
 from scheduler.config import SessionConfig
-from scheduler.rooms import RoomError, Rooms
+from scheduler.rooms import Participant, RoomError, RoomPresence, Rooms
 
 pytestmark = pytest.mark.anyio
 
@@ -16,16 +17,64 @@ def rooms_for(redis, key_prefix: str, **settings: int) -> Rooms:  # type: ignore
 async def test_create_join_leave_and_expiry(redis, key_prefix: str) -> None:  # type: ignore[no-untyped-def]
     rooms = rooms_for(redis, key_prefix)
     alice = rooms.participant("s-A", "Alice", "zh")
+    before = now_ms()
     code, room_id = await rooms.create(alice)
     assert len(code) == 6 and code.isdigit() and room_id
-    ttl = await redis.pttl(rooms.key(code))
-    assert 0 < ttl <= SessionConfig().room_idle_ms
+    deadline = await redis.zscore(rooms.deadlines_key, code)
+    assert (
+        before + SessionConfig().room_idle_ms <= deadline <= now_ms() + SessionConfig().room_idle_ms
+    )
     members = await rooms.join(code, rooms.participant("s-B", "Bob", "en"))
     assert [m.session_id for m in members] == ["s-A", "s-B"]
-    assert Rooms.target_languages(members, "s-A") == {"en": ["s-B"]}
+    assert Rooms.target_languages(members, "s-A", "en") == {"en": ["s-A", "s-B"]}
     assert [m.session_id for m in await rooms.leave(code, "s-A")] == ["s-B"]
     assert await rooms.leave(code, "s-B") == []
     assert await redis.exists(rooms.key(code)) == 0
+    assert await redis.zscore(rooms.deadlines_key, code) is None
+
+
+async def test_activity_pushes_the_deadline_back_and_an_idle_room_expires_once(
+    redis, key_prefix: str
+) -> None:  # type: ignore[no-untyped-def]
+    rooms = rooms_for(redis, key_prefix, room_idle_ms=1000, room_touch_interval_ms=100)
+    code, _ = await rooms.create(rooms.participant("s-A", None, None))
+    await rooms.join(code, rooms.participant("s-B", None, None))
+    start = now_ms()
+    # Active: touched every half room_idle, it is never due, even long after room_idle.
+    for step in range(1, 6):
+        assert await rooms.touch(code, start + step * 500)
+        assert await rooms.expire_due(start + step * 500 + 999) == []
+    last = start + 5 * 500
+    [(expired, members)] = await rooms.expire_due(last + 1000)
+    assert (expired, sorted(members)) == (code, ["s-A", "s-B"])
+    assert await redis.exists(rooms.key(code)) == 0
+    # Expired once: no second notification, no touch brings it back, a late join is refused.
+    assert await rooms.expire_due(last + 5000) == []
+    assert not await rooms.touch(code, last + 5000)
+    with pytest.raises(RoomError) as gone:
+        await rooms.join(code, rooms.participant("s-C", None, None))
+    assert gone.value.code == "ROOM_NOT_FOUND"
+
+
+def test_a_member_touches_its_room_at_most_once_per_interval() -> None:
+    presence = RoomPresence("123456", touch_interval_ms=1000)
+    assert presence.touch_due(10_000)
+    assert not any(presence.touch_due(10_000 + t) for t in range(0, 1000, 50))
+    assert presence.touch_due(11_000)
+
+
+def test_room_targets_without_preferred_languages_reach_every_member() -> None:
+    members = [
+        Participant(participant_id=s, session_id=s, joined_at=str(i), preferred_lang=lang)
+        for i, (s, lang) in enumerate([("s-A", None), ("s-B", None), ("s-C", "de")])
+    ]
+    # The browser sends no preferred_lang: B hears the speaker's target; A sees it too.
+    assert Rooms.target_languages(members, "s-A", "en") == {"en": ["s-A", "s-B"], "de": ["s-C"]}
+    # Every other member has its own language: the speaker rides along with the first.
+    only_de = [m for m in members if m.session_id != "s-B"]
+    assert Rooms.target_languages(only_de, "s-A", "en") == {"de": ["s-A", "s-C"]}
+    # Alone in the room: its own target.
+    assert Rooms.target_languages(members[:1], "s-A", "en") == {"en": ["s-A"]}
 
 
 async def test_join_errors_change_nothing(redis, key_prefix: str) -> None:  # type: ignore[no-untyped-def]

@@ -71,6 +71,14 @@ def test_env_list_value_is_json() -> None:
         ({"LINGUA_RUNTIME__ROUTE_GRACE_MS": "40000"}, "runtime.takeover_lock_ttl_ms"),
         ({"LINGUA_RUNTIME__ENDED_TTL_MS": "5000"}, "runtime.ended_ttl_ms"),
         ({"LINGUA_SERVER__DRAIN_UNREADY_MS": "25000"}, "server.drain_unready_ms"),
+        # an active room would expire between two touches
+        (
+            {
+                "LINGUA_SESSION__ROOM_IDLE_MS": "5000",
+                "LINGUA_SESSION__ROOM_TOUCH_INTERVAL_MS": "5000",
+            },
+            "session.room_touch_interval_ms",
+        ),
     ],
 )
 def test_bad_values_name_the_key(environ: dict[str, str], message: str) -> None:

@@ -8,6 +8,7 @@ import pytest
 from scheduler import messages
 from scheduler import protocol as wire
 from scheduler.jobs import failover_code, failure_message
+from scheduler.scheduling.codes import AllNodesFull, NoLiveNode, NoPool
 from scheduler.scheduling.core import FailoverAction
 
 
@@ -45,8 +46,25 @@ def test_a_failed_move_is_told_as_a_timeout_or_as_no_node() -> None:
     assert failover_code(_move()) == "NO_AVAILABLE_NODE"
     assert failover_code(_move(error="MAX_ATTEMPTS")) == "JOB_TIMEOUT"
     assert failover_code(_move(cause="timeout", error="ALL_FULL")) == "JOB_TIMEOUT"
-    assert failure_message("JOB_TIMEOUT") == "job timed out"
-    assert failure_message("NO_AVAILABLE_NODE") == "no node available"
-    assert failure_message("NO_AVAILABLE_NODE", LookupError("no node serves zh:en")) == (
-        "no node serves zh:en"
-    )
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [None, NoPool("dispatch_job: NO_POOL", script="dispatch_job"),
+     AllNodesFull("dispatch_job: ALL_FULL", script="dispatch_job"),
+     NoLiveNode("dispatch_job: NO_LIVE_NODE", script="dispatch_job")],
+)  # fmt: skip
+@pytest.mark.parametrize("code", ["NO_AVAILABLE_NODE", "JOB_TIMEOUT", "INTERNAL_ERROR"])
+def test_what_a_person_reads_is_a_sentence_without_internal_words(
+    code: messages.FailureCode, cause: Exception | None
+) -> None:
+    """The browser alert()s `message`: no script names, reply tokens or pool pairs in it."""
+    text = failure_message(code, cause)
+    assert text[0].isupper() and text.endswith(".")
+    for internal in ("dispatch_job", "NO_POOL", "ALL_FULL", "NO_LIVE_NODE", "_", "zh:en", code):
+        assert internal not in text
+
+
+def test_busy_nodes_and_no_nodes_read_differently() -> None:
+    busy = failure_message("NO_AVAILABLE_NODE", AllNodesFull("dispatch_job: ALL_FULL"))
+    assert "busy" in busy and busy != failure_message("NO_AVAILABLE_NODE")
