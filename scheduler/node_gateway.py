@@ -218,6 +218,10 @@ class NodeGateway:
                     moves = await self.core.node_offline(conn.node_id, conn.generation)
                 except StaleGeneration:
                     return  # a newer connection of this node lives (here or elsewhere)
+                except NodeNotRegistered:
+                    # A sweep took it offline already (liveness lapsed) and moved its jobs then;
+                    # the ownership of the id is still ours to give back.
+                    moves = []
                 await self.claims.release_node(conn.node_id)
             await self.jobs.carry_out_moves(moves)
         except Exception:
