@@ -44,7 +44,7 @@ from scheduler.messages import (
 from scheduler.metrics import ReplicaMetrics
 from scheduler.outbox import Outbox
 from scheduler.scheduling.codes import NoNodeAvailable, SchedulingError
-from scheduler.scheduling.core import DispatchRequest, FailoverAction, SchedulingCore
+from scheduler.scheduling.core import DispatchRequest, FailoverAction, Moves, SchedulingCore
 from scheduler.session_flow import FinalizeUtterance
 
 __all__ = ["JobLifecycle", "SessionJobs", "failover_code", "failure_message"]
@@ -227,9 +227,11 @@ class JobLifecycle:
 
     # -- 4. failover -------------------------------------------------------------------------
 
-    async def carry_out_moves(self, moves: list[FailoverAction]) -> None:
+    async def carry_out_moves(self, moves: Moves) -> None:
         """Carry out what a sweep or a node going offline decided for each job."""
-        for move in moves:
+        if moves.unreadable:
+            self.metrics.jobs.labels("move_unreadable").inc(moves.unreadable)
+        for move in moves.actions:
             try:
                 await self._carry_out(move)
             except Exception:

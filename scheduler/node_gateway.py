@@ -34,7 +34,7 @@ from scheduler.scheduling.codes import (
     SchedulingError,
     StaleGeneration,
 )
-from scheduler.scheduling.core import NodeCapabilities, SchedulingCore
+from scheduler.scheduling.core import Moves, NodeCapabilities, SchedulingCore
 
 __all__ = ["NodeClaims", "NodeGateway"]
 
@@ -221,7 +221,7 @@ class NodeGateway:
                 except NodeNotRegistered:
                     # A sweep took it offline already (liveness lapsed) and moved its jobs then;
                     # the ownership of the id is still ours to give back.
-                    moves = []
+                    moves = Moves([])
                 await self.claims.release_node(conn.node_id)
             await self.jobs.carry_out_moves(moves)
         except Exception:

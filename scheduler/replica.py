@@ -32,7 +32,7 @@ from scheduler.metrics import ReplicaMetrics
 from scheduler.node_gateway import NodeGateway
 from scheduler.outbox import Outbox
 from scheduler.rooms import Rooms
-from scheduler.scheduling.core import SchedulingCore
+from scheduler.scheduling.core import Moves, SchedulingCore
 from scheduler.session_gateway import SessionGateway
 
 __all__ = ["Replica"]
@@ -222,7 +222,7 @@ class Replica:
             try:
                 report = await self.core.sweep()
                 self.redis_ok = True
-                await self.jobs.carry_out_moves(report.actions)
+                await self.jobs.carry_out_moves(Moves(report.actions, report.unreadable))
                 more = report.more
             except Exception:
                 self.redis_ok = False

@@ -11,6 +11,7 @@ so replicas share one clock). Tests pass explicit times to move the clock.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from scheduler.scheduling.codes import InvalidInput, ReplyCode, error_for
 from scheduler.scheduling.keys import SchedulingKeys
 
 __all__ = [
+    "MAX_UTTERANCE_INDEX",
     "Completion",
     "DispatchRequest",
     "Dispatched",
@@ -33,6 +35,7 @@ __all__ = [
     "HeartbeatAck",
     "JobHolder",
     "JobInfo",
+    "Moves",
     "NodeCapabilities",
     "NodeInfo",
     "PoolEntry",
@@ -47,8 +50,13 @@ __all__ = [
 _ID = re.compile(r"^[A-Za-z0-9_.:@-]+$")
 # BCP-47-like codes ("en", "zh", "zh-Hant", "auto"); ":" is the pair separator, never allowed.
 _LANG = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
-# Lua numbers are doubles: an index beyond 2^53 would lose precision inside the scripts.
-_MAX_INDEX = 2**53 - 1
+# A protocol bound, not a setting: the scripts' cjson prints numbers with 14 significant digits,
+# so an index past 10^14 would come back in exponent form and its job could neither complete nor
+# move. 2^31 - 1 is exact everywhere (Lua, JSON, the clients' numbers) and no session comes near
+# it (one utterance a second for 68 years).
+MAX_UTTERANCE_INDEX = 2**31 - 1
+
+log = logging.getLogger("lingua.scheduling")
 
 FinalizeReason = Literal["manual", "silence", "max_duration", "size", "close"]
 JobState = Literal["dispatched", "acked", "running", "completed", "failed"]
@@ -114,6 +122,14 @@ class FailoverAction(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None  # failed: MAX_ATTEMPTS, NO_POOL, ALL_FULL or NO_LIVE_NODE
 
 
+class Moves(msgspec.Struct, frozen=True):
+    """Failover actions a script decided; ``unreadable``: actions whose reply could not be read
+    (logged; the script committed them, so they are counted, never retried)."""
+
+    actions: list[FailoverAction]
+    unreadable: int = 0
+
+
 class Progress(msgspec.Struct, frozen=True):
     state: JobState
     deadline_ms: int
@@ -141,6 +157,7 @@ class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
     removed_sessions: int
     removed_sent: int
     more: bool  # a batch was full: sweep again without waiting
+    unreadable: int = 0  # actions whose reply could not be read (see Moves)
 
 
 class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -239,7 +256,21 @@ class _Action(msgspec.Struct):
 
 
 class _Actions(msgspec.Struct):
-    actions: list[_Action] = []
+    actions: list[msgspec.Raw] = []
+
+
+def _read_actions(script: str, raws: list[msgspec.Raw]) -> Moves:
+    """Each action read on its own: one the script wrote but we cannot read (a record from an
+    older version, say) must not stop the others, which the script committed too."""
+    actions: list[FailoverAction] = []
+    unreadable = 0
+    for raw in raws:
+        try:
+            actions.append(msgspec.json.decode(raw, type=_Action).public())
+        except msgspec.ValidationError as exc:
+            unreadable += 1
+            log.error("%s: unreadable failover action (%s): %s", script, exc, bytes(raw)[:300])
+    return Moves(actions, unreadable)
 
 
 class _Progress(msgspec.Struct):
@@ -259,7 +290,7 @@ class _Sweep(msgspec.Struct):
     removed_sessions: int
     removed_sent: int
     more: bool
-    actions: list[_Action] = []
+    actions: list[msgspec.Raw] = []
     offline: list[str] = []
 
 
@@ -421,7 +452,7 @@ class SchedulingCore:
 
     async def node_offline(
         self, node_id: str, generation: int, *, now_ms: int | None = None
-    ) -> list[FailoverAction]:
+    ) -> Moves:
         """The node's socket closed: leave the pools and fail its jobs over (carry out the
         actions). Raises :class:`StaleGeneration` when a newer connection owns the node (then
         nothing changed: just drop the old socket) and :class:`NodeNotRegistered` if gone."""
@@ -439,7 +470,7 @@ class SchedulingCore:
                 c.job_retention_ms,
             ],
         )
-        return [a.public() for a in msgspec.json.decode(body, type=_Actions).actions]
+        return _read_actions("take_node_offline", msgspec.json.decode(body, type=_Actions).actions)
 
     # --- jobs ---
 
@@ -449,8 +480,11 @@ class SchedulingCore:
         :class:`NoNodeAvailable` subclass when no node can take it (nothing changed)."""
         self._check_id("session_id", request.session_id)
         self._check_id("turn_id", request.turn_id)
-        if not 0 <= request.utterance_index <= _MAX_INDEX:
-            raise InvalidInput(f"utterance_index: {request.utterance_index} out of range")
+        if not 0 <= request.utterance_index <= MAX_UTTERANCE_INDEX:
+            raise InvalidInput(
+                f"utterance_index: {request.utterance_index} out of range "
+                f"(0..{MAX_UTTERANCE_INDEX})"
+            )
         for what, lang in (("src_lang", request.src_lang), ("tgt_lang", request.tgt_lang)):
             if not _LANG.match(lang):
                 raise InvalidInput(f"{what}: {lang!r} is not a language code")
@@ -557,8 +591,10 @@ class SchedulingCore:
             ],
         )
         r = msgspec.json.decode(body, type=_Sweep)
+        moves = _read_actions("sweep", r.actions)
         return SweepReport(
-            actions=[a.public() for a in r.actions],
+            actions=moves.actions,
+            unreadable=moves.unreadable,
             offline_nodes=r.offline,
             removed_jobs=r.removed_jobs,
             removed_sessions=r.removed_sessions,

@@ -115,7 +115,7 @@ async def test_offline_fails_jobs_over_at_once(core: SchedulingCore) -> None:
     await core.register_node("b", caps(), now_ms=T0)
     job = await core.dispatch(req(), now_ms=T0)
     assert job.node_id == "a"
-    [action] = await core.node_offline("a", a.generation, now_ms=T0 + 10)
+    [action] = (await core.node_offline("a", a.generation, now_ms=T0 + 10)).actions
     assert (action.job_id, action.old_node, action.new_node) == (job.job_id, "a", "b")
     assert (action.outcome, action.cause, action.attempt) == ("reassigned", "node_offline", 2)
     assert action.payload == '{"type":"job_assign"}'
@@ -128,7 +128,7 @@ async def test_offline_fails_jobs_over_at_once(core: SchedulingCore) -> None:
 async def test_offline_with_no_other_node_fails_the_job(core: SchedulingCore) -> None:
     a = await core.register_node("a", caps(), now_ms=T0)
     job = await core.dispatch(req(), now_ms=T0)
-    [action] = await core.node_offline("a", a.generation, now_ms=T0 + 10)
+    [action] = (await core.node_offline("a", a.generation, now_ms=T0 + 10)).actions
     assert (action.outcome, action.error, action.new_node) == ("failed", "NO_POOL", None)
     [info] = await core.list_jobs()
     assert (info.job_id, info.state) == (job.job_id, "failed")

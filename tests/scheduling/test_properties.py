@@ -93,7 +93,7 @@ async def run_op(core: SchedulingCore, world: World, operation: tuple[Any, ...])
         elif kind == "offline":
             _, node, stale = operation
             gen = world.generations.get(node, 0) - (1 if stale else 0)
-            for action in await core.node_offline(node, gen, now_ms=now):
+            for action in (await core.node_offline(node, gen, now_ms=now)).actions:
                 if action.new_node:
                     world.jobs.append((action.job_id, action.new_node, action.attempt))
         elif kind == "sweep":
