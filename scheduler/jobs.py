@@ -9,9 +9,12 @@ Read top to bottom, in the order a job lives it:
    node's replica): ``job_ack``/``job_started`` move the job in the core; partial subtitles go to
    the job's session, only from the job's current node.
 3. **Completion** (:meth:`~JobLifecycle.on_result`, on the node's replica): the core accepts the
-   result of the current attempt once; it travels to the session the job record names.
-4. **Failover** (:meth:`~JobLifecycle.carry_out_moves`, after a sweep or a node going offline): a
-   silent node is told to cancel; the job goes to another node, or fails.
+   first valid result of any attempt (a node that reconnected sends the result of a job that
+   moved on meanwhile); it travels to the session the job record names, and the node holding the
+   job's current attempt, if another, is told to cancel.
+4. **Failover** (:meth:`~JobLifecycle.carry_out_moves`, after a sweep, a node going offline or a
+   reconnected node reporting it runs nothing): a silent node is told to cancel; the job goes to
+   another node, waits for its node to come back (held), or fails.
 5. **At the session** (:meth:`~JobLifecycle.deliver`, on the session's replica): a result becomes
    the client's frames (:class:`scheduler.relay.ResultRelay`), translations fanned out to the
    room members that asked for that language; a failure becomes ``ui_event ERROR`` + ``error``.
@@ -224,11 +227,21 @@ class JobLifecycle:
             utterance_index=completion.utterance_index,
         )
         await self.outbox.result_to_session(completion.session_id, result)
+        if completion.cancel_node is not None:
+            # The job had moved on (this node's socket dropped while it worked): its result won,
+            # the node working on the later attempt stops.
+            self.metrics.jobs.labels("cancelled").inc()
+            await self.outbox.cancel_on_node(
+                completion.cancel_node,
+                wire.JobCancel(
+                    job_id=message.job_id, trace_id=message.trace_id, reason="result_received"
+                ),
+            )
 
     # -- 4. failover -------------------------------------------------------------------------
 
     async def carry_out_moves(self, moves: Moves) -> None:
-        """Carry out what a sweep or a node going offline decided for each job."""
+        """Carry out what a sweep, a node going offline or a node's lost jobs decided."""
         if moves.unreadable:
             self.metrics.jobs.labels("move_unreadable").inc(moves.unreadable)
         for move in moves.actions:
@@ -240,8 +253,18 @@ class JobLifecycle:
     async def _carry_out(self, move: FailoverAction) -> None:
         assign = msgspec.json.decode(move.payload, type=wire.JobAssign) if move.payload else None
         trace_id = assign.trace_id if assign else ""
-        if move.cause == "timeout":
-            # The old node is alive but silent: tell it to drop the job (a dead node needs no cancel).
+        if move.outcome == "held":
+            # No other node: the job waits for its node to reconnect with the result, at most
+            # until its deadline (then the sweep moves or fails it).
+            self.metrics.jobs.labels("held").inc()
+            log.info(
+                "job held for its node: %s",
+                move.error,
+                extra={"job_id": move.job_id, "node_id": move.old_node},
+            )
+            return
+        if move.cancel_old:
+            # The old node is connected but silent: tell it to drop the job.
             self.metrics.jobs.labels("cancelled").inc()
             await self.outbox.cancel_on_node(
                 move.old_node,

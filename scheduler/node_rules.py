@@ -8,6 +8,7 @@ close the socket). They are pure: a frame and what the connection knows in, a de
 * :func:`node_capabilities` — the capabilities a register or heartbeat announces, for the core.
 * :func:`heartbeat_capabilities` — a heartbeat's capabilities, keeping what only the register
   announced (hardware; slots when the heartbeat names none).
+* :func:`runs_no_job` — whether a heartbeat says the node runs no job at all.
 
 Registration and heartbeat outcomes that depend on Redis (a stale generation, an expired record)
 stay with the gateway: they are answers from the core, not decisions made here.
@@ -30,6 +31,7 @@ __all__ = [
     "node_capabilities",
     "registration",
     "route",
+    "runs_no_job",
 ]
 
 Route = Literal["register", "handle", "ignore", "foreign"]
@@ -106,3 +108,9 @@ def heartbeat_capabilities(
     if caps.max_concurrent_jobs is None:
         caps = msgspec.structs.replace(caps, max_concurrent_jobs=registered.max_concurrent_jobs)
     return caps
+
+
+def runs_no_job(message: wire.NodeHeartbeat) -> bool:
+    """The node reports no job in progress (``resource_usage.running_jobs`` counts the jobs it
+    is processing, the one it finishes after a reconnect included)."""
+    return message.resource_usage.running_jobs == 0

@@ -1,18 +1,20 @@
--- failover_job: move one active job off its node (timeout or node gone).
+-- failover_job: move one active job off its node (timeout, node gone, or job lost).
 -- The old slot is released (when still held), the job goes to another node with attempt + 1,
 -- excluding every node it was on, or fails when attempts are exhausted or no node is usable.
+-- With `hold` (its node went offline) a job no other node can take stays on its node instead,
+-- with its slot and deadline (see away.lua): its result may still come when the node reconnects.
 -- Returns the action Python carries out (cancel on old node, assign on new one or tell session).
 --@include "includes/select_node.lua"
 --@include "includes/jobs.lua"
 --@include "includes/sessions.lua"
+--@include "includes/away.lua"
 
 local CODE_NAMES = {[CODE_NO_POOL] = 'NO_POOL', [CODE_ALL_FULL] = 'ALL_FULL',
   [CODE_NO_LIVE_NODE] = 'NO_LIVE_NODE'}
 
 -- C: {max_attempts, scan_limit, job_timeout_ms, retention_ms}
-local function failover_job(K, C, job_id, job, cause, now)
+local function failover_job(K, C, job_id, job, cause, now, hold)
   local old_node = job.node
-  release_slot(K, old_node, job_id)
   local action = {job_id = job_id, session = job.session, index = job.index, tgt = job.tgt,
     old_node = old_node, cause = cause}
   local node, rec, running, code
@@ -22,6 +24,15 @@ local function failover_job(K, C, job_id, job, cause, now)
     node, rec, running, code = select_node(K, C.scan_limit, job.pair, job.session, job.index,
       set_of(job.tried), {}, now)
   end
+  if not node and hold then
+    action.outcome = 'held'
+    action.attempt = job.attempt
+    action.error = CODE_NAMES[code] or code
+    return action
+  end
+  -- a silent node that is still connected is told to drop the job
+  action.cancel_old = cause == 'timeout' and is_connected(K, old_node)
+  release_job_slot(K, old_node, job_id)
   if not node then
     finish_job(K, job_id, job, 'failed', now, C.retention_ms)
     action.outcome = 'failed'

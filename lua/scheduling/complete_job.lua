@@ -1,9 +1,14 @@
--- complete_job: the node sent the job's result (success or error).
+-- complete_job: a node sent a job's result (success or error).
 --
--- INVARIANT: fenced by (job, node, attempt): a stale attempt or a foreign node is refused and
--- changes nothing. The slot is released exactly once: the first accepted completion releases
--- it, later ones are no-ops. The finished record is kept job_retention_ms (so replays and
--- idempotent dispatch retries still find it), then the sweeper removes it.
+-- INVARIANT: first valid result wins. A result is valid from any attempt the job had, sent by
+-- the node that held that attempt (a node whose socket dropped while it worked sends it from its
+-- next connection, possibly to another replica, after the job moved on); a foreign node, an
+-- attempt the node never held and a job that already has its result are refused and change
+-- nothing. Accepting one completes the job in this step: the slot of the attempt that holds it
+-- now is released exactly once (a moved attempt's slot went with the move), and the reply names
+-- that attempt's node when it is another, connected one, so it gets `job_cancel`. The finished
+-- record is kept job_retention_ms (so replays and idempotent dispatch retries still find it),
+-- then the sweeper removes it.
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
 -- KEYS[1] nodes         HASH node -> json record
@@ -22,14 +27,17 @@
 -- ARGV[5] now (ms) or ""
 -- ARGV[6] job_retention_ms
 --
--- Reply: {0 OK, {state, session, index, tgt}} completed now
---        {2 ALREADY_FINISHED, {state, session, index, tgt}} repeated completion: nothing changed
---        {-6 JOB_NOT_FOUND} {-7 STALE_ATTEMPT} {-8 FOREIGN_NODE}
+-- Reply: {0 OK, {state, session, index, tgt, cancel_node?}} completed now; cancel_node: the
+--          node holding the job's current attempt, when it is another one and connected
+--        {2 ALREADY_FINISHED, {state, session, index, tgt}} the same (node, attempt) completed
+--          it before: nothing changed
+--        {-6 JOB_NOT_FOUND} {-7 STALE_ATTEMPT} the node never held this attempt, or another
+--          attempt finished the job {-8 FOREIGN_NODE} the job was never on this node
 -- Replay: ALREADY_FINISHED.
 
---@include "includes/slots.lua"
 --@include "includes/jobs.lua"
 --@include "includes/fence.lua"
+--@include "includes/away.lua"
 
 local K = {nodes = KEYS[1], node_running = KEYS[2], pools = KEYS[3], node_jobs = KEYS[4],
   jobs = KEYS[5], job_payloads = KEYS[6], deadlines = KEYS[7], jobs_expiry = KEYS[8]}
@@ -39,16 +47,24 @@ local now = now_from(ARGV[5])
 local retention_ms = tonumber(ARGV[6])
 
 local job = read_job(K, job_id)
-local refused = fence_job(job, node, attempt)
+local refused = fence_result(job, node, attempt)
 if refused then
   return reply(refused)
 end
 local info = {session = job.session, index = job.index, tgt = job.tgt}
 if not ACTIVE[job.state] then
+  if (job.result_attempt or job.attempt) ~= attempt then
+    return reply(-7)
+  end
   info.state = job.state
   return reply(2, info)
 end
-release_slot(K, node, job_id)
+local holder = job.node
+release_job_slot(K, holder, job_id)
+if holder ~= node and is_connected(K, holder) then
+  info.cancel_node = holder
+end
+job.result_attempt = attempt
 finish_job(K, job_id, job, ok and 'completed' or 'failed', now, retention_ms)
 info.state = job.state
 return reply(0, info)

@@ -113,13 +113,18 @@ class FailoverAction(msgspec.Struct, frozen=True, kw_only=True):
     utterance_index: int
     tgt_lang: str
     old_node: str
-    cause: Literal["timeout", "node_offline"]
-    outcome: Literal["reassigned", "failed"]
+    # timeout: silent past its deadline; node_offline: its node left; job_lost: its node came
+    # back and runs nothing (the job was lost with the old connection)
+    cause: Literal["timeout", "node_offline", "job_lost"]
+    # held: its node went offline and no other node can take it; it stays on that node, which
+    # may still send the result when it reconnects (until the job's deadline)
+    outcome: Literal["reassigned", "failed", "held"]
     attempt: int
     new_node: str | None = None
     deadline_ms: int | None = None
     payload: str | None = None
-    error: str | None = None  # failed: MAX_ATTEMPTS, NO_POOL, ALL_FULL or NO_LIVE_NODE
+    error: str | None = None  # failed / held: MAX_ATTEMPTS, NO_POOL, ALL_FULL or NO_LIVE_NODE
+    cancel_old: bool = False  # the old node is connected and silent: send it job_cancel
 
 
 class Moves(msgspec.Struct, frozen=True):
@@ -142,6 +147,8 @@ class Completion(msgspec.Struct, frozen=True):
     utterance_index: int
     tgt_lang: str
     replayed: bool  # True: an earlier completion released the slot; nothing changed now
+    # another node holding the job's current attempt, connected: send it job_cancel
+    cancel_node: str | None = None
 
 
 class JobHolder(msgspec.Struct, frozen=True):
@@ -230,13 +237,14 @@ class _Action(msgspec.Struct):
     index: int
     tgt: str
     old_node: str
-    cause: Literal["timeout", "node_offline"]
-    outcome: Literal["reassigned", "failed"]
+    cause: Literal["timeout", "node_offline", "job_lost"]
+    outcome: Literal["reassigned", "failed", "held"]
     attempt: int
     new_node: str | None = None
     deadline_ms: int | None = None
     payload: str | None = None
     error: str | None = None
+    cancel_old: bool = False
 
     def public(self) -> FailoverAction:
         return FailoverAction(
@@ -252,6 +260,7 @@ class _Action(msgspec.Struct):
             deadline_ms=self.deadline_ms,
             payload=self.payload,
             error=self.error,
+            cancel_old=self.cancel_old,
         )
 
 
@@ -283,6 +292,7 @@ class _Completion(msgspec.Struct):
     session: str
     index: int
     tgt: str
+    cancel_node: str | None = None
 
 
 class _Sweep(msgspec.Struct):
@@ -454,12 +464,26 @@ class SchedulingCore:
         self, node_id: str, generation: int, *, now_ms: int | None = None
     ) -> Moves:
         """The node's socket closed: leave the pools and fail its jobs over (carry out the
-        actions). Raises :class:`StaleGeneration` when a newer connection owns the node (then
+        actions; a job no other node can take is ``held`` on the node, whose result may still
+        come). Raises :class:`StaleGeneration` when a newer connection owns the node (then
         nothing changed: just drop the old socket) and :class:`NodeNotRegistered` if gone."""
+        return await self._node_moves("take_node_offline", node_id, generation, now_ms)
+
+    async def move_lost_jobs(
+        self, node_id: str, generation: int, *, now_ms: int | None = None
+    ) -> Moves:
+        """The node connected again and reports running no job: the jobs it was given before
+        this connection are lost; move them now (carry out the actions). Raises like
+        :meth:`node_offline`."""
+        return await self._node_moves("move_lost_jobs", node_id, generation, now_ms)
+
+    async def _node_moves(
+        self, script: str, node_id: str, generation: int, now_ms: int | None
+    ) -> Moves:
         self._check_id("node_id", node_id)
         c = self.config
         _, body = await self._call(
-            "take_node_offline",
+            script,
             [
                 node_id,
                 int(generation),
@@ -470,7 +494,7 @@ class SchedulingCore:
                 c.job_retention_ms,
             ],
         )
-        return _read_actions("take_node_offline", msgspec.json.decode(body, type=_Actions).actions)
+        return _read_actions(script, msgspec.json.decode(body, type=_Actions).actions)
 
     # --- jobs ---
 
@@ -559,8 +583,10 @@ class SchedulingCore:
     async def complete(
         self, job_id: str, node_id: str, attempt: int, *, ok: bool, now_ms: int | None = None
     ) -> Completion:
-        """A ``job_result`` arrived. Forward it to the session only when ``replayed`` is False.
-        Raises :class:`StaleAttempt` / :class:`ForeignNode` / :class:`JobNotFound` (drop it)."""
+        """A ``job_result`` arrived, from any attempt the node held (first valid result wins).
+        Forward it to the session only when ``replayed`` is False; send ``job_cancel`` to
+        ``cancel_node`` when set. Raises :class:`StaleAttempt` / :class:`ForeignNode` /
+        :class:`JobNotFound` (drop it)."""
         code, body = await self._call(
             "complete_job",
             [
@@ -573,7 +599,9 @@ class SchedulingCore:
             ],
         )
         r = msgspec.json.decode(body, type=_Completion)
-        return Completion(r.state, r.session, r.index, r.tgt, code == ReplyCode.ALREADY_FINISHED)
+        return Completion(
+            r.state, r.session, r.index, r.tgt, code == ReplyCode.ALREADY_FINISHED, r.cancel_node
+        )
 
     async def sweep(self, *, now_ms: int | None = None) -> SweepReport:
         """One sweep tick (any replica, any time: each due item is handled by one call)."""

@@ -119,22 +119,6 @@ async def test_a_node_disconnect_moves_its_job_to_another_node(
     await browser.wait_type("translation_result", job_id=job["job_id"])
 
 
-async def test_a_node_disconnect_with_no_other_node_tells_the_client(
-    served: Served, peers: Connect
-) -> None:
-    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
-    await node.register()
-    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
-    await browser.init()
-    await browser.speak(10)
-    job = await node.wait_for(is_job)
-    await node.close()
-    error = await browser.wait_type("error")
-    assert error["code"] == "NO_AVAILABLE_NODE" and error["message"] == "no node available"
-    event = await browser.wait_type("ui_event", event="ERROR")
-    assert event["job_id"] == job["job_id"] and event["error_code"] == "NO_AVAILABLE_NODE"
-
-
 async def test_a_session_with_no_node_for_its_pair_is_told_at_once(
     served: Served, peers: Connect
 ) -> None:
