@@ -28,7 +28,9 @@ __all__ = [
     "dlq_purge",
     "dlq_replay",
     "dlq_show",
+    "dlq_summary",
     "inbox_stats",
+    "owners_of",
     "ownership",
     "request_drain",
 ]
@@ -150,7 +152,43 @@ async def cluster_overview(
     return view
 
 
+async def owners_of(redis: Any, key_prefix: str, kind: str, ids: list[str]) -> dict[str, str]:
+    """id -> owner token, for the named ids only (one HMGET); ids nobody owns are left out."""
+    if not ids:
+        return {}
+    tokens = await redis.hmget(RuntimeKeys(key_prefix).owners(kind), ids)
+    return {ident: token for ident, token in zip(ids, tokens, strict=True) if token}
+
+
 # -- DLQ -------------------------------------------------------------------------------------
+
+
+async def dlq_summary(redis: Any, key_prefix: str, *, limit: int) -> dict[str, Any]:
+    """Depth (all entries), oldest entry's age, and the oldest ``limit`` entries with their
+    count by reason (``counted`` says how many the counts cover: reading every entry on each
+    dashboard refresh would cost O(depth))."""
+    keys = RuntimeKeys(key_prefix)
+    now = await server_ms(redis)
+    depth = int(await redis.xlen(keys.dlq()))
+    entries: list[dict[str, Any]] = []
+    by_reason: dict[str, int] = {}
+    oldest_age: int | None = None
+    async for entry_id, dead in dlq_pages(redis, keys, page=min(limit, 500)):
+        if len(entries) >= limit:
+            break
+        if dead is None:
+            continue
+        view = _dead_view(entry_id, dead, now, full=False)
+        oldest_age = view["age_ms"] if oldest_age is None else oldest_age
+        by_reason[dead.reason] = by_reason.get(dead.reason, 0) + 1
+        entries.append(view)
+    return {
+        "depth": depth,
+        "oldest_age_ms": oldest_age,
+        "by_reason": by_reason,
+        "counted": len(entries),
+        "entries": entries,
+    }
 
 
 def _dead_view(entry_id: str, dead: DeadLetter, now: int, *, full: bool) -> dict[str, Any]:

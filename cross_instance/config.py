@@ -8,11 +8,12 @@ never imports ``scheduler``. Every interval, TTL and limit is a key with a defau
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
 
-__all__ = ["RedisConfig", "RuntimeConfig", "validate_runtime"]
+__all__ = ["RedisConfig", "RuntimeConfig", "check_redis", "validate_runtime"]
 
 
 def _doc(text: str, **constraints: int | str) -> Meta:
@@ -64,6 +65,57 @@ class RedisConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     embedded_start_timeout_ms: Annotated[
         int, _doc("How long the embedded Redis may take to answer PING.", ge=1)
     ] = 10000
+    username: Annotated[
+        str,
+        _doc(
+            "ACL user the daemon authenticates as. Empty: the user in redis.url, else the "
+            "default user. docs/security.md gives the minimum ACL."
+        ),
+    ] = ""
+    password: Annotated[
+        str,
+        _doc(
+            "Password of redis.username (or of the default user). Set it through the "
+            "environment (LINGUA_REDIS__PASSWORD); it is never logged. Credentials go either "
+            "here or in redis.url, not both."
+        ),
+    ] = ""
+    tls: Annotated[
+        bool,
+        _doc(
+            "TLS to Redis (and to the Sentinels) with a redis:// URL or none (mode = sentinel). "
+            "A rediss:// URL turns TLS on by itself."
+        ),
+    ] = False
+    tls_ca_file: Annotated[
+        str,
+        _doc(
+            "PEM file of the CA certificates that verify the Redis server. Empty: the system's "
+            "trusted CAs."
+        ),
+    ] = ""
+    tls_cert_file: Annotated[
+        str,
+        _doc(
+            "PEM client certificate, for a Redis that asks for one (tls-auth-clients). Needs "
+            "redis.tls_key_file."
+        ),
+    ] = ""
+    tls_key_file: Annotated[str, _doc("PEM private key of redis.tls_cert_file.")] = ""
+    tls_check_hostname: Annotated[
+        bool,
+        _doc(
+            "Check that the server certificate names the host the daemon connects to. The "
+            "certificate chain is verified either way."
+        ),
+    ] = True
+
+    def __post_init__(self) -> None:
+        check_redis(self)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls or self.url.startswith("rediss://")
 
 
 class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -92,6 +144,18 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ge=0,
         ),
     ] = 5000
+    ended_ttl_ms: Annotated[
+        int,
+        _doc(
+            "How long an id its owner released is remembered as ended. A non-resumable "
+            "message (for a client session) whose target is remembered as ended is dropped and "
+            "counted; one for a target whose owner merely looks not live, or that is not "
+            "remembered, is held for route_grace_ms and then dead-lettered with reason no_owner. "
+            "Keep it above the longest a reply can arrive after its session closed (the job "
+            "timeout).",
+            ge=1,
+        ),
+    ] = 600000
     route_hold_max: Annotated[
         int,
         _doc("Most messages held for ownerless targets at once; beyond it, dead-letter now.", ge=0),
@@ -155,6 +219,26 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 100
 
 
+def check_redis(config: RedisConfig) -> None:
+    """Refuse TLS and credential settings that cannot all apply (ValueError naming the key)."""
+    tls_on = config.tls or config.url.startswith("rediss://")
+    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        if getattr(config, key) and not tls_on:
+            raise ValueError(
+                f"redis.{key} is set but TLS is off: use a rediss:// URL or redis.tls = true"
+            )
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        raise ValueError("redis.tls_cert_file and redis.tls_key_file go together")
+    if tls_on and not config.url and config.mode != "sentinel":
+        raise ValueError("redis.tls needs redis.url: the embedded Redis speaks plain TCP")
+    in_url = urlsplit(config.url)
+    if (config.username or config.password) and (in_url.username or in_url.password):
+        raise ValueError(
+            "redis.url carries credentials: set them there or in redis.username and "
+            "redis.password, not both"
+        )
+
+
 def validate_runtime(config: RuntimeConfig) -> None:
     """Refuse timings that contradict each other (ValueError naming the key to change)."""
     if config.takeover_lock_ttl_ms <= config.route_grace_ms:
@@ -168,6 +252,12 @@ def validate_runtime(config: RuntimeConfig) -> None:
             "runtime.presence_refresh_ms: must be at most a third of runtime.presence_ttl_ms, so "
             f"presence survives a failed refresh ({config.presence_refresh_ms} > "
             f"{config.presence_ttl_ms} / 3)"
+        )
+    if config.ended_ttl_ms <= config.route_grace_ms:
+        raise ValueError(
+            "runtime.ended_ttl_ms: must outlast runtime.route_grace_ms (a message held for a "
+            "target is dropped when its owner releases it meanwhile, which the release must "
+            f"still show: {config.ended_ttl_ms} <= {config.route_grace_ms})"
         )
     if 0 < config.drain_grace_ms <= config.route_grace_ms:
         raise ValueError(

@@ -147,8 +147,8 @@ class Consumer:
                 await self.claims.run(envelope, claim)
             except Exception as exc:
                 await self.claims.release(envelope.message_id, claim)
-                if self.router.ended(envelope):
-                    self.metrics.dropped.inc()
+                if self.router.gone_from_here(envelope):
+                    self.metrics.dropped.labels("not_owned_here").inc()
                     await self.inbox.ack([entry.id])
                     return
                 await self.inbox.record_failure(entry, exc)
@@ -220,10 +220,10 @@ class Consumer:
         envelope = entry.envelope
         if envelope is not None and envelope.kind not in INTERNAL_KINDS:
             # Route by ownership now, not as it was at send time: the target may have moved.
-            owner, live = await self.ownership.resolve(envelope.target_kind, envelope.target_id)
-            if live and owner != self.token:
+            target = await self.ownership.resolve(envelope.target_kind, envelope.target_id)
+            if target.live and target.owner != self.token:
                 trail = entry.trail(self.inbox.stream, entry.deliveries - 1)
-                sent = await self.router.to_inbox(owner, envelope, trail)
+                sent = await self.router.to_inbox(target.owner, envelope, trail)
                 if sent is not None:
                     await self.inbox.ack([entry.id])
                     return

@@ -22,6 +22,7 @@ __all__ = [
     "INTERNAL_KINDS",
     "DeadLetter",
     "DeadReason",
+    "DropReason",
     "Envelope",
     "Failure",
     "Route",
@@ -36,8 +37,12 @@ __all__ = [
 ]
 
 TargetKind = Literal["node", "session"]
-# dropped: no live owner and the envelope is not resumable (its target cannot come back).
+# dropped: the envelope is not resumable and its target is known to have ended.
 Route = Literal["local", "remote", "held", "dead_letter", "dropped"]
+# Why a non-resumable message was dropped: ended: its target's owner released it (routing found
+# the release, within runtime.ended_ttl_ms); not_owned_here: its handler here failed and this
+# replica no longer owns the target (released it, lost it to a newer claim, or was fenced).
+DropReason = Literal["ended", "not_owned_here"]
 # no_owner: no live owner within route_grace_ms; max_deliveries: the handler kept failing;
 # hold_overflow: route_hold_max messages were already held; undecodable: a corrupt entry;
 # inbox_full: the owner's inbox already held runtime.inbox_maxlen entries (it is not keeping up).
@@ -65,8 +70,9 @@ class Envelope(msgspec.Struct, kw_only=True, frozen=True):
     created_ms: int = 0
     origin: str = ""  # token of the sending replica
     # False: the target can never come back under this id (a client session gets a new id on
-    # reconnect), so with no live owner the message is dropped (counted), not held or
-    # dead-lettered: nobody could ever replay it anywhere.
+    # reconnect), so once it is known to have ended (its owner released it) the message is
+    # dropped (counted), not held or dead-lettered: nobody could ever replay it anywhere. An
+    # owner that merely looks not live is waited for like any other (held, then the DLQ).
     resumable: bool = True
 
 

@@ -3,7 +3,7 @@
 :class:`RuntimeReply` mirrors ``lua/includes/runtime_codes.lua`` name for name and value for
 value (a test checks it). A script's reply code >= 0 is a success, < 0 a refusal that changed
 nothing. The one refusal that is an exception for the runtime's users is FENCED; the others
-(ALIVE, UNKNOWN_INBOX, BUSY, FULL) are outcomes the runtime decides on itself.
+(ALIVE, UNKNOWN_INBOX, BUSY, FULL, TOO_SOON) are outcomes the runtime decides on itself.
 
 Exception tree::
 
@@ -30,6 +30,7 @@ class RuntimeReply(IntEnum):
     UNKNOWN_INBOX = -4
     BUSY = -5
     FULL = -6
+    TOO_SOON = -7
 
 
 class RuntimeFenced(RuntimeError):

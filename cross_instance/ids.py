@@ -2,7 +2,8 @@
 
 A token is ``"<instance>@<epoch>"``; a fresh epoch per start fences everything an earlier start
 of the same instance left behind. Ids of nodes, sessions and messages travel in Redis keys and
-logs, so they are printable ASCII without spaces (:func:`check_id`).
+logs, so they are drawn from one small alphabet (:func:`check_id`), the same for the runtime and
+the scheduling core.
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ from dataclasses import dataclass
 
 from cross_instance.clock import now_ms
 
-__all__ = ["Identity", "check_id", "default_instance_id"]
+__all__ = ["ID_ALPHABET", "Identity", "check_id", "default_instance_id"]
 
-_ID = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: ids travel in keys/logs
+# Ids travel in Redis keys, stream fields and logs: no spaces, no key separators beyond ':'.
+ID_ALPHABET = "A-Za-z0-9_.:@-"
+_ID = re.compile(f"[{ID_ALPHABET}]+")
 _INSTANCE_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def check_id(what: str, value: str, max_length: int = 256) -> None:
+def check_id(what: str, value: object, max_length: int = 256) -> None:
     """ValueError (a sentence naming ``what``) unless ``value`` is 1 to ``max_length``
-    printable ASCII characters without spaces."""
-    if not isinstance(value, str) or not _ID.match(value) or len(value) > max_length:
-        raise ValueError(
-            f"{what} must be 1-{max_length} printable characters without spaces: {value!r}"
-        )
+    characters of :data:`ID_ALPHABET`."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise ValueError(f"{what}: {value!r} is not a valid id (letters, digits and _ . : @ -)")
+    if len(value) > max_length:
+        raise ValueError(f"{what}: longer than {max_length} characters")
 
 
 def default_instance_id() -> str:

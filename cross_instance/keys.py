@@ -9,6 +9,8 @@ takeover leases and drain requests::
     <prefix>:{rt}:alive           ZSET  instance id -> presence expires at (ms, server clock)
     <prefix>:{rt}:node_owner      HASH  node id -> owner token "instance@epoch"
     <prefix>:{rt}:session_owner   HASH  session id -> owner token
+    <prefix>:{rt}:node_ended      ZSET  node id its owner released -> remembered until (ms)
+    <prefix>:{rt}:session_ended   ZSET  session id its owner released -> remembered until (ms)
     <prefix>:{rt}:owned_count     HASH  "<kind>|<token>" -> how many ids that token owns
     <prefix>:{rt}:inboxes         HASH  token -> inbox state ("live" | "takeover:<token>")
     <prefix>:{rt}:takeovers       HASH  dead token -> lease json {holder, until_ms}
@@ -45,6 +47,8 @@ RT_KEYS: dict[str, str] = {
     "alive": "ZSET",
     "node_owner": "HASH",
     "session_owner": "HASH",
+    "node_ended": "ZSET",
+    "session_ended": "ZSET",
     "owned_count": "HASH",
     "inboxes": "HASH",
     "takeovers": "HASH",
@@ -62,6 +66,12 @@ def split_token(token: str) -> tuple[str, str]:
     return instance, epoch
 
 
+def _kind(kind: str) -> str:
+    if kind not in ("node", "session"):
+        raise ValueError(f"owner kind must be node or session, not {kind!r}")
+    return kind
+
+
 class RuntimeKeys:
     """Key names of one deployment (``redis.key_prefix``)."""
 
@@ -74,9 +84,11 @@ class RuntimeKeys:
         return f"{self.key_prefix}:{{rt}}:{name}"
 
     def owners(self, kind: str) -> str:
-        if kind not in ("node", "session"):
-            raise ValueError(f"owner kind must be node or session, not {kind!r}")
-        return self.rt(f"{kind}_owner")
+        return self.rt(f"{_kind(kind)}_owner")
+
+    def ended(self, kind: str) -> str:
+        """The ids of ``kind`` their owner released lately (routing drops what is for them)."""
+        return self.rt(f"{_kind(kind)}_ended")
 
     def inbox(self, token: str, name: str = "stream") -> str:
         if name not in INBOX_KEYS:
@@ -97,13 +109,16 @@ class RuntimeKeys:
     ) -> list[str]:
         """The keys ``script`` declares, in its ``KEYS[i]`` order.
 
-        ``token`` names the inbox for inbox keys; ``kind`` picks the owner map for ``owners``;
+        ``token`` names the inbox for inbox keys; ``kind`` picks the map for ``owners`` and
+        ``ended``;
         ``message_id`` names the ``dedup`` key.
         """
         out: list[str] = []
         for name in script.key_names:
             if name == "owners":
                 out.append(self.owners(kind))
+            elif name == "ended":
+                out.append(self.ended(kind))
             elif name in RT_KEYS:
                 out.append(self.rt(name))
             elif name in INBOX_KEYS:

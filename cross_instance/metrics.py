@@ -6,7 +6,11 @@ dashboard use them.
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from cross_instance.envelope import DropReason
 
 __all__ = ["RuntimeMetrics"]
 
@@ -54,9 +58,14 @@ class RuntimeMetrics:
         )
         self.dropped = Counter(
             "lingua_runtime_dropped_total",
-            "Non-resumable messages whose target has no live owner (it ended): dropped",
+            "Non-resumable messages dropped because their target ended, by reason (ended: its "
+            "owner released it; not_owned_here: its handler failed after this replica let the "
+            "target go)",
+            ["reason"],
             registry=r,
         )
+        for drop_reason in get_args(DropReason):
+            self.dropped.labels(drop_reason)
         self.inbox_length = Gauge(
             "lingua_runtime_inbox_length", "Entries in this replica's inbox", registry=r
         )

@@ -1,7 +1,8 @@
 """Fenced ownership: which replica owns a node or a session id, claimed and released by token.
 
 The newest claim by a live token wins in one step (``claim_owner``); release is compare-and-
-delete on our token. When a claim takes an id from a live replica, that replica is told with an
+delete on our token, and leaves the id remembered as ended for ``ended_ttl_ms``
+(:attr:`Target.ended`: what routing drops rather than holds). When a claim takes an id from a live replica, that replica is told with an
 ``ownership_lost`` notice in its inbox, and closes its stale socket. :meth:`Ownership.tell_lost`
 is the one place the user's ``on_ownership_lost`` callback runs.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
 
 from cross_instance.clock import now_ms
 from cross_instance.config import RuntimeConfig
@@ -20,12 +22,25 @@ from cross_instance.inbox import InboxStream
 from cross_instance.lifecycle import Lifecycle
 from cross_instance.scripts import Scripts
 
-__all__ = ["OnLost", "Ownership"]
+__all__ = ["OnLost", "Ownership", "Target"]
 
 log = logging.getLogger("lingua.runtime")
 
 OnLost = Callable[[str, str], Awaitable[None]]
 KINDS: tuple[TargetKind, ...] = ("node", "session")
+
+
+class Target(NamedTuple):
+    """What Redis says about a target id now (``resolve_owner``).
+
+    ``owner``: the owner token ("" when none); ``live``: that owner is live; ``ended``: no
+    owner, because the last one released it within ``ended_ttl_ms`` (an owner that merely
+    looks not live, or an id never owned, has not ended).
+    """
+
+    owner: str
+    live: bool
+    ended: bool
 
 
 class Ownership:
@@ -96,14 +111,16 @@ class Ownership:
         if not idents:
             return 0
         _, data = await self.scripts.run(
-            "release_owner", [kind, token or self.token, *idents], kind=kind
+            "release_owner",
+            [kind, token or self.token, self.config.ended_ttl_ms, "", *idents],
+            kind=kind,
         )
         return int(data.get("released", 0))
 
-    async def resolve(self, kind: str, ident: str) -> tuple[str, bool]:
-        """The owner token of ``ident`` ("" when none) and whether it is live."""
+    async def resolve(self, kind: str, ident: str) -> Target:
+        """The owner of ``ident``, whether it is live, whether the id has ended."""
         _, data = await self.scripts.run("resolve_owner", [ident, ""], kind=kind)
-        return data.get("owner") or "", bool(data.get("live"))
+        return Target(data.get("owner") or "", bool(data.get("live")), bool(data.get("ended")))
 
     async def release_all_of(self, token: str) -> None:
         """Drop every owner entry still naming ``token`` (compare-and-delete, in batches)."""
@@ -133,8 +150,8 @@ class Ownership:
         key = (notice.target_kind, notice.target_id)
         if key not in self.owned:
             return
-        owner, _ = await self.resolve(notice.target_kind, notice.target_id)
-        if owner == self.token:
+        target = await self.resolve(notice.target_kind, notice.target_id)
+        if target.owner == self.token:
             return  # we claimed it again since: the notice is stale
         self.owned.discard(key)
         await self.tell_lost(notice.target_kind, notice.target_id)

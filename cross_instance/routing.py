@@ -1,17 +1,20 @@
 """Routing: where a message goes — the handler here, the owner's inbox, a hold, or the DLQ.
 
 A send to a target we own runs the handler in process (a failure queues it in our own inbox for
-a retry). Otherwise the target's current owner is resolved: a live owner gets it in its inbox;
-with none, a resumable message is held (:mod:`cross_instance.holds`) and re-checked every
-``route_recheck_ms`` until an owner appears or its grace ends (DLQ, reason ``no_owner``); a
-message whose target cannot come back is dropped (counted). A full inbox dead-letters
-(``inbox_full``). Messages that came out of an inbox are checked against their delivery claim
-before a handler runs here.
+a retry). Otherwise the target's current owner is resolved (:func:`next_step` decides): a live
+owner gets it in its inbox; with none, the message is held (:mod:`cross_instance.holds`) and
+re-checked every ``route_recheck_ms`` until an owner is live again or its grace ends (DLQ, reason
+``no_owner``). Only a non-resumable message whose target is *known* to have ended (its owner
+released it: :attr:`~cross_instance.ownership.Target.ended`) is dropped (counted): an owner that
+merely looks not live (a Redis stall past the presence TTL, a replica about to be taken over) is
+waited for like any other. A full inbox dead-letters (``inbox_full``). Messages that came out of
+an inbox are checked against their delivery claim before a handler runs here.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -35,11 +38,32 @@ from cross_instance.ids import check_id
 from cross_instance.inbox import InboxStream
 from cross_instance.lifecycle import Lifecycle
 from cross_instance.metrics import RuntimeMetrics
-from cross_instance.ownership import Ownership
+from cross_instance.ownership import Ownership, Target
 
-__all__ = ["Router"]
+__all__ = ["Router", "Step", "next_step"]
 
 log = logging.getLogger("lingua.runtime")
+
+# here: the handler in process; inbox: the live owner's inbox; drop: the target ended (counted);
+# hold: wait for a live owner within the grace, then the DLQ.
+Step = Literal["here", "inbox", "drop", "hold"]
+
+
+def next_step(target: Target, resumable: bool, token: str, draining: bool) -> Step:
+    """Where a message for ``target`` goes now (``token``: ours).
+
+    Ours while draining means a claim that raced the drain's release: wait for the next owner.
+    A non-resumable message is dropped only when its target ended (released by its owner); an
+    owner that is not live, or an id with no record at all, may still be waiting to be
+    refreshed or taken over, so the message is held and, failing that, dead-lettered.
+    """
+    if target.live:
+        if target.owner != token:
+            return "inbox"
+        return "hold" if draining else "here"
+    if target.ended and not resumable:
+        return "drop"
+    return "hold"
 
 
 class Router:
@@ -96,11 +120,18 @@ class Router:
         routed = await self.route(envelope, Trail())
         return routed.as_send() if isinstance(routed, Held) else routed
 
-    def ended(self, envelope: Envelope) -> bool:
-        """A non-resumable target we no longer own has ended: retrying cannot deliver it."""
+    def gone_from_here(self, envelope: Envelope) -> bool:
+        """A non-resumable target we no longer own (we released it, a newer claim took it, or
+        we are fenced): a retry here of a handler that failed cannot deliver it."""
         return not envelope.resumable and not self.ownership.owns(
             envelope.target_kind, envelope.target_id
         )
+
+    def drop_ended(self, envelope: Envelope, owner: str) -> SendResult:
+        """The target's owner released it: nobody can ever take the message (counted)."""
+        self.metrics.dropped.labels("ended").inc()
+        log.debug("target %s ended: message dropped", envelope.target_id)
+        return SendResult(route="dropped", message_id=envelope.message_id, owner=owner)
 
     async def deliver_local(
         self, envelope: Envelope, trail: Trail, *, seen: bool = False, timed: bool = False
@@ -124,8 +155,8 @@ class Router:
         except Exception as exc:
             if claim:
                 await self.claims.release(envelope.message_id, claim)
-            if self.ended(envelope):
-                self.metrics.dropped.inc()
+            if self.gone_from_here(envelope):
+                self.metrics.dropped.labels("not_owned_here").inc()
                 return SendResult(route="dropped", message_id=envelope.message_id)
             log.debug("local delivery failed, queued for retry: %r", exc)
             return await self.queue_here(envelope, trail.failed(exc))
@@ -155,22 +186,23 @@ class Router:
         return SendResult(route=route, message_id=envelope.message_id, owner=token, entry_id=entry)
 
     async def route(self, envelope: Envelope, trail: Trail) -> SendResult | Held:
-        """Deliver to the target's current live owner, or hold the message for the grace."""
-        owner, live = await self.ownership.resolve(envelope.target_kind, envelope.target_id)
-        if live and owner == self.token and not self.lifecycle.draining:
+        """Deliver to the target's current live owner, drop it when the target ended, or hold
+        the message for the grace."""
+        target = await self.ownership.resolve(envelope.target_kind, envelope.target_id)
+        step = next_step(target, envelope.resumable, self.token, self.lifecycle.draining)
+        if step == "here":
             return await self.deliver_local(envelope, trail, seen=bool(trail.stream))
-        if live and owner != self.token:
-            sent = await self.to_inbox(owner, envelope, trail)
+        if step == "inbox":
+            sent = await self.to_inbox(target.owner, envelope, trail)
             if sent is not None:
                 return sent
-        if not envelope.resumable:
-            self.metrics.dropped.inc()
-            log.debug("target %s ended: message dropped", envelope.target_id)
-            return SendResult(route="dropped", message_id=envelope.message_id, owner=owner)
-        admitted = self.holds.admit(envelope, trail, owner)
+            # The owner's inbox is retired: it is being forgotten; wait for the next owner.
+        elif step == "drop":
+            return self.drop_ended(envelope, target.owner)
+        admitted = self.holds.admit(envelope, trail, target.owner)
         if isinstance(admitted, Held):
             return admitted
-        return await self.dead_letters.add(envelope, admitted, trail, owner)
+        return await self.dead_letters.add(envelope, admitted, trail, target.owner)
 
     async def route_final(self, envelope: Envelope, trail: Trail) -> SendResult:
         """Route and, when held, wait for the final outcome (delivered or dead-lettered)."""
@@ -218,14 +250,17 @@ class Router:
         env, trail = held.envelope, held.trail
         result: SendResult | None = None
         async with holds.slots:
-            owner, live = await self.ownership.resolve(env.target_kind, env.target_id)
-        held.last_owner = owner or held.last_owner
-        if live and owner == self.token and not self.lifecycle.draining:
+            target = await self.ownership.resolve(env.target_kind, env.target_id)
+        held.last_owner = target.owner or held.last_owner
+        step = next_step(target, env.resumable, self.token, self.lifecycle.draining)
+        if step == "here":
             # Nobody waits on a held send's handler: it is timed like an inbox entry's.
             result = await self.deliver_local(env, trail, seen=bool(trail.stream), timed=True)
-        elif live and owner != self.token:
+        elif step == "inbox":
             async with holds.slots:
-                result = await self.to_inbox(owner, env, trail)
+                result = await self.to_inbox(target.owner, env, trail)
+        elif step == "drop":
+            result = self.drop_ended(env, held.last_owner)
         if result is None and holds.expired(held):
             async with holds.slots:
                 result = await self.dead_letters.add(env, "no_owner", trail, held.last_owner)

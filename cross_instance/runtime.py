@@ -284,8 +284,9 @@ class Runtime:
         *,
         resumable: bool = True,
     ) -> SendResult:
-        """``resumable=False``: the session cannot come back under this id; when it has no live
-        owner the message is dropped (``route="dropped"``) instead of held and dead-lettered."""
+        """``resumable=False``: the session cannot come back under this id; once its owner has
+        released it the message is dropped (``route="dropped"``, counted) instead of held and
+        dead-lettered. An owner that merely looks not live is still waited for."""
         return await self.router.send("session", session_id, kind, payload, trace_id, resumable)
 
     # -- inbox and takeover ----------------------------------------------------------------

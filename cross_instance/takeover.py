@@ -1,9 +1,11 @@
 """Takeover: the inbox of a dead replica is taken over by one live replica, under a lease.
 
-Every entry is re-routed to its target's current owner (or held, or dead-lettered), acked in
-the dead inbox page by page, then the inbox is retired and the dead replica forgotten. The lease
-(``takeover_lock_ttl_ms``) is renewed beside the work, not between pages; when it is lost the
-work stops, and the next holder goes on from the entries not acked yet. A draining replica hands
+The dead replica's ids are released first (it is fenced for good: its targets have ended), then
+every entry is re-routed to its target's current owner (or held, dropped when its target ended,
+or dead-lettered), acked in the dead inbox page by page, then the inbox is retired and the dead
+replica forgotten. The lease (``takeover_lock_ttl_ms``) is renewed beside the work, not between
+pages; when it is lost the work stops, and the next holder goes on from the entries not acked
+yet. A draining replica hands
 its own inbox over the same way (:meth:`Takeover.take_over` of its own token).
 """
 
@@ -104,6 +106,10 @@ class Takeover:
             log.info("handing over our own inbox", extra={"instance": self.token})
         else:
             log.info("taking over inbox of %s", dead, extra={"instance": self.token})
+            # Fenced for good from here on (its refresh is refused): what it owned has ended.
+            # Released first, so its sessions' messages are dropped as ended, not held for the
+            # grace (and its nodes' held until they reconnect elsewhere).
+            await self.ownership.release_all_of(dead)
         lease = _Lease()
         async with anyio.create_task_group() as tg:
             # The lease is renewed beside the work, not between pages: one page may wait for
@@ -122,7 +128,6 @@ class Takeover:
         if own:
             log.info("our own inbox handed over and retired", extra={"instance": self.token})
             return True
-        await self.ownership.release_all_of(dead)
         await self.scripts.run("end_takeover", [dead, self.token])
         log.info("inbox of %s taken over and retired", dead, extra={"instance": self.token})
         return True

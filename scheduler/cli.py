@@ -40,6 +40,7 @@ PROG = "lingua-scheduler"
 COMMAND_MODULES = (
     "scheduler.cli_core",
     "scheduler.cli_ops",
+    "scheduler.cli_audit",
     "scheduler.serve",
 )
 
@@ -60,11 +61,23 @@ def _package_version() -> str:
         return "unknown (not installed)"
 
 
+def _shown(config: Config) -> dict[str, Any]:
+    """The effective config as printed: secrets masked (a password in redis.url included)."""
+    data: dict[str, Any] = msgspec.to_builtins(config)
+    redis = data["redis"]
+    if redis.get("password"):
+        redis["password"] = "***"
+    redis["url"] = redact(redis["url"])
+    if data["server"]["admin_token"]:  # say that it is set, never what it is
+        data["server"]["admin_token"] = "(set, hidden)"
+    return data
+
+
 def _config_show(args: argparse.Namespace, config: Config) -> int:
+    data = _shown(config)
     if args.json:
-        sys.stdout.write(msgspec.json.encode(config).decode() + "\n")
+        sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
         return 0
-    data = msgspec.to_builtins(config)
     for section, values in data.items():
         sys.stdout.write(f"[{section}]\n")
         for key, value in values.items():

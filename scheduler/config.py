@@ -23,6 +23,7 @@ import msgspec
 from cross_instance.config import RedisConfig, RuntimeConfig, _doc, validate_runtime
 
 __all__ = [
+    "AuditConfig",
     "Config",
     "ConfigError",
     "LoggingConfig",
@@ -84,6 +85,28 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             le=4999,
         ),
     ] = 1012
+    admin_token: Annotated[
+        str,
+        _doc(
+            "Bearer token the dashboard's actions (DLQ replay and purge, POST /api/v1/dlq/*) "
+            "require; empty disables them (403). Never logged or shown by `config show`."
+        ),
+    ] = ""
+    dashboard_refresh_ms: Annotated[
+        int, _doc("How often the dashboard page reloads the cluster view.", ge=500)
+    ] = 5000
+    dashboard_rows: Annotated[
+        int,
+        _doc(
+            "Most rows of each dashboard table (nodes, jobs in flight, dead letters); the "
+            "totals are counted whatever the rows shown.",
+            ge=1,
+        ),
+    ] = 200
+    dashboard_pair_examples: Annotated[
+        int,
+        _doc("Language pairs shown per node as examples (the count is always complete).", ge=0),
+    ] = 3
 
 
 class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -102,18 +125,63 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         ),
     ] = 45000
     default_max_concurrent_jobs: Annotated[
-        int, _doc("Slots of a node that does not report max_concurrent_jobs.", ge=1)
-    ] = 4
+        int,
+        _doc(
+            "Slots of a node that does not report max_concurrent_jobs (the real node never "
+            "does, and queues work itself): large enough that normal speech, bursts of tiny "
+            "cuts included, never meets a cap; a node that reports a number keeps it.",
+            ge=1,
+        ),
+    ] = 32
     max_concurrent_jobs_limit: Annotated[
         int, _doc("Upper bound on the slots a node may claim.", ge=1)
     ] = 64
     max_languages_per_node: Annotated[
-        int, _doc("Most languages per list (asr / semantic / tts) a node may advertise.", ge=1)
-    ] = 32
+        int,
+        _doc(
+            "Most languages per list (asr / semantic / tts) a node may advertise; a registration "
+            "beyond it is refused. A real node advertises ~100 (Whisper x M2M100).",
+            ge=1,
+        ),
+    ] = 128
+    select_sample_size: Annotated[
+        int,
+        _doc(
+            "Pool members one dispatch compares (a window at a random position, least-loaded "
+            "wins); a pool this small or smaller is compared whole.",
+            ge=1,
+        ),
+    ] = 8
     select_scan_limit: Annotated[
         int,
         _doc(
-            "Most pool candidates one dispatch examines (cost per decision is bounded by it).", ge=1
+            "Most live pool members one dispatch examines when its sample has no usable node "
+            "(cost per decision is bounded by it).",
+            ge=1,
+        ),
+    ] = 16
+    slot_wait_ms: Annotated[
+        int,
+        _doc(
+            "How long a job waits for a slot when every node of its pair is busy, before it "
+            "fails with NO_AVAILABLE_NODE (checked every sweep_interval_ms).",
+            ge=0,
+        ),
+    ] = 10000
+    slot_wait_max: Annotated[
+        int,
+        _doc(
+            "Most jobs waiting for a slot per language pair; one more fails at once with "
+            "NO_AVAILABLE_NODE (0: no job waits).",
+            ge=0,
+        ),
+    ] = 256
+    slot_wait_lookahead: Annotated[
+        int,
+        _doc(
+            "Oldest waiting jobs a freed slot (and each sweep) is offered to: bounds the cost "
+            "of a completion while jobs wait; waiters beyond it are served by the sweep.",
+            ge=1,
         ),
     ] = 16
     job_timeout_ms: Annotated[
@@ -136,6 +204,15 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     sweep_batch: Annotated[
         int, _doc("Most deadlines or dead nodes one sweep call handles.", ge=1)
     ] = 100
+    sweep_pool_members: Annotated[
+        int,
+        _doc(
+            "Pool members one sweep call removes with dead nodes before it leaves the rest to "
+            "the next call (a node with ~100 languages has ~10,000); bounds how long one sweep "
+            "blocks Redis.",
+            ge=1,
+        ),
+    ] = 50000
     sent_retention_ms: Annotated[
         int,
         _doc(
@@ -227,6 +304,46 @@ class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 2000
 
 
+class AuditConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    interval_ms: Annotated[
+        int,
+        _doc(
+            "How often every replica audits the shared Redis state (lingua_audit_violations); "
+            "each run reads in pages, so its cost is spread and bounded per call.",
+            ge=100,
+        ),
+    ] = 60000
+    page_size: Annotated[
+        int,
+        _doc(
+            "Nodes, jobs or owner entries one audit read covers (HSCAN / ZRANGEBYLEX COUNT, one "
+            "script call per page): bounds how long one audit call blocks Redis.",
+            ge=1,
+        ),
+    ] = 500
+    grace_ms: Annotated[
+        int,
+        _doc(
+            "How long past a job's deadline, a node's liveness or a replica's presence the "
+            "audit waits before calling it a violation: the sweeper and the takeover handle "
+            "these normally within their intervals.",
+            ge=0,
+        ),
+    ] = 15000
+    inbox_stuck_ms: Annotated[
+        int,
+        _doc(
+            "An inbox entry older than this (delivered and not acknowledged, or not read yet) "
+            "is stuck: healthy entries are acknowledged, or dead-lettered after "
+            "runtime.max_deliveries, well before.",
+            ge=1000,
+        ),
+    ] = 120000
+    examples: Annotated[
+        int, _doc("Most example violations the audit lists per check (the count is exact).", ge=1)
+    ] = 5
+
+
 class LoggingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _doc("Log level.")] = "INFO"
     json: Annotated[bool, _doc("One JSON object per line (ids as fields); false: plain text.")] = (
@@ -241,6 +358,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     scheduling: SchedulingConfig = msgspec.field(default_factory=SchedulingConfig)
     session: SessionConfig = msgspec.field(default_factory=SessionConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
 
 
 class ConfigError(ValueError):

@@ -3,41 +3,67 @@
 ``/health`` answers ``OK`` as the original did (original-protocol.md §1); ``/livez`` says the event
 loop is answering; ``/readyz`` is 503 while starting, draining or when Redis does not answer, so a
 load balancer stops sending new connections; ``/metrics`` is Prometheus text; ``/api/v1/cluster``
-and ``/api/v1/stats`` are JSON; ``/dashboard`` is a static page polling the cluster API.
-Upgrade requests to ``/ws/node`` and ``/ws/session`` pass through to the WebSocket handshake.
+(:class:`~scheduler.cluster_view.ClusterView`) and ``/api/v1/stats`` are JSON; ``/dashboard`` is a
+static page polling the cluster API. Upgrade requests to ``/ws/node`` and ``/ws/session`` pass
+through to the WebSocket handshake.
+
+``POST /api/v1/dlq/replay`` and ``POST /api/v1/dlq/purge`` act on dead letters named in the query
+string (``?id=...&id=...`` or ``?all=1``: websockets' parser refuses request bodies). They need
+``Authorization: Bearer <server.admin_token>``; with no token configured they answer 403. Each
+action is logged with what was done, never with the token.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs
 
+import msgspec
 import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-__all__ = ["WS_PATHS", "HttpRoutes"]
+from scheduler.cluster_view import ClusterView, DlqAction, DlqActionName, DlqActionResult
+
+__all__ = ["DLQ_ACTIONS", "WS_PATHS", "HttpRoutes"]
+
+log = logging.getLogger("lingua.http")
 
 WS_PATHS = frozenset({"/ws/node", "/ws/session"})
+DLQ_ACTIONS: dict[str, DlqActionName] = {
+    "/api/v1/dlq/replay": "replay",
+    "/api/v1/dlq/purge": "purge",
+}
 
 
 @dataclass
 class HttpRoutes:
     readiness: Callable[[], Awaitable[tuple[bool, str]]]
     metrics: Callable[[], bytes]
-    cluster: Callable[[], Awaitable[dict[str, Any]]]
+    cluster: Callable[[], Awaitable[ClusterView]]
     stats: Callable[[], Awaitable[dict[str, Any]]]
+    dlq_action: Callable[[DlqActionName, DlqAction], Awaitable[DlqActionResult]]
+    admin_token: str = ""
 
     async def process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        path = request.path.split("?", 1)[0]
+        path, _, query = request.path.partition("?")
         if path in WS_PATHS:
             return None
+        if path in DLQ_ACTIONS:
+            if request.method != "POST":
+                return _error(HTTPStatus.METHOD_NOT_ALLOWED, "method", "use POST")
+            return await self._dlq(connection, request, DLQ_ACTIONS[path], query)
+        if request.method != "GET":
+            return _error(HTTPStatus.METHOD_NOT_ALLOWED, "method", "use GET")
         if path == "/health" or path == "/livez":
             return _text(HTTPStatus.OK, "OK")
         if path == "/readyz":
@@ -56,17 +82,81 @@ class HttpRoutes:
             return _response(HTTPStatus.OK, page, "text/html; charset=utf-8")
         return _text(HTTPStatus.NOT_FOUND, "not found")
 
+    def _authorized(self, request: Request) -> Response | None:
+        """None when the request carries the admin token; else the refusal to send."""
+        if not self.admin_token:
+            return _error(
+                HTTPStatus.FORBIDDEN,
+                "actions_disabled",
+                "Admin actions are disabled: set server.admin_token to enable them.",
+            )
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # Constant time: the comparison must not tell how much of a guess was right.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self.admin_token.encode()
+        ):
+            return _error(
+                HTTPStatus.UNAUTHORIZED,
+                "bad_token",
+                "The admin token is missing or wrong: send Authorization: Bearer <token>.",
+            )
+        return None
 
-async def _json_or_503(producer: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
+    async def _dlq(
+        self, connection: ServerConnection, request: Request, action: DlqActionName, query: str
+    ) -> Response:
+        refused = self._authorized(request)
+        if refused is not None:
+            log.warning(
+                "refused DLQ %s from %s: %s", action, _peer(connection), refused.status_code
+            )
+            return refused
+        params = parse_qs(query)
+        chosen = DlqAction(
+            ids=params.get("id", []), all=params.get("all", [""])[0] in ("1", "true")
+        )
+        if chosen.all == bool(chosen.ids):
+            return _error(
+                HTTPStatus.BAD_REQUEST,
+                "usage",
+                "Name dead letters with id=... (repeatable) or all=1, not both.",
+            )
+        try:
+            result = await self.dlq_action(action, chosen)
+        except Exception as exc:
+            log.exception("DLQ %s from %s failed", action, _peer(connection))
+            return _error(HTTPStatus.SERVICE_UNAVAILABLE, type(exc).__name__, str(exc))
+        log.info(
+            "DLQ %s through the API (from %s): %s; done %d, skipped %d, missing %d",
+            action,
+            _peer(connection),
+            "all entries" if chosen.all else f"ids {chosen.ids}",
+            len(result.done),
+            len(result.skipped),
+            len(result.missing),
+            extra={"done": result.done, "skipped": result.skipped, "missing": result.missing},
+        )
+        return _response(HTTPStatus.OK, msgspec.json.encode(result), "application/json")
+
+
+def _peer(connection: ServerConnection) -> str:
+    try:
+        host, port = connection.remote_address[:2]
+    except (TypeError, ValueError):
+        return "unknown peer"
+    return f"{host}:{port}"
+
+
+async def _json_or_503(producer: Callable[[], Awaitable[Any]]) -> Response:
     try:
         body = await producer()
     except Exception as exc:  # the route must answer even when Redis does not
-        return _response(
-            HTTPStatus.SERVICE_UNAVAILABLE,
-            orjson.dumps({"error": type(exc).__name__, "message": str(exc)}),
-            "application/json",
-        )
-    return _response(HTTPStatus.OK, orjson.dumps(body), "application/json")
+        return _error(HTTPStatus.SERVICE_UNAVAILABLE, type(exc).__name__, str(exc))
+    return _response(HTTPStatus.OK, msgspec.json.encode(body), "application/json")
+
+
+def _error(status: HTTPStatus, code: str, message: str) -> Response:
+    return _response(status, orjson.dumps({"error": code, "message": message}), "application/json")
 
 
 def _text(status: HTTPStatus, text: str) -> Response:

@@ -14,7 +14,9 @@ Read top to bottom, in the order a job lives it:
    job's current attempt, if another, is told to cancel.
 4. **Failover** (:meth:`~JobLifecycle.carry_out_moves`, after a sweep, a node going offline or a
    reconnected node reporting it runs nothing): a silent node is told to cancel; the job goes to
-   another node, waits for its node to come back (held), or fails.
+   another node, waits for its node to come back (held), or fails. A job that waited for a slot
+   (every node of its pair busy at dispatch) is carried out the same way when a completion, a
+   later dispatch or the sweep places it, or when its wait runs out.
 5. **At the session** (:meth:`~JobLifecycle.deliver`, on the session's replica): a result becomes
    the client's frames (:class:`scheduler.relay.ResultRelay`), translations fanned out to the
    room members that asked for that language; a failure becomes ``ui_event ERROR`` + ``error``.
@@ -154,10 +156,17 @@ class JobLifecycle:
                 session, spec.job_id, spec.utterance_index, "INTERNAL_ERROR", spec.trace_id
             )
             return
-        self.metrics.jobs.labels("dispatched").inc()
         session.recipients[dispatched.job_id] = recipients
         while len(session.recipients) > self.config.result_dedup_max:
             session.recipients.popitem(last=False)
+        await self.carry_out_moves(Moves(dispatched.placed))
+        if dispatched.state == "waiting":
+            # Every node of the pair is busy: job_assign and DISPATCHED follow when a slot is
+            # handed to it; an error when its wait runs out (carry_out_moves, either way).
+            if dispatched.created:
+                self.metrics.jobs.labels("waiting").inc()
+            return
+        self.metrics.jobs.labels("dispatched").inc()
         if dispatched.created:
             assign = msgspec.structs.replace(
                 assign, job_id=dispatched.job_id, attempt_id=dispatched.attempt
@@ -237,6 +246,8 @@ class JobLifecycle:
                     job_id=message.job_id, trace_id=message.trace_id, reason="result_received"
                 ),
             )
+        if completion.handed is not None:  # the freed slot went to a waiting job
+            await self.carry_out_moves(Moves([completion.handed]))
 
     # -- 4. failover -------------------------------------------------------------------------
 
@@ -270,11 +281,21 @@ class JobLifecycle:
                 move.old_node,
                 wire.JobCancel(job_id=move.job_id, trace_id=trace_id, reason="job_timeout"),
             )
+        if move.cause == "slot_wait" and move.outcome == "failed":
+            self.metrics.slot_wait_expired.inc()
         if move.outcome == "reassigned" and move.new_node and assign is not None:
-            self.metrics.jobs.labels("reassigned").inc()
             await self.outbox.assign_to_node(
                 move.new_node, msgspec.structs.replace(assign, attempt_id=move.attempt)
             )
+            if move.cause != "slot_wait":
+                self.metrics.jobs.labels("reassigned").inc()
+                return
+            self.metrics.jobs.labels("dispatched").inc()
+            self.metrics.slot_wait.observe((move.waited_ms or 0) / 1000)
+            event = relay.dispatched_event(
+                move.session_id, move.job_id, move.utterance_index, trace_id
+            )
+            await self.outbox.frame_to_session(move.session_id, event, trace_id)
             return
         self.metrics.jobs.labels("failed").inc()
         failed = JobFailed(

@@ -16,7 +16,6 @@ import socket
 from typing import Any
 
 import anyio
-import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
 
@@ -24,6 +23,14 @@ from cross_instance import admin
 from cross_instance.envelope import Envelope
 from cross_instance.redis_client import AnyRedis
 from cross_instance.runtime import Runtime
+from scheduler.audit import Auditor, audit_forever
+from scheduler.cluster_view import (
+    ClusterView,
+    DlqAction,
+    DlqActionName,
+    DlqActionResult,
+    read_cluster_view,
+)
 from scheduler.config import Config
 from scheduler.http_routes import HttpRoutes
 from scheduler.jobs import JobLifecycle
@@ -103,6 +110,8 @@ class Replica:
             metrics=lambda: generate_latest(self.registry),
             cluster=self.cluster_view,
             stats=self.stats_view,
+            dlq_action=self.dlq_action,
+            admin_token=self.config.server.admin_token,
         )
         server_cfg = self.config.server
         async with self.runtime, anyio.create_task_group() as tg:
@@ -118,6 +127,12 @@ class Replica:
                 close_timeout=server_cfg.close_timeout_ms / 1000,
             ) as server:
                 tg.start_soon(self._sweep_forever)
+                tg.start_soon(
+                    audit_forever,
+                    Auditor(self.redis, self.config),
+                    self.metrics.audit,
+                    self.config.audit.interval_ms,
+                )
                 tg.start_soon(self._watch_signals)
                 self.starting = False
                 log.info("replica ready on %s:%s", server_cfg.host, server_cfg.port)
@@ -222,6 +237,7 @@ class Replica:
             try:
                 report = await self.core.sweep()
                 self.redis_ok = True
+                self.metrics.slot_waiting.set(report.waiting)
                 await self.jobs.carry_out_moves(Moves(report.actions, report.unreadable))
                 more = report.more
             except Exception:
@@ -232,12 +248,24 @@ class Replica:
 
     # -- views -----------------------------------------------------------------------------
 
-    async def cluster_view(self) -> dict[str, Any]:
-        view = await admin.cluster_overview(
-            self.redis, self.config.runtime, self.config.redis.key_prefix
-        )
-        view["nodes"] = [msgspec.to_builtins(n) for n in await self.core.list_nodes()]
-        return view
+    async def cluster_view(self) -> ClusterView:
+        return await read_cluster_view(self.config, self.redis, self.core)
+
+    async def dlq_action(self, action: DlqActionName, chosen: DlqAction) -> DlqActionResult:
+        """Replay or purge dead letters for the dashboard (the CLI's ``dlq replay|purge``)."""
+        prefix = self.config.redis.key_prefix
+        if action == "replay":
+            report = await admin.dlq_replay(
+                self.redis, self.config.runtime, prefix, ids=chosen.ids, all_entries=chosen.all
+            )
+            done = [r["id"] for r in report["replayed"]]
+            skipped = [s["id"] for s in report["skipped"]]
+        else:
+            report = await admin.dlq_purge(
+                self.redis, prefix, ids=chosen.ids, all_entries=chosen.all
+            )
+            done, skipped = report["purged"], []
+        return DlqActionResult(action=action, done=done, skipped=skipped, missing=report["missing"])
 
     async def stats_view(self) -> dict[str, Any]:
         return {

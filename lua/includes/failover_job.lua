@@ -9,25 +9,24 @@
 --@include "includes/sessions.lua"
 --@include "includes/away.lua"
 
-local CODE_NAMES = {[CODE_NO_POOL] = 'NO_POOL', [CODE_ALL_FULL] = 'ALL_FULL',
-  [CODE_NO_LIVE_NODE] = 'NO_LIVE_NODE'}
-
--- C: {max_attempts, scan_limit, job_timeout_ms, retention_ms}
+-- C: {max_attempts, sample_size, scan_limit, job_timeout_ms, retention_ms}
+-- hold (node_offline only): when no other node can take the job, keep it on its node (outcome
+-- "held") instead of failing it.
 local function failover_job(K, C, job_id, job, cause, now, hold)
   local old_node = job.node
   local action = {job_id = job_id, session = job.session, index = job.index, tgt = job.tgt,
     old_node = old_node, cause = cause}
-  local node, rec, running, code
+  local node, code
   if job.attempt >= C.max_attempts then
     code = 'MAX_ATTEMPTS'
   else
-    node, rec, running, code = select_node(K, C.scan_limit, job.pair, job.session, job.index,
-      set_of(job.tried), {}, now)
+    node, code = select_node(K, C, job.pair, job.session, job.index, set_of(job.tried), {},
+      job_id .. '\0' .. job.attempt, now)
   end
   if not node and hold then
     action.outcome = 'held'
     action.attempt = job.attempt
-    action.error = CODE_NAMES[code] or code
+    action.error = CODE_NAME[code] or code
     return action
   end
   -- a silent node that is still connected is told to drop the job
@@ -37,10 +36,10 @@ local function failover_job(K, C, job_id, job, cause, now, hold)
     finish_job(K, job_id, job, 'failed', now, C.retention_ms)
     action.outcome = 'failed'
     action.attempt = job.attempt
-    action.error = CODE_NAMES[code] or code
+    action.error = CODE_NAME[code] or code
     return action
   end
-  reserve_slot(K, node, rec, running, job_id, job.session, job.index, now)
+  reserve_slot(K, node, job_id, job.session, job.index, now)
   job.node = node
   job.attempt = job.attempt + 1
   job.state = 'dispatched'

@@ -13,10 +13,10 @@ local function progress_job(K, argv, target)
     return reply(refused)
   end
   if not ACTIVE[job.state] then
-    return reply(-9, {state = job.state})
+    return reply(CODE.JOB_FINISHED, {state = job.state})
   end
   if RANK[job.state] >= RANK[target] then
-    return reply(1, {state = job.state, deadline_ms = job.deadline_ms})
+    return reply(CODE.REPLAYED, {state = job.state, deadline_ms = job.deadline_ms})
   end
   job.state = target
   if argv[5] ~= '' then
@@ -24,5 +24,5 @@ local function progress_job(K, argv, target)
     rcall('ZADD', K.deadlines, job.deadline_ms, job_id)
   end
   write_job(K, job_id, job)
-  return reply(0, {state = job.state, deadline_ms = job.deadline_ms})
+  return reply(CODE.OK, {state = job.state, deadline_ms = job.deadline_ms})
 end

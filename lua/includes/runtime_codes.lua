@@ -10,3 +10,4 @@ local ALIVE = -3         -- the replica whose inbox was to be taken over is live
 local UNKNOWN_INBOX = -4 -- the inbox was retired (or never existed)
 local BUSY = -5          -- another holder's takeover lease runs
 local FULL = -6          -- the inbox holds its maximum of entries
+local TOO_SOON = -7      -- we came back from a lapse of our presence: others may still refresh

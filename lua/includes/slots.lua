@@ -1,5 +1,6 @@
--- slots: reserve and release one slot of a node, keeping node_running, node_jobs and the pool
--- load in step. INVARIANT: node_running[node] == number of node_jobs members "<node>\0*".
+-- slots: reserve and release one slot of a node, keeping node_running, node_jobs and node_free
+-- in step. INVARIANT: node_running[node] == number of node_jobs members "<node>\0*". O(1): the
+-- pools are not touched (the load is read from node_running at selection).
 --@include "includes/pools.lua"
 
 local function node_job_member(node, job_id)
@@ -13,11 +14,11 @@ local function sent_member(node, session, index)
 end
 
 -- Places job_id on node: one slot, the node's job index, the "ever sent" mark.
-local function reserve_slot(K, node, rec, running, job_id, session, index, now)
-  rcall('HSET', K.node_running, node, running + 1)
+local function reserve_slot(K, node, job_id, session, index, now)
+  local running = rcall('HINCRBY', K.node_running, node, 1)
+  mark_free(K, node, running, rcall('HGET', K.node_slots, node))
   rcall('ZADD', K.node_jobs, 0, node_job_member(node, job_id))
   rcall('ZADD', K.sent, now, sent_member(node, session, index))
-  move_load(K, node, rec, running, running + 1)
 end
 
 -- Frees job_id's slot on node, exactly once: only when the job is still indexed on the node.
@@ -25,13 +26,9 @@ local function release_slot(K, node, job_id)
   if rcall('ZREM', K.node_jobs, node_job_member(node, job_id)) == 0 then
     return false
   end
-  local running = read_running(K, node)
-  if running > 0 then
-    rcall('HSET', K.node_running, node, running - 1)
-    local rec = read_node(K, node)
-    if rec then
-      move_load(K, node, rec, running, running - 1)
-    end
+  if read_running(K, node) > 0 then
+    local running = rcall('HINCRBY', K.node_running, node, -1)
+    mark_free(K, node, running, rcall('HGET', K.node_slots, node))
   end
   return true
 end

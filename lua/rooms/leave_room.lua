@@ -1,23 +1,29 @@
--- Remove a member; delete the room when its last member leaves.
+-- leave_room: remove a member; the room goes with its last member.
 --
--- Invariant: a room never exists without members.
--- Hash tag: the room key alone.
+-- INVARIANT: a room never exists without members. Leaving refreshes the expiry of a room that
+-- still has members.
+-- Hash tag: the room key alone ({prefix}:room:{<code>}); one key, valid on Redis Cluster.
 --
--- KEYS[1] room    HASH  (see create_room.lua)
+-- KEYS[1] room  HASH `_meta` and one field per member (see create_room.lua)
 --
--- ARGV[1] session_id
--- ARGV[2] idle_ms
+-- ARGV[1] session id of the member
+-- ARGV[2] idle_ms: the room expires this long after its last transition
 --
--- Returns the number of members left; -1 when the session was not a member (nothing changed).
+-- Reply: {0 OK, {left}} members left (0: the room is deleted)
+--        {-4 NOT_A_MEMBER} the session is not in the room (or no such room): nothing changed
+-- Replay: NOT_A_MEMBER.
+
+--@include "includes/util.lua"
+--@include "includes/room_codes.lua"
 
 local room = KEYS[1]
-if redis.call("HDEL", room, ARGV[1]) == 0 then
-  return -1
+if rcall('HDEL', room, ARGV[1]) == 0 then
+  return reply(CODE.NOT_A_MEMBER)
 end
-local left = redis.call("HLEN", room) - 1
+local left = rcall('HLEN', room) - 1
 if left <= 0 then
-  redis.call("DEL", room)
-  return 0
+  rcall('DEL', room)
+  return reply(CODE.OK, {left = 0})
 end
-redis.call("PEXPIRE", room, ARGV[2])
-return left
+rcall('PEXPIRE', room, ARGV[2])
+return reply(CODE.OK, {left = left})

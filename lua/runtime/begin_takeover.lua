@@ -3,7 +3,9 @@
 -- INVARIANT: at most one holder per dead inbox at a time (a lease of ARGV[3] ms, renewable by
 -- the holder, free for others once expired). The dead token's inbox state becomes
 -- "takeover:<holder>", which fences the dead replica: its presence refresh replies FENCED.
--- A replica that is itself not live cannot take anything over.
+-- A replica that is itself not live cannot take anything over; nor can one that came back from
+-- a lapse of its own less than a presence TTL ago (refresh_presence: takeover_not_before_ms):
+-- the dead replica may have lapsed in the same Redis stall and be about to refresh.
 -- Hash tag: every key is {prefix}:{rt}:<name> (one slot).
 --
 -- KEYS[1] presence   HASH instance -> record json
@@ -17,6 +19,7 @@
 -- ARGV[4] now (ms) or "" for server time
 --
 -- Reply: {0 OK, {until_ms}} | {-1 FENCED} (we are not live) | {-3 ALIVE} (the owner lives)
+--        | {-7 TOO_SOON} (we came back from a lapse less than a presence TTL ago)
 --        | {-4 UNKNOWN_INBOX} (already retired) | {-5 BUSY} (another holder's lease runs)
 -- Replay: the holder calling again renews its lease.
 
@@ -30,6 +33,12 @@ if not is_live(K, holder, now) then
 end
 if dead ~= holder and is_live(K, dead, now) then
   return reply(ALIVE)
+end
+if dead ~= holder then
+  local holder_rec = cjson.decode(rcall('HGET', K.presence, (split_token(holder))))
+  if (tonumber(holder_rec.takeover_not_before_ms) or 0) > now then
+    return reply(TOO_SOON)
+  end
 end
 if not rcall('HGET', K.inboxes, dead) then
   return reply(UNKNOWN_INBOX)

@@ -3,13 +3,14 @@
 -- INVARIANT: one owner token per id; the newest claim by a live token wins in one step (no
 -- delayed owner key). A token that is not live (fenced, restarted, presumed dead) cannot claim.
 -- The reply names the previous owner and whether it is live, so the caller can tell it to close
--- its stale socket. owned_count follows every change.
+-- its stale socket. owned_count follows every change; a claimed id is no longer ended.
 -- Hash tag: every key is {prefix}:{rt}:<name> (one slot).
 --
 -- KEYS[1] presence     HASH instance -> record json
 -- KEYS[2] alive        ZSET instance -> presence expires at (ms)
 -- KEYS[3] owners       HASH id -> owner token (node_owner or session_owner)
 -- KEYS[4] owned_count  HASH "<kind>|<token>" -> count
+-- KEYS[5] ended        ZSET id -> remembered as ended until (ms) (release_owner)
 --
 -- ARGV[1] kind: node | session
 -- ARGV[2] id
@@ -21,7 +22,8 @@
 
 --@include "includes/runtime.lua"
 
-local K = {presence = KEYS[1], alive = KEYS[2], owners = KEYS[3], owned_count = KEYS[4]}
+local K = {presence = KEYS[1], alive = KEYS[2], owners = KEYS[3], owned_count = KEYS[4],
+  ended = KEYS[5]}
 local kind, id, token = ARGV[1], ARGV[2], ARGV[3]
 local now = now_from(ARGV[4])
 if not is_live(K, token, now) then
@@ -32,6 +34,7 @@ if previous == token then
   return reply(REPLAYED)
 end
 rcall('HSET', K.owners, id, token)
+rcall('ZREM', K.ended, id)
 count_owned(K, kind, token, 1)
 if previous then
   count_owned(K, kind, previous, -1)

@@ -4,6 +4,9 @@
 -- has begun taking its inbox over: a replica that was presumed dead (paused, partitioned) gets
 -- FENCED and must stop acting, because its inbox and ownership are moving to others.
 -- Ownership needs no renewal of its own: an owner token is valid exactly while it is live.
+-- A replica that refreshes after its own presence lapsed takes nobody over for one presence TTL
+-- (takeover_not_before_ms, read by begin_takeover): a lapse is most often shared (a Redis stall
+-- past the TTL lapses every presence at once), and the others need that long to refresh too.
 -- Hash tag: every key is {prefix}:{rt}:<name> (one slot).
 --
 -- KEYS[1] presence        HASH instance -> record json
@@ -36,10 +39,15 @@ local state = rcall('HGET', K.inboxes, token)
 if rec.epoch ~= epoch or (state ~= 'live' and state ~= 'takeover:' .. token) then
   return reply(FENCED)
 end
+local ttl = tonumber(ARGV[4])
+local was_until = tonumber(rcall('ZSCORE', K.alive, instance))
+if was_until == nil or was_until <= now then
+  rec.takeover_not_before_ms = now + ttl
+end
 rec.refreshed_ms = now
 rec.draining = ARGV[3] == '1'
 rcall('HSET', K.presence, instance, cjson.encode(rec))
-local until_ms = now + tonumber(ARGV[4])
+local until_ms = now + ttl
 rcall('ZADD', K.alive, until_ms, instance)
 -- A drain request names the epoch it was made for: a later start of the instance ignores it.
 local requested = rcall('HGET', K.drain_requests, instance)

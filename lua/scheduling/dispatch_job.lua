@@ -5,23 +5,34 @@
 -- never sent this (session, utterance_index) (the node rejects a second one forever); the slot
 -- is reserved, the job written (attempt 1) and its deadline indexed, all at once.
 -- Selection: the turn's node (same turn_id and tgt), then the session's node, each only when
--- usable; else the least-loaded live node of the pair (bounded window, see select_node).
+-- usable; else the least-loaded usable node of a sampled window of the pair's pool (see
+-- select_node). Cost: O(log N) + O(select_sample_size), whatever the pool size and the pairs per
+-- node: no pool member is written.
+-- Waiting (issue 11): when live nodes serve the pair and could take the job but have no free
+-- slot (not when every one is excluded or already had this utterance), the job waits for one
+-- (state "waiting", see includes/waiting.lua) up to slot_wait_ms, at most slot_wait_max per
+-- pair. A job of a pair that has waiters queues behind them (FIFO), and then the pair's oldest
+-- waiter is offered a node (a slot may have freed with no hand-off).
 -- Turn state after placement: max_duration continues the turn on the chosen node; manual and
 -- silence end it; size and close leave it as it was (original-protocol 3.6).
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
--- KEYS[1]  nodes           HASH node -> json record
--- KEYS[2]  node_running    HASH node -> running slots
--- KEYS[3]  node_alive      ZSET node -> alive until (ms)
--- KEYS[4]  pools           ZSET lex "<src>:<tgt>\0<load>\0<node>"
--- KEYS[5]  node_jobs       ZSET lex "<node>\0<job>"
--- KEYS[6]  sent            ZSET "<node>\0<session>\0<index>" -> sent at (ms)
--- KEYS[7]  jobs            HASH job -> json record
--- KEYS[8]  job_payloads    HASH job -> job_assign payload
--- KEYS[9]  deadlines       ZSET job -> deadline (ms)
--- KEYS[10] idem            HASH "<session>\0<index>\0<tgt>" -> job
--- KEYS[11] sessions        HASH session -> json {node, turns}
--- KEYS[12] session_expiry  ZSET session -> forgotten at (ms)
+-- KEYS[1]  node_slots      HASH node -> max slots, while the node is in the pools
+-- KEYS[2]  node_free       SET  nodes of the pools with a free slot
+-- KEYS[3]  node_running    HASH node -> running slots
+-- KEYS[4]  node_alive      ZSET node -> alive until (ms)
+-- KEYS[5]  pools           ZSET lex "<src>:<tgt>\0<node>"
+-- KEYS[6]  node_jobs       ZSET lex "<node>\0<job>"
+-- KEYS[7]  sent            ZSET "<node>\0<session>\0<index>" -> sent at (ms)
+-- KEYS[8]  jobs            HASH job -> json record
+-- KEYS[9]  job_payloads    HASH job -> job_assign payload
+-- KEYS[10] deadlines       ZSET job -> deadline (ms)
+-- KEYS[11] idem            HASH "<session>\0<index>\0<tgt>" -> job
+-- KEYS[12] sessions        HASH session -> json {node, turns}
+-- KEYS[13] session_expiry  ZSET session -> forgotten at (ms)
+-- KEYS[14] waiting         ZSET lex "<pair>\0<ticket>\0<job>" (jobs waiting for a slot)
+-- KEYS[15] waiting_order   ZSET job -> ticket (arrival order of every waiter)
+-- KEYS[16] wait_seq        STRING ticket counter
 --
 -- ARGV[1]  job id to use when a new job is created
 -- ARGV[2]  session id
@@ -36,21 +47,33 @@
 -- ARGV[11] job_timeout_ms
 -- ARGV[12] select_scan_limit
 -- ARGV[13] session_affinity_ttl_ms
+-- ARGV[14] select_sample_size
+-- ARGV[15] slot_wait_ms: how long a job may wait for a slot
+-- ARGV[16] slot_wait_max: most jobs waiting per pair (0: never wait)
 --
 -- Reply: {0 OK, {job_id, node, attempt, state, deadline_ms, created = true}}
 --        {1 REPLAYED, same fields, created = false} the job exists already: no second slot
+--        {3 WAITING, {job_id, node = "", attempt = 0, state = "waiting", deadline_ms = wait
+--           expiry, created = true, placed = [actions]}} every node of the pair is busy: the
+--           job waits; `placed` (absent when empty) holds an older waiter placed now, in the
+--           shape of a failover action (cause "slot_wait"), for the caller to carry out
 --        {-3 NO_POOL} no node is in the pair's pool
---        {-4 ALL_FULL} live nodes serve the pair but none has a usable free slot
+--        {-4 ALL_FULL} live nodes serve the pair but none has a usable free slot, and the
+--           pair already has slot_wait_max jobs waiting (or slot_wait_max is 0)
 --        {-5 NO_LIVE_NODE} the pool held only nodes whose liveness lapsed (removed now)
+--        (with more than select_scan_limit live members, ALL_FULL means none of the examined)
 -- Replay: REPLAYED with the existing job, whatever its state.
 
+--@include "includes/scheduling_codes.lua"
 --@include "includes/select_node.lua"
 --@include "includes/jobs.lua"
 --@include "includes/sessions.lua"
+--@include "includes/waiting.lua"
 
-local K = {nodes = KEYS[1], node_running = KEYS[2], node_alive = KEYS[3], pools = KEYS[4],
-  node_jobs = KEYS[5], sent = KEYS[6], jobs = KEYS[7], job_payloads = KEYS[8],
-  deadlines = KEYS[9], idem = KEYS[10], sessions = KEYS[11], session_expiry = KEYS[12]}
+local K = {node_slots = KEYS[1], node_free = KEYS[2], node_running = KEYS[3],
+  node_alive = KEYS[4], pools = KEYS[5], node_jobs = KEYS[6], sent = KEYS[7], jobs = KEYS[8],
+  job_payloads = KEYS[9], deadlines = KEYS[10], idem = KEYS[11], sessions = KEYS[12],
+  session_expiry = KEYS[13], waiting = KEYS[14], waiting_order = KEYS[15], wait_seq = KEYS[16]}
 local job_id, session, index = ARGV[1], ARGV[2], ARGV[3]
 local src, tgt, turn_id, reason = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local exclude = {}
@@ -59,7 +82,9 @@ if ARGV[9] ~= '' then
 end
 local now = now_from(ARGV[10])
 local job_timeout_ms = tonumber(ARGV[11])
-local scan_limit = tonumber(ARGV[12])
+local C = {scan_limit = tonumber(ARGV[12]), sample_size = tonumber(ARGV[14]),
+  job_timeout_ms = job_timeout_ms, wait_ms = tonumber(ARGV[15])}
+local wait_max = tonumber(ARGV[16])
 local affinity_ttl_ms = tonumber(ARGV[13])
 
 local idem_field = session .. '\0' .. index .. '\0' .. tgt
@@ -67,7 +92,7 @@ local existing_id = rcall('HGET', K.idem, idem_field)
 if existing_id then
   local job = read_job(K, existing_id)
   if job then
-    return reply(1, {job_id = existing_id, node = job.node, attempt = job.attempt,
+    return reply(CODE.REPLAYED, {job_id = existing_id, node = job.node, attempt = job.attempt,
       state = job.state, deadline_ms = job.deadline_ms, created = false})
   end
 end
@@ -82,13 +107,32 @@ end
 if srec.node then
   preferred[#preferred + 1] = srec.node
 end
-local node, rec, running, code = select_node(K, scan_limit, pair, session, index, exclude,
-  preferred, now)
-if not node then
+local queued = waiting_count(K, pair)
+local node, code, busy
+if queued == 0 then
+  node, code, busy = select_node(K, C, pair, session, index, exclude, preferred, job_id, now)
+else
+  -- FIFO: a pair with waiters gives its next slot to the oldest of them
+  code, busy = CODE.ALL_FULL, true
+end
+if not node and (not busy or queued >= wait_max) then
   return reply(code)
 end
+if not node then
+  enqueue_job(K, C, job_id, {session = session, index = tonumber(index), src = src, tgt = tgt,
+    pair = pair, created_ms = now, turn_id = turn_id, reason = reason,
+    idem_field = idem_field}, now)
+  rcall('HSET', K.job_payloads, job_id, ARGV[8])
+  rcall('HSET', K.idem, idem_field, job_id)
+  local placed = {}
+  if queued > 0 then
+    placed[1] = serve_pair(K, C, pair, now)
+  end
+  return reply(CODE.WAITING, {job_id = job_id, node = '', attempt = 0, state = 'waiting',
+    deadline_ms = now + C.wait_ms, created = true, placed = list_or_nil(placed)})
+end
 
-reserve_slot(K, node, rec, running, job_id, session, index, now)
+reserve_slot(K, node, job_id, session, index, now)
 local deadline = now + job_timeout_ms
 write_job(K, job_id, {session = session, index = tonumber(index), src = src, tgt = tgt,
   pair = pair, node = node, attempt = 1, state = 'dispatched', deadline_ms = deadline,
@@ -111,5 +155,5 @@ end
 write_session(K, session, srec)
 rcall('ZADD', K.session_expiry, now + affinity_ttl_ms, session)
 
-return reply(0, {job_id = job_id, node = node, attempt = 1, state = 'dispatched',
+return reply(CODE.OK, {job_id = job_id, node = node, attempt = 1, state = 'dispatched',
   deadline_ms = deadline, created = true})

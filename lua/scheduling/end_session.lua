@@ -12,7 +12,9 @@
 -- Reply: {0 OK, {existed}}
 -- Replay: {0 OK, {existed = false}}.
 
+--@include "includes/scheduling_codes.lua"
+
 local session = ARGV[1]
 local existed = redis.call('HDEL', KEYS[1], session) == 1
 redis.call('ZREM', KEYS[2], session)
-return {0, cjson.encode({existed = existed})}
+return {CODE.OK, cjson.encode({existed = existed})}

@@ -6,22 +6,33 @@
 -- node tried before) or fail after max_attempts. Nodes whose liveness lapsed go offline and
 -- their jobs fail over at once. Expired finished jobs (with their idempotency entries and
 -- payloads), forgotten sessions and old `sent` marks are removed. Each part handles at most
--- sweep_batch entries; `more` says a part was cut short (call again without waiting).
+-- sweep_batch entries, and dead nodes stop once their pool members removed reach
+-- sweep_pool_members (one node at least: a node leaves its pools in one step), so one call
+-- blocks Redis for a bounded time even when many 10,000-pair nodes die at once; `more` says a
+-- part was cut short (call again without waiting).
+-- Waiting jobs (issue 11): a waiter whose wait is due fails (NO_AVAILABLE_NODE, cause
+-- "slot_wait"); then the oldest slot_wait_lookahead waiters, each pair's oldest first, are
+-- offered any usable node (slots that no completion handed off: failover, a node that joined).
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
--- KEYS[1]  nodes           HASH node -> json record
--- KEYS[2]  node_running    HASH node -> running slots
--- KEYS[3]  node_alive      ZSET node -> alive until (ms)
--- KEYS[4]  pools           ZSET lex "<src>:<tgt>\0<load>\0<node>"
--- KEYS[5]  node_jobs       ZSET lex "<node>\0<job>"
--- KEYS[6]  sent            ZSET "<node>\0<session>\0<index>" -> sent at (ms)
--- KEYS[7]  jobs            HASH job -> json record
--- KEYS[8]  job_payloads    HASH job -> job_assign payload
--- KEYS[9]  deadlines       ZSET job -> deadline (ms)
--- KEYS[10] jobs_expiry     ZSET job -> record removed at (ms)
--- KEYS[11] idem            HASH "<session>\0<index>\0<tgt>" -> job
--- KEYS[12] sessions        HASH session -> json {node, turns}
--- KEYS[13] session_expiry  ZSET session -> forgotten at (ms)
+-- KEYS[1]  nodes           HASH node -> json record {gen, digest, max, hardware, ...}
+-- KEYS[2]  node_langs      HASH node -> json {asr, semantic, tts}
+-- KEYS[3]  node_slots      HASH node -> max slots, while the node is in the pools
+-- KEYS[4]  node_free       SET  nodes of the pools with a free slot
+-- KEYS[5]  node_running    HASH node -> running slots
+-- KEYS[6]  node_alive      ZSET node -> alive until (ms)
+-- KEYS[7]  pools           ZSET lex "<src>:<tgt>\0<node>"
+-- KEYS[8]  node_jobs       ZSET lex "<node>\0<job>"
+-- KEYS[9]  sent            ZSET "<node>\0<session>\0<index>" -> sent at (ms)
+-- KEYS[10] jobs            HASH job -> json record
+-- KEYS[11] job_payloads    HASH job -> job_assign payload
+-- KEYS[12] deadlines       ZSET job -> deadline (ms)
+-- KEYS[13] jobs_expiry     ZSET job -> record removed at (ms)
+-- KEYS[14] idem            HASH "<session>\0<index>\0<tgt>" -> job
+-- KEYS[15] sessions        HASH session -> json {node, turns}
+-- KEYS[16] session_expiry  ZSET session -> forgotten at (ms)
+-- KEYS[17] waiting         ZSET lex "<pair>\0<ticket>\0<job>" (jobs waiting for a slot)
+-- KEYS[18] waiting_order   ZSET job -> ticket (arrival order of every waiter)
 --
 -- ARGV[1] now (ms) or ""
 -- ARGV[2] max_attempts
@@ -30,30 +41,44 @@
 -- ARGV[5] job_retention_ms
 -- ARGV[6] sweep_batch
 -- ARGV[7] sent_retention_ms
+-- ARGV[8] select_sample_size
+-- ARGV[9] sweep_pool_members
+-- ARGV[10] slot_wait_lookahead
 --
 -- Reply: {0 OK, {actions = [failover actions, as take_node_offline], offline = [node ids],
---                 removed_jobs, removed_sessions, removed_sent, more}}
+--                 removed_jobs, removed_sessions, removed_sent, more, waiting = jobs waiting
+--                 for a slot after this call}}
 -- Replay: a second call right after finds nothing due and returns no actions.
 
+--@include "includes/scheduling_codes.lua"
 --@include "includes/take_offline.lua"
+--@include "includes/waiting.lua"
 
-local K = {nodes = KEYS[1], node_running = KEYS[2], node_alive = KEYS[3], pools = KEYS[4],
-  node_jobs = KEYS[5], sent = KEYS[6], jobs = KEYS[7], job_payloads = KEYS[8],
-  deadlines = KEYS[9], jobs_expiry = KEYS[10], idem = KEYS[11], sessions = KEYS[12],
-  session_expiry = KEYS[13]}
+local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_free = KEYS[4],
+  node_running = KEYS[5], node_alive = KEYS[6], pools = KEYS[7], node_jobs = KEYS[8],
+  sent = KEYS[9], jobs = KEYS[10], job_payloads = KEYS[11], deadlines = KEYS[12],
+  jobs_expiry = KEYS[13], idem = KEYS[14], sessions = KEYS[15], session_expiry = KEYS[16],
+  waiting = KEYS[17], waiting_order = KEYS[18]}
 local now = now_from(ARGV[1])
 local C = {max_attempts = tonumber(ARGV[2]), scan_limit = tonumber(ARGV[3]),
-  job_timeout_ms = tonumber(ARGV[4]), retention_ms = tonumber(ARGV[5])}
+  job_timeout_ms = tonumber(ARGV[4]), retention_ms = tonumber(ARGV[5]),
+  sample_size = tonumber(ARGV[8]), wait_lookahead = tonumber(ARGV[10])}
 local batch = tonumber(ARGV[6])
 local sent_retention_ms = tonumber(ARGV[7])
+local member_budget = tonumber(ARGV[9])
 local actions, offline = {}, {}
 local more = false
 
 -- 1. dead nodes first: their jobs fail over as "node_offline" rather than one by one later
 local dead = rcall('ZRANGEBYSCORE', K.node_alive, '-inf', '(' .. now, 'LIMIT', 0, batch)
 more = more or #dead == batch
+local members_removed = 0
 for _, node in ipairs(dead) do
-  take_offline(K, C, node, now, actions)
+  if members_removed >= member_budget then
+    more = true
+    break
+  end
+  members_removed = members_removed + take_offline(K, C, node, now, actions)
   offline[#offline + 1] = node
 end
 
@@ -64,6 +89,8 @@ for _, job_id in ipairs(due) do
   local job = read_job(K, job_id)
   if job and ACTIVE[job.state] then
     actions[#actions + 1] = failover_job(K, C, job_id, job, 'timeout', now)
+  elseif job and job.state == 'waiting' then
+    actions[#actions + 1] = expire_waiter(K, C, job_id, job, now)
   else
     rcall('ZREM', K.deadlines, job_id)
   end
@@ -96,5 +123,9 @@ local old_sent = rcall('ZRANGEBYSCORE', K.sent, '-inf', now - sent_retention_ms,
 more = more or #old_sent == batch
 call_chunked('ZREM', K.sent, old_sent, 1000)
 
-return reply(0, {actions = list_or_nil(actions), offline = list_or_nil(offline),
-  removed_jobs = #expired, removed_sessions = #sessions, removed_sent = #old_sent, more = more})
+-- 6. waiters a slot is free for
+serve_waiters(K, C, now, actions)
+
+return reply(CODE.OK, {actions = list_or_nil(actions), offline = list_or_nil(offline),
+  removed_jobs = #expired, removed_sessions = #sessions, removed_sent = #old_sent, more = more,
+  waiting = rcall('ZCARD', K.waiting_order)})

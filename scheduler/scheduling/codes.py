@@ -1,9 +1,10 @@
 """Reply codes of the scheduling scripts and the errors they become.
 
 Every script replies ``{code}`` or ``{code, json}``. ``code >= 0`` is a success (possibly a
-replay that changed nothing); ``code < 0`` is a refusal that changed nothing. The codes are
-listed once here; a test checks that every code a ``lua/`` header names exists in
-:class:`ReplyCode` under the same name.
+replay that changed nothing); ``code < 0`` is a refusal that changed nothing. The scripts name
+the codes through ``lua/includes/scheduling_codes.lua`` (``CODE.NO_POOL``), never as bare
+numbers; tests check that it and every ``lua/`` header agree with :class:`ReplyCode`, name for
+name and number for number.
 
 Error tree::
 
@@ -50,6 +51,7 @@ class ReplyCode(IntEnum):
     OK = 0
     REPLAYED = 1
     ALREADY_FINISHED = 2
+    WAITING = 3
     NOT_REGISTERED = -1
     STALE_GENERATION = -2
     NO_POOL = -3

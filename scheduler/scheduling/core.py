@@ -11,6 +11,7 @@ so replicas share one clock). Tests pass explicit times to move the clock.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from cross_instance.ids import check_id
 from cross_instance.lua import ScriptLibrary
 from cross_instance.redis_client import AnyRedis
 from scheduler.config import SchedulingConfig
@@ -38,6 +40,7 @@ __all__ = [
     "Moves",
     "NodeCapabilities",
     "NodeInfo",
+    "PoolCounts",
     "PoolEntry",
     "Progress",
     "Registration",
@@ -47,7 +50,6 @@ __all__ = [
 
 # ids travel inside lexicographic members separated by NUL and ":"-joined pairs: only plain
 # characters, so no id can forge a separator.
-_ID = re.compile(r"^[A-Za-z0-9_.:@-]+$")
 # BCP-47-like codes ("en", "zh", "zh-Hant", "auto"); ":" is the pair separator, never allowed.
 _LANG = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
 # A protocol bound, not a setting: the scripts' cjson prints numbers with 14 significant digits,
@@ -59,7 +61,11 @@ MAX_UTTERANCE_INDEX = 2**31 - 1
 log = logging.getLogger("lingua.scheduling")
 
 FinalizeReason = Literal["manual", "silence", "max_duration", "size", "close"]
-JobState = Literal["dispatched", "acked", "running", "completed", "failed"]
+JobState = Literal["waiting", "dispatched", "acked", "running", "completed", "failed"]
+# timeout: silent past its deadline; node_offline: its node left; job_lost: its node came back
+# and runs nothing (the job was lost with the old connection); slot_wait: a job that waited for
+# a slot was placed (old_node "") or its wait ran out.
+MoveCause = Literal["timeout", "node_offline", "job_lost", "slot_wait"]
 
 
 class NodeCapabilities(msgspec.Struct, kw_only=True, frozen=True):
@@ -68,7 +74,8 @@ class NodeCapabilities(msgspec.Struct, kw_only=True, frozen=True):
     asr: list[str]
     semantic: list[str]
     tts: list[str] = msgspec.field(default_factory=list)
-    # None: scheduling.default_max_concurrent_jobs; capped by max_concurrent_jobs_limit.
+    # None (the real node never reports it): scheduling.default_max_concurrent_jobs, a large
+    # default; capped by max_concurrent_jobs_limit.
     max_concurrent_jobs: int | None = None
     hardware: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -100,11 +107,13 @@ class DispatchRequest(msgspec.Struct, kw_only=True, frozen=True):
 
 class Dispatched(msgspec.Struct, frozen=True):
     job_id: str
-    node_id: str
+    node_id: str  # "" while the job waits for a slot (state "waiting")
     attempt: int
     state: JobState
-    deadline_ms: int
+    deadline_ms: int  # waiting: when the wait runs out
     created: bool  # False: an idempotent replay; do not send job_assign again
+    # Older waiters of the pair placed by this call: carry them out like failover actions.
+    placed: list[FailoverAction] = []
 
 
 class FailoverAction(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,10 +121,8 @@ class FailoverAction(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
     utterance_index: int
     tgt_lang: str
-    old_node: str
-    # timeout: silent past its deadline; node_offline: its node left; job_lost: its node came
-    # back and runs nothing (the job was lost with the old connection)
-    cause: Literal["timeout", "node_offline", "job_lost"]
+    old_node: str  # "" for a job that waited for a slot
+    cause: MoveCause
     # held: its node went offline and no other node can take it; it stays on that node, which
     # may still send the result when it reconnects (until the job's deadline)
     outcome: Literal["reassigned", "failed", "held"]
@@ -124,6 +131,7 @@ class FailoverAction(msgspec.Struct, frozen=True, kw_only=True):
     deadline_ms: int | None = None
     payload: str | None = None
     error: str | None = None  # failed / held: MAX_ATTEMPTS, NO_POOL, ALL_FULL or NO_LIVE_NODE
+    waited_ms: int | None = None  # slot_wait: how long the job waited
     cancel_old: bool = False  # the old node is connected and silent: send it job_cancel
 
 
@@ -147,6 +155,7 @@ class Completion(msgspec.Struct, frozen=True):
     utterance_index: int
     tgt_lang: str
     replayed: bool  # True: an earlier completion released the slot; nothing changed now
+    handed: FailoverAction | None = None  # the waiter the freed slot went to: carry it out
     # another node holding the job's current attempt, connected: send it job_cancel
     cancel_node: str | None = None
 
@@ -165,6 +174,7 @@ class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
     removed_sent: int
     more: bool  # a batch was full: sweep again without waiting
     unreadable: int = 0  # actions whose reply could not be read (see Moves)
+    waiting: int = 0  # jobs of the domain waiting for a slot after this sweep
 
 
 class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -182,6 +192,15 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     reported_load: Any
     registered_ms: int
     last_hb_ms: int
+
+
+class PoolCounts(msgspec.Struct, frozen=True, kw_only=True):
+    members: int  # pool entries: one per (pair, node in the pools)
+    nodes: int  # registered
+    nodes_in_pools: int
+    nodes_with_free_slot: int
+    slots: int  # of the nodes in the pools
+    running: int
 
 
 class PoolEntry(msgspec.Struct, frozen=True):
@@ -213,7 +232,6 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
 class _Reg(msgspec.Struct):
     gen: int
     alive_until_ms: int
-    pairs: list[str] = []
 
 
 class _Hb(msgspec.Struct):
@@ -222,28 +240,20 @@ class _Hb(msgspec.Struct):
     alive_until_ms: int
 
 
-class _Dispatch(msgspec.Struct):
-    job_id: str
-    node: str
-    attempt: int
-    state: JobState
-    deadline_ms: int
-    created: bool
-
-
 class _Action(msgspec.Struct):
     job_id: str
     session: str
     index: int
     tgt: str
     old_node: str
-    cause: Literal["timeout", "node_offline", "job_lost"]
+    cause: MoveCause
     outcome: Literal["reassigned", "failed", "held"]
     attempt: int
     new_node: str | None = None
     deadline_ms: int | None = None
     payload: str | None = None
     error: str | None = None
+    waited_ms: int | None = None
     cancel_old: bool = False
 
     def public(self) -> FailoverAction:
@@ -260,8 +270,19 @@ class _Action(msgspec.Struct):
             deadline_ms=self.deadline_ms,
             payload=self.payload,
             error=self.error,
+            waited_ms=self.waited_ms,
             cancel_old=self.cancel_old,
         )
+
+
+class _Dispatch(msgspec.Struct):
+    job_id: str
+    node: str
+    attempt: int
+    state: JobState
+    deadline_ms: int
+    created: bool
+    placed: list[_Action] = []
 
 
 class _Actions(msgspec.Struct):
@@ -292,6 +313,7 @@ class _Completion(msgspec.Struct):
     session: str
     index: int
     tgt: str
+    handed: _Action | None = None
     cancel_node: str | None = None
 
 
@@ -302,6 +324,7 @@ class _Sweep(msgspec.Struct):
     more: bool
     actions: list[msgspec.Raw] = []
     offline: list[str] = []
+    waiting: int = 0
 
 
 class _EndSession(msgspec.Struct):
@@ -313,13 +336,31 @@ class _NodeRecord(msgspec.Struct):
     max: int
     registered_ms: int
     last_hb_ms: int
-    in_pools: bool
+    hardware: dict[str, Any] | list[Any] = {}
+    reported_load: Any = None
+
+
+class _NodeLangs(msgspec.Struct):
     asr: list[str] = []
     semantic: list[str] = []
     tts: list[str] = []
-    pairs: list[str] = []
-    hardware: dict[str, Any] | list[Any] = {}
-    reported_load: Any = None
+
+
+class _Caps(msgspec.Struct, frozen=True):
+    """Validated capabilities as the scripts take them, with their digest."""
+
+    json: bytes
+    digest: str  # equal for equal capabilities, whatever the order of the lists
+    pairs: list[str]  # every directed pair asr x semantic, in the order the scripts make them
+
+
+def _pairs(asr: Sequence[str], semantic: Sequence[str]) -> list[str]:
+    return [f"{src}:{tgt}" for src in asr for tgt in semantic]
+
+
+def _load_permille(running: int, slots: int) -> int:
+    """The load selection compares (lua/includes/pools.lua ``load_of``): 1000 is full."""
+    return 1000 if running >= slots else 1000 * running // slots
 
 
 class _JobRecord(msgspec.Struct):
@@ -334,7 +375,7 @@ class _JobRecord(msgspec.Struct):
     created_ms: int
     turn_id: str
     reason: str
-    tried: list[str]
+    tried: list[str] = []  # absent while the job waits for a slot
     finished_ms: int | None = None
 
 
@@ -376,12 +417,10 @@ class SchedulingCore:
     # --- validation (bad input: a clear error, no script runs) ---
 
     def _check_id(self, what: str, value: str) -> None:
-        if not isinstance(value, str) or not _ID.match(value):
-            raise InvalidInput(f"{what}: {value!r} is not a valid id ([A-Za-z0-9_.:@-]+)")
-        if len(value) > self.config.max_id_length:
-            raise InvalidInput(
-                f"{what}: longer than scheduling.max_id_length ({self.config.max_id_length})"
-            )
+        try:
+            check_id(what, value, max_length=self.config.max_id_length)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
 
     def _check_langs(self, what: str, langs: Sequence[str]) -> list[str]:
         if len(langs) > self.config.max_languages_per_node:
@@ -394,28 +433,32 @@ class SchedulingCore:
                 raise InvalidInput(f"{what}: {lang!r} is not a language code")
         return list(dict.fromkeys(langs))  # order kept, duplicates dropped
 
-    def _caps_json(self, caps: NodeCapabilities) -> bytes:
+    def _caps(self, caps: NodeCapabilities) -> _Caps:
         slots = caps.max_concurrent_jobs
         if slots is None:
             slots = self.config.default_max_concurrent_jobs
         if not isinstance(slots, int) or slots < 1:
             raise InvalidInput(f"max_concurrent_jobs: {slots!r} is not a positive integer")
-        return msgspec.json.encode(
-            {
-                "asr": self._check_langs("asr", caps.asr),
-                "semantic": self._check_langs("semantic", caps.semantic),
-                "tts": self._check_langs("tts", caps.tts),
-                "max": min(slots, self.config.max_concurrent_jobs_limit),
-                "hardware": caps.hardware,
-            }
-        )
+        asr = self._check_langs("asr", caps.asr)
+        semantic = self._check_langs("semantic", caps.semantic)
+        tts = self._check_langs("tts", caps.tts)
+        fields = {
+            "asr": asr,
+            "semantic": semantic,
+            "tts": tts,
+            "max": min(slots, self.config.max_concurrent_jobs_limit),
+            "hardware": caps.hardware,
+        }
+        canonical = {**fields, "asr": sorted(asr), "semantic": sorted(semantic), "tts": sorted(tts)}
+        digest = hashlib.sha1(msgspec.json.encode(canonical, order="sorted")).hexdigest()
+        return _Caps(msgspec.json.encode(fields), digest, _pairs(asr, semantic))
 
     # --- nodes ---
 
     def check_registration(self, node_id: str, caps: NodeCapabilities) -> None:
         """What :meth:`register_node` refuses (InvalidInput), checked without touching Redis."""
         self._check_id("node_id", node_id)
-        self._caps_json(caps)
+        self._caps(caps)
 
     async def register_node(
         self, node_id: str, caps: NodeCapabilities, *, now_ms: int | None = None
@@ -423,12 +466,13 @@ class SchedulingCore:
         """A node connected: record it, join its pools; keep the returned generation on the
         connection and pass it to :meth:`heartbeat` and :meth:`node_offline`."""
         self._check_id("node_id", node_id)
-        caps_json = self._caps_json(caps)
+        checked = self._caps(caps)
         _, body = await self._call(
-            "register_node", [node_id, caps_json, _arg_now(now_ms), self.config.node_ttl_ms]
+            "register_node",
+            [node_id, checked.json, checked.digest, _arg_now(now_ms), self.config.node_ttl_ms],
         )
         reply = msgspec.json.decode(body, type=_Reg)
-        return Registration(node_id, reply.gen, reply.pairs, reply.alive_until_ms)
+        return Registration(node_id, reply.gen, checked.pairs, reply.alive_until_ms)
 
     async def heartbeat(
         self,
@@ -441,10 +485,12 @@ class SchedulingCore:
     ) -> HeartbeatAck:
         """Refresh liveness; ``caps`` given: move between pools if languages or slots changed.
 
-        Raises :class:`NodeNotRegistered` (register again) or :class:`StaleGeneration`.
+        Capabilities equal to the stored ones (compared by digest) cost Redis O(1), whatever
+        the pairs the node serves. Raises :class:`NodeNotRegistered` (register again) or
+        :class:`StaleGeneration`.
         """
         self._check_id("node_id", node_id)
-        caps_json = b"" if caps is None else self._caps_json(caps)
+        checked = None if caps is None else self._caps(caps)
         load_json = b"" if reported_load is None else msgspec.json.encode(reported_load)
         _, body = await self._call(
             "heartbeat_node",
@@ -453,7 +499,8 @@ class SchedulingCore:
                 int(generation),
                 _arg_now(now_ms),
                 self.config.node_ttl_ms,
-                caps_json,
+                b"" if checked is None else checked.json,
+                "" if checked is None else checked.digest,
                 load_json,
             ],
         )
@@ -492,6 +539,7 @@ class SchedulingCore:
                 c.select_scan_limit,
                 c.job_timeout_ms,
                 c.job_retention_ms,
+                c.select_sample_size,
             ],
         )
         return _read_actions(script, msgspec.json.decode(body, type=_Actions).actions)
@@ -500,8 +548,11 @@ class SchedulingCore:
 
     async def dispatch(self, request: DispatchRequest, *, now_ms: int | None = None) -> Dispatched:
         """Place one job. ``created=False``: the same (session, index, tgt) was dispatched
-        before; the existing job is returned and nothing is sent again. Raises a
-        :class:`NoNodeAvailable` subclass when no node can take it (nothing changed)."""
+        before; the existing job is returned and nothing is sent again. State ``waiting``:
+        every node of the pair is busy, the job waits for a slot (a completion or the sweep
+        places it later, or the sweep fails it after ``slot_wait_ms``). Carry out ``placed``
+        either way. Raises a :class:`NoNodeAvailable` subclass when no node can take it and
+        it cannot wait (nothing changed)."""
         self._check_id("session_id", request.session_id)
         self._check_id("turn_id", request.turn_id)
         if not 0 <= request.utterance_index <= MAX_UTTERANCE_INDEX:
@@ -535,10 +586,21 @@ class SchedulingCore:
                 c.job_timeout_ms,
                 c.select_scan_limit,
                 c.session_affinity_ttl_ms,
+                c.select_sample_size,
+                c.slot_wait_ms,
+                c.slot_wait_max,
             ],
         )
         r = msgspec.json.decode(body, type=_Dispatch)
-        return Dispatched(r.job_id, r.node, r.attempt, r.state, r.deadline_ms, r.created)
+        return Dispatched(
+            r.job_id,
+            r.node,
+            r.attempt,
+            r.state,
+            r.deadline_ms,
+            r.created,
+            [a.public() for a in r.placed],
+        )
 
     async def _progress(
         self,
@@ -596,11 +658,19 @@ class SchedulingCore:
                 "1" if ok else "0",
                 _arg_now(now_ms),
                 self.config.job_retention_ms,
+                self.config.job_timeout_ms,
+                self.config.slot_wait_lookahead,
             ],
         )
         r = msgspec.json.decode(body, type=_Completion)
         return Completion(
-            r.state, r.session, r.index, r.tgt, code == ReplyCode.ALREADY_FINISHED, r.cancel_node
+            r.state,
+            r.session,
+            r.index,
+            r.tgt,
+            code == ReplyCode.ALREADY_FINISHED,
+            None if r.handed is None else r.handed.public(),
+            r.cancel_node,
         )
 
     async def sweep(self, *, now_ms: int | None = None) -> SweepReport:
@@ -616,6 +686,9 @@ class SchedulingCore:
                 c.job_retention_ms,
                 c.sweep_batch,
                 c.sent_retention_ms,
+                c.select_sample_size,
+                c.sweep_pool_members,
+                c.slot_wait_lookahead,
             ],
         )
         r = msgspec.json.decode(body, type=_Sweep)
@@ -628,6 +701,7 @@ class SchedulingCore:
             removed_sessions=r.removed_sessions,
             removed_sent=r.removed_sent,
             more=r.more,
+            waiting=r.waiting,
         )
 
     async def end_session(self, session_id: str) -> bool:
@@ -646,27 +720,36 @@ class SchedulingCore:
                 break
         return out
 
-    async def list_nodes(self, *, limit: int | None = None) -> list[NodeInfo]:
+    async def list_nodes(self, *, limit: int | None = None, pairs: bool = True) -> list[NodeInfo]:
+        """Registered nodes (at most ``limit``, sorted by id); ``pairs=False`` leaves each
+        node's pair list empty (a node serves up to ~10,000: build them only when shown)."""
         limit = limit or self.config.list_limit
         records = await self._hscan(self.keys.key("nodes"), limit)
         names = sorted(records)
-        running = await self.client.hmget(self.keys.key("node_running"), names) if names else []
-        alive = await self.client.zmscore(self.keys.key("node_alive"), names) if names else []
+        if not names:
+            return []
+        langs = await self.client.hmget(self.keys.key("node_langs"), names)
+        slots = await self.client.hmget(self.keys.key("node_slots"), names)
+        running = await self.client.hmget(self.keys.key("node_running"), names)
+        alive = await self.client.zmscore(self.keys.key("node_alive"), names)
         out = []
-        for name, run, until in zip(names, running, alive, strict=True):
+        for name, raw_langs, in_pools, run, until in zip(
+            names, langs, slots, running, alive, strict=True
+        ):
             rec = msgspec.json.decode(records[name], type=_NodeRecord)
+            lang = msgspec.json.decode(raw_langs or b"{}", type=_NodeLangs)
             out.append(
                 NodeInfo(
                     node_id=name,
                     generation=rec.gen,
-                    asr=rec.asr,
-                    semantic=rec.semantic,
-                    tts=rec.tts,
+                    asr=lang.asr,
+                    semantic=lang.semantic,
+                    tts=lang.tts,
                     max=rec.max,
                     running=int(run or 0),
                     alive_until_ms=None if until is None else int(until),
-                    in_pools=rec.in_pools,
-                    pairs=rec.pairs,
+                    in_pools=in_pools is not None,
+                    pairs=_pairs(lang.asr, lang.semantic) if pairs else [],
                     hardware=rec.hardware if isinstance(rec.hardware, dict) else {},
                     reported_load=rec.reported_load,
                     registered_ms=rec.registered_ms,
@@ -678,15 +761,32 @@ class SchedulingCore:
     async def list_pools(
         self, *, pair: str | None = None, limit: int | None = None
     ) -> list[PoolEntry]:
-        """Pool members, least-loaded first within each pair."""
+        """Pool members of nodes in the pools, least-loaded first within each pair.
+
+        Members a lapsed node left behind (removed at the next selection that meets them) are
+        not listed.
+        """
         limit = limit or self.config.list_limit
         lo, hi = ("-", "+") if pair is None else (f"[{pair}\0", f"({pair}\1")
         members = await self.client.zrangebylex(self.keys.key("pools"), lo, hi, 0, limit)
-        out = []
+        entries = []
         for member in members:
             text = member if isinstance(member, str) else member.decode()
-            pair_name, load, node = text.split("\0")
-            out.append(PoolEntry(pair_name, node, int(load)))
+            pair_name, node = text.split("\0")
+            entries.append((pair_name, node))
+        names = sorted({node for _, node in entries})
+        if not names:
+            return []
+        slot_values = await self.client.hmget(self.keys.key("node_slots"), names)
+        running_values = await self.client.hmget(self.keys.key("node_running"), names)
+        slots = dict(zip(names, slot_values, strict=True))
+        running = dict(zip(names, running_values, strict=True))
+        out = [
+            PoolEntry(pair_name, node, _load_permille(int(running[node] or 0), int(max_slots)))
+            for pair_name, node in entries
+            if (max_slots := slots[node]) is not None
+        ]
+        out.sort(key=lambda e: (e.pair, e.load_permille, e.node_id))
         return out
 
     async def job_holder(self, job_id: str) -> JobHolder | None:
@@ -703,6 +803,34 @@ class SchedulingCore:
             return None
         return JobHolder(record.node, record.attempt, record.session)
 
+    async def pool_counts(self) -> PoolCounts:
+        """Counts over the whole domain: O(1) reads, and one pass over the per-node slot and
+        running counts (integers, never the language lists)."""
+        slots = await self.client.hvals(self.keys.key("node_slots"))
+        running = await self.client.hvals(self.keys.key("node_running"))
+        return PoolCounts(
+            members=int(await self.client.zcard(self.keys.key("pools"))),
+            nodes=int(await self.client.hlen(self.keys.key("nodes"))),
+            nodes_in_pools=len(slots),
+            nodes_with_free_slot=int(await self.client.scard(self.keys.key("node_free"))),
+            slots=sum(int(v) for v in slots),
+            running=sum(int(v) for v in running),
+        )
+
+    async def jobs_in_flight(self, *, limit: int) -> tuple[int, list[JobInfo]]:
+        """How many jobs are active (each has a deadline), and the ``limit`` due soonest."""
+        deadlines = self.keys.key("deadlines")
+        total = int(await self.client.zcard(deadlines))
+        # The client decodes responses (cross_instance.redis_client): members are str.
+        ids = [str(i) for i in await self.client.zrange(deadlines, 0, limit - 1)]
+        raws = await self.client.hmget(self.keys.key("jobs"), ids) if ids else []
+        jobs = [
+            _job_info(i, msgspec.json.decode(raw, type=_JobRecord))
+            for i, raw in zip(ids, raws, strict=True)
+            if raw is not None
+        ]
+        return total, jobs
+
     async def list_jobs(
         self, *, active_only: bool = False, limit: int | None = None
     ) -> list[JobInfo]:
@@ -713,23 +841,25 @@ class SchedulingCore:
             r = msgspec.json.decode(raw, type=_JobRecord)
             if active_only and r.state in ("completed", "failed"):
                 continue
-            out.append(
-                JobInfo(
-                    job_id=job_id,
-                    session_id=r.session,
-                    utterance_index=r.index,
-                    src_lang=r.src,
-                    tgt_lang=r.tgt,
-                    node_id=r.node,
-                    attempt=r.attempt,
-                    state=r.state,
-                    deadline_ms=r.deadline_ms,
-                    created_ms=r.created_ms,
-                    turn_id=r.turn_id,
-                    reason=r.reason,
-                    tried=r.tried,
-                    finished_ms=r.finished_ms,
-                )
-            )
+            out.append(_job_info(job_id, r))
         out.sort(key=lambda j: (j.created_ms, j.job_id))
         return out
+
+
+def _job_info(job_id: str, r: _JobRecord) -> JobInfo:
+    return JobInfo(
+        job_id=job_id,
+        session_id=r.session,
+        utterance_index=r.index,
+        src_lang=r.src,
+        tgt_lang=r.tgt,
+        node_id=r.node,
+        attempt=r.attempt,
+        state=r.state,
+        deadline_ms=r.deadline_ms,
+        created_ms=r.created_ms,
+        turn_id=r.turn_id,
+        reason=r.reason,
+        tried=r.tried,
+        finished_ms=r.finished_ms,
+    )

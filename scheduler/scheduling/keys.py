@@ -17,6 +17,9 @@ __all__ = ["KEY_NAMES", "SchedulingKeys"]
 # name -> Redis type; docs/architecture.md ("Scheduling keys") describes each one.
 KEY_NAMES: dict[str, str] = {
     "nodes": "HASH",
+    "node_langs": "HASH",
+    "node_slots": "HASH",
+    "node_free": "SET",
     "node_running": "HASH",
     "node_alive": "ZSET",
     "pools": "ZSET",
@@ -30,6 +33,9 @@ KEY_NAMES: dict[str, str] = {
     "idem": "HASH",
     "sessions": "HASH",
     "session_expiry": "ZSET",
+    "waiting": "ZSET",
+    "waiting_order": "ZSET",
+    "wait_seq": "STRING",
 }
 
 

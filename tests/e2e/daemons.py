@@ -1,7 +1,10 @@
 """Real ``lingua-scheduler serve`` processes for end-to-end tests.
 
 Each replica is a child process on a free port, configured through the environment exactly as an
-operator would (``LINGUA_REDIS_URL``, ``LINGUA_INSTANCE_ID``, ``LINGUA_<SECTION>__<KEY>``).
+operator would (``LINGUA_REDIS_URL``, ``LINGUA_INSTANCE_ID``, ``LINGUA_<SECTION>__<KEY>``). A Redis
+URL that carries credentials and a client certificate (the TLS+ACL server of
+tests/security/tls_redis.py) reaches the replica as ``redis.username``, ``redis.password`` and
+``redis.tls_*`` keys, as an operator would set them.
 """
 
 from __future__ import annotations
@@ -16,12 +19,39 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from cross_instance.redis_server import free_port
 
-__all__ = ["Replica"]
+__all__ = ["Replica", "redis_settings"]
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# redis-py URL options -> the daemon's config keys.
+_TLS_OPTIONS = {
+    "ssl_ca_certs": "LINGUA_REDIS__TLS_CA_FILE",
+    "ssl_certfile": "LINGUA_REDIS__TLS_CERT_FILE",
+    "ssl_keyfile": "LINGUA_REDIS__TLS_KEY_FILE",
+}
+
+
+def redis_settings(url: str) -> dict[str, str]:
+    """The environment that points a replica at ``url``: credentials and TLS files as keys."""
+    parts = urlsplit(url)
+    options = dict(parse_qsl(parts.query))
+    settings = {key: options.pop(name) for name, key in _TLS_OPTIONS.items() if name in options}
+    if parts.username:
+        settings["LINGUA_REDIS__USERNAME"] = unquote(parts.username)
+    if parts.password:
+        settings["LINGUA_REDIS__PASSWORD"] = unquote(parts.password)
+    if not settings:
+        return {"LINGUA_REDIS_URL": url}
+    host = parts.netloc.rpartition("@")[2]
+    settings["LINGUA_REDIS_URL"] = urlunsplit(
+        (parts.scheme, host, parts.path, urlencode(options), "")
+    )
+    return settings
 
 
 @dataclass
@@ -46,7 +76,7 @@ class Replica:
         self.port = self.port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LINGUA_")}
         if self.redis_url:  # none: serve starts its embedded Redis, as `make run` does
-            env["LINGUA_REDIS_URL"] = self.redis_url
+            env.update(redis_settings(self.redis_url))
         env.update(
             {
                 "LINGUA_INSTANCE_ID": self.instance_id,

@@ -194,3 +194,47 @@ async def test_a_result_of_another_attempt_is_refused(served: Served, peers: Con
         "lingua_jobs_total", {"event": "result_refused"}
     )
     assert refused == 1
+
+
+class TwoSlotNode(SimNode):
+    """A node that reports two slots (on every frame that carries capabilities)."""
+
+    def register_message(self) -> dict[str, Any]:
+        return super().register_message() | {"max_concurrent_jobs": 2}
+
+    def heartbeat_message(self, running_jobs: int = 0) -> dict[str, Any]:
+        return super().heartbeat_message(running_jobs) | {"max_concurrent_jobs": 2}
+
+
+async def test_quick_utterances_beyond_the_slots_wait_and_all_get_translations(
+    served: Served, peers: Connect
+) -> None:
+    """Issue 11: five utterances cut in quick succession against a node with two slots: the
+    three that find it busy wait for its slots (oldest first) instead of failing."""
+    node = await connected(peers, TwoSlotNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    for _ in range(5):
+        await browser.speak(10)
+    core = served.replica.core
+
+    async def settled() -> bool:  # all five cut: two on the node, three waiting (or refused)
+        jobs = await core.list_jobs()
+        return bool(browser.of_type("error")) or [j.state for j in jobs].count("waiting") == 3
+
+    await until(settled)
+    assert browser.of_type("error") == [], "utterances beyond the node's slots were refused"
+    assert len(node.of_type("job_assign")) == 2  # the node's two slots, no more
+    for answered in range(5):
+        job = node.of_type("job_assign")[answered]
+        assert job["utterance_index"] == answered  # the waiters were served oldest first
+        await node.send(node.result_for(job))
+        await browser.wait_type("translation_result", job_id=job["job_id"])
+        if answered < 3:  # the freed slot went to the next waiting utterance at once
+            await node.wait_for(lambda m, n=answered: is_job(m) and m["utterance_index"] == n + 2)
+    assert browser.of_type("error") == []
+    results = browser.of_type("translation_result")
+    assert sorted(m["utterance_index"] for m in results) == [0, 1, 2, 3, 4]
+    dispatched = browser.of_type("ui_event")
+    assert {m["utterance_index"] for m in dispatched if m["event"] == "DISPATCHED"} == set(range(5))

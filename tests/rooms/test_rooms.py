@@ -81,3 +81,18 @@ async def test_raw_voice_preference(redis, key_prefix: str) -> None:  # type: ig
     with pytest.raises(RoomError):
         await rooms.set_raw_voice(code, "s-Z", "s-A", False)
     assert Rooms.accepts_raw_voice(await rooms.members(code), receiver="s-A", sender="s-B")
+
+
+async def test_overlapping_raw_voice_changes_are_all_kept(redis, key_prefix: str) -> None:  # type: ignore[no-untyped-def]
+    rooms = rooms_for(redis, key_prefix)
+    code, _ = await rooms.create(rooms.participant("s-A", "Alice", "en"))
+    senders = ["s-B", "s-C", "s-D", "s-E"]
+    for sender in senders:
+        await rooms.join(code, rooms.participant(sender, None, None))
+    # four changes of one member in flight at once: each must survive the others
+    async with anyio.create_task_group() as tg:
+        for sender in senders:
+            tg.start_soon(rooms.set_raw_voice, code, "s-A", sender, False)
+    [me] = [m for m in await rooms.members(code) if m.session_id == "s-A"]
+    assert me.raw_voice_preferences == dict.fromkeys(senders, False)
+    assert (me.display_name, me.preferred_lang) == ("Alice", "en")

@@ -218,8 +218,8 @@ async def test_restarted_instance_fences_the_old_epoch(start_runtime: Any, redis
             await until(lambda: _gone(redis, old.inbox))
             assert [e.target_id for e in rec_new.delivered] == ["n1"]
             assert stuck[0] is RuntimeReply.OK and rec_old.delivered == [] and rec_old.attempts
-            _, live = await new.ownership.resolve("node", "n1")
-            assert live and (await new.ownership.resolve("node", "n1"))[0] == new.token
+            target = await new.ownership.resolve("node", "n1")
+            assert target.live and target.owner == new.token
 
 
 async def _gone(redis: AnyRedis, key: str) -> bool:
@@ -235,9 +235,12 @@ async def test_messages_for_an_ended_session_are_dropped_not_dead_lettered(
     start_runtime: Any, redis: AnyRedis
 ) -> None:
     async with start_runtime("a") as (a, _), start_runtime("b") as (b, rec_b):
-        # Released (or never claimed): nothing can ever take it, so no hold and no DLQ.
+        # Released by its owner (a closed tab): nothing can ever take it, no hold and no DLQ.
+        await b.claim_session("s-gone")
+        assert await b.release_session("s-gone")
         gone = await a.send_to_session("s-gone", "frame", "x", resumable=False)
         assert gone.route == "dropped"
+        assert a.metrics.dropped.labels("ended")._value.get() == 1
         # Owned by b when sent; b's handler fails because the session ended meanwhile.
         await b.claim_session("s1")
         rec_b.fail_kinds.add("job_result")
@@ -245,9 +248,31 @@ async def test_messages_for_an_ended_session_are_dropped_not_dead_lettered(
         assert sent.route == "remote"
         await until(lambda: rec_b.attempts.get(sent.message_id, 0) >= 1)
         assert await b.release_session("s1")
-        await until(lambda: b.metrics.dropped._value.get() == 1)
+        await until(lambda: b.metrics.dropped.labels("not_owned_here")._value.get() == 1)
         await until(lambda: _zero(redis, b.inbox))
         # A resumable send to the same ended target is still held (then dead-lettered).
         assert (await a.send_to_session("s-gone", "frame", "y")).route == "held"
-        assert a.metrics.dropped._value.get() == 1
+        assert a.metrics.dropped.labels("ended")._value.get() == 1
         assert await dlq_entries(redis, a) == []
+
+
+async def test_a_session_message_for_an_id_never_owned_is_held_then_dead_lettered(
+    start_runtime: Any, redis: AnyRedis
+) -> None:
+    """Not known to have ended (never claimed, or its release is no longer remembered): it may
+    be a session still starting, so it is waited for, then dead-lettered, never dropped."""
+    async with start_runtime("a") as (a, _), start_runtime("b") as (b, rec_b):
+        late = await a.send_to_session("s-late", "frame", "x", resumable=False)
+        assert late.route == "held"
+        await b.claim_session("s-late")
+        await until(lambda: [e.message_id for e in rec_b.delivered] == [late.message_id])
+        unknown = await a.send_to_session("s-unknown", "frame", "x", resumable=False)
+        assert unknown.route == "held"
+        await until(lambda: _dlq_depth(redis, a, 1))
+        [dead] = await dlq_entries(redis, a)
+        assert (dead.reason, dead.envelope.message_id) == ("no_owner", unknown.message_id)
+        assert a.metrics.dropped.labels("ended")._value.get() == 0
+
+
+async def _dlq_depth(redis: AnyRedis, runtime: Runtime, n: int) -> bool:
+    return await redis.xlen(runtime.keys.dlq()) == n

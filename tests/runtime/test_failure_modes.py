@@ -392,7 +392,7 @@ async def test_a_claim_in_flight_when_the_drain_starts_is_given_back(
                 claim_sent.set()  # past the claim's own `draining` check
                 await until(lambda: a.lifecycle.stopping)  # the drain released what it owned
             result = await real(name, args, **kw)
-            if name == "release_owner" and args[2:] == ["n9"]:
+            if name == "release_owner" and args[4:] == ["n9"]:
                 released.set()
             return result
 

@@ -124,8 +124,7 @@ async def test_drain_hands_off_within_grace(
         b.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
 
         async def released() -> bool:
-            _, live = await a.ownership.resolve("node", "n1")
-            return not live
+            return not (await a.ownership.resolve("node", "n1")).live
 
         await until(released)  # b let n1 go first; the node reconnects to a
         await a.claim_node("n1")

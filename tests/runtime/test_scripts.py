@@ -12,7 +12,7 @@ from redis.crc import key_slot
 
 from cross_instance.config import RedisConfig
 from cross_instance.envelope import RuntimeReply
-from cross_instance.keys import CONSUMER_GROUP, RuntimeKeys
+from cross_instance.keys import CONSUMER_GROUP, RT_KEYS, RuntimeKeys
 from cross_instance.lua import LUA_ROOT, ScriptLibrary
 from cross_instance.redis_client import AnyRedis, connect
 from cross_instance.runtime import call_script
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.anyio
 
 _HEADER_CODE = re.compile(r"\{(-?\d+) ([A-Z_]+)")
 TTL = 60_000
+ENDED_TTL = 60_000
 
 
 @pytest.fixture(params=["standalone", pytest.param("cluster", marks=pytest.mark.cluster)])
@@ -40,8 +41,7 @@ async def client(
         await redis.initialize()
     yield redis
     keys = RuntimeKeys(key_prefix)
-    for name in ("presence", "alive", "node_owner", "session_owner", "owned_count", "inboxes",
-                 "takeovers", "drain_requests"):  # fmt: skip
+    for name in RT_KEYS:
         await redis.delete(keys.rt(name))
     await redis.delete(keys.dlq(), keys.dlq("dlq_index"))
     await redis.aclose()
@@ -58,7 +58,9 @@ async def claim(redis: AnyRedis, keys: RuntimeKeys, token: str, ident: str = "n1
 
 
 async def release(redis: AnyRedis, keys: RuntimeKeys, token: str, ident: str = "n1") -> int:
-    _, data = await call_script(redis, keys, "release_owner", ["node", token, ident], kind="node")
+    _, data = await call_script(
+        redis, keys, "release_owner", ["node", token, ENDED_TTL, "", ident], kind="node"
+    )
     return int(data["released"])
 
 
@@ -81,6 +83,64 @@ async def test_newest_claim_wins_and_release_is_fenced(client: AnyRedis, key_pre
     assert await release(client, keys, b) == 1
     assert await owner(client, keys) == ("", False)
     assert await client.hgetall(keys.rt("owned_count")) == {}
+
+
+async def resolved(redis: AnyRedis, keys: RuntimeKeys, now: int | str = "") -> dict:
+    _, data = await call_script(redis, keys, "resolve_owner", ["n1", now], kind="node")
+    return data
+
+
+async def test_a_released_id_is_ended_until_claimed_or_its_mark_lapses(
+    client: AnyRedis, key_prefix: str
+) -> None:
+    keys = RuntimeKeys(key_prefix)
+    a = await register(client, keys, "i-a", "e1")
+    assert await resolved(client, keys) == {"live": False, "ended": False}  # never owned
+    await claim(client, keys, a)
+    # An owner that is not live (its presence lapsed) has not ended its targets.
+    await client.zadd(keys.rt("alive"), {"i-a": 1})
+    assert await resolved(client, keys) == {"owner": a, "live": False, "ended": False}
+    assert await release(client, keys, a) == 1
+    assert await resolved(client, keys) == {"live": False, "ended": True}
+    until_ms = await client.zscore(keys.ended("node"), "n1")
+    assert await resolved(client, keys, int(until_ms)) == {"live": False, "ended": False}
+    # Claimed again (a node that reconnects under its id): no longer ended.
+    await register(client, keys, "i-a", "e1")
+    await claim(client, keys, a)
+    assert await client.zscore(keys.ended("node"), "n1") is None
+    # A release forgets the marks that have lapsed.
+    await release(client, keys, a)
+    later = int(until_ms) + ENDED_TTL
+    _, data = await call_script(
+        client, keys, "release_owner", ["node", a, ENDED_TTL, later], kind="node"
+    )
+    assert data == {"released": 0}
+    assert await client.zcard(keys.ended("node")) == 0
+
+
+async def test_a_replica_back_from_a_lapse_takes_nobody_over_for_a_ttl(
+    client: AnyRedis, key_prefix: str
+) -> None:
+    keys = RuntimeKeys(key_prefix)
+    a = await register(client, keys, "i-a", "e1")
+    b = await register(client, keys, "i-b", "e1")
+    now = int(await client.zscore(keys.rt("alive"), "i-b")) + 1  # both lapsed (a stall)
+
+    async def refresh(instance: str, at: int) -> None:
+        code, _ = await call_script(
+            client, keys, "refresh_presence", [instance, "e1", "0", TTL, at]
+        )
+        assert code is RuntimeReply.OK
+
+    async def begin(at: int) -> RuntimeReply:
+        code, _ = await call_script(client, keys, "begin_takeover", [a, b, 5000, at])
+        return code
+
+    await refresh("i-b", now)  # b is back first; a still looks dead
+    assert await begin(now) is RuntimeReply.TOO_SOON
+    assert await begin(now + TTL - 1) is RuntimeReply.TOO_SOON
+    await refresh("i-b", now + TTL - 1)  # on time: no new wait
+    assert await begin(now + TTL) is RuntimeReply.OK  # a never came back within the TTL
 
 
 async def test_a_restarted_replica_fences_its_old_epoch(client: AnyRedis, key_prefix: str) -> None:

@@ -1,4 +1,4 @@
-"""Reply codes named in lua/ headers exist in ReplyCode; every key shares one slot."""
+"""Reply codes: the Lua names, the headers and ReplyCode agree; every key shares one slot."""
 
 from __future__ import annotations
 
@@ -12,6 +12,25 @@ from scheduler.scheduling.codes import error_for
 
 # "{-3 NO_POOL}" / "{0 OK, ...}" in a header comment
 _HEADER_CODE = re.compile(r"\{(-?\d+) ([A-Z_]+)")
+# "  NO_POOL = -3," in lua/includes/scheduling_codes.lua
+_LUA_CODE = re.compile(r"^\s+([A-Z_]+) = (-?\d+),$", re.MULTILINE)
+# a reply built from a bare number instead of a CODE name
+_BARE_REPLY = re.compile(r"reply\(-?\d|return -?\d+\s*$|return \{-?\d", re.MULTILINE)
+
+
+def test_lua_names_the_codes_of_the_enum() -> None:
+    source = (LUA_ROOT / "includes" / "scheduling_codes.lua").read_text()
+    lua_codes = {name: int(number) for name, number in _LUA_CODE.findall(source)}
+    assert lua_codes == {code.name: code.value for code in ReplyCode}
+
+
+def test_no_script_replies_with_a_bare_number() -> None:
+    includes = ("fence", "failover_job", "jobs", "pools", "progress_job", "select_node", "waiting")
+    paths = [*sorted((LUA_ROOT / "scheduling").glob("*.lua"))]
+    paths += [LUA_ROOT / "includes" / f"{name}.lua" for name in includes]
+    for path in paths:
+        body = path.read_text().split("\n\n", 1)[1]
+        assert not _BARE_REPLY.search(body), f"{path.name} replies with a bare number"
 
 
 def test_every_header_code_is_in_the_enum() -> None:

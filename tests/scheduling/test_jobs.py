@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import msgspec
 import pytest
 
 from scheduler.scheduling import (
@@ -84,11 +85,15 @@ async def test_no_pool(core: SchedulingCore) -> None:
 
 
 async def test_all_full(core: SchedulingCore) -> None:
-    await core.register_node("a", caps(slots=1), now_ms=T0)
-    await core.dispatch(req("s1"), now_ms=T0)
+    # with waiting switched off (slot_wait_max = 0): a full pool refuses at once
+    config = msgspec.structs.replace(core.config, slot_wait_max=0)
+    no_wait = SchedulingCore(core.client, config, key_prefix=core.keys.key_prefix)
+    await no_wait.register_node("a", caps(slots=1), now_ms=T0)
+    await no_wait.dispatch(req("s1"), now_ms=T0)
     with pytest.raises(AllNodesFull):
-        await core.dispatch(req("s2"), now_ms=T0)
+        await no_wait.dispatch(req("s2"), now_ms=T0)
     assert await running(core) == {"a": 1}
+    assert len(await core.list_jobs()) == 1
 
 
 async def test_no_live_node_then_no_pool(core: SchedulingCore) -> None:

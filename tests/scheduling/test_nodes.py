@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler.config import SchedulingConfig
 from scheduler.scheduling import (
     InvalidInput,
     NodeCapabilities,
@@ -14,6 +15,8 @@ from scheduler.scheduling import (
 from tests.scheduling.conftest import T0, caps, req
 
 pytestmark = pytest.mark.anyio
+
+LANGUAGE_LIMIT = SchedulingConfig().max_languages_per_node
 
 
 async def test_register_joins_every_directed_pair(core: SchedulingCore) -> None:
@@ -64,7 +67,10 @@ async def test_reregistration_is_a_new_generation_and_fences_the_old(
     [
         (NodeCapabilities(asr=["en:zh"], semantic=["zh"]), "language code"),
         (NodeCapabilities(asr=["en"], semantic=[""]), "language code"),
-        (NodeCapabilities(asr=["en"] * 40, semantic=["zh"]), "max_languages_per_node"),
+        (
+            NodeCapabilities(asr=["en"] * (LANGUAGE_LIMIT + 1), semantic=["zh"]),
+            rf"more than scheduling.max_languages_per_node \({LANGUAGE_LIMIT}\)",
+        ),
         (NodeCapabilities(asr=["en"], semantic=["zh"], max_concurrent_jobs=0), "positive"),
     ],
 )

@@ -8,7 +8,11 @@ every step the state in Redis is checked:
 - each node's running count equals its active jobs and stays within 0..max;
 - a job is on at most one node, and every active job is indexed on the node it names;
 - no node holds two active jobs with the same (session, utterance_index);
-- pool members match the node records (one per pair, with the load of the running count).
+- a node in the pools (node_slots entry = its max) has exactly one pool member per pair of its
+  languages; a node out of them (lapsed) only leftovers of its own pairs; no member of an
+  unknown node; node_free holds exactly the nodes in the pools with a free slot;
+- the waiting indexes hold exactly the jobs in state "waiting" (no slot, no node), each once,
+  in one ticket order.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from tests.scheduling.conftest import T0, req
 
 NODES = ["n0", "n1", "n2", "n3"]
 LANG_SETS = [("en",), ("zh",), ("en", "zh"), ("en", "zh", "ja")]
-SLOTS = 2
+SLOTS = 1  # small, so pairs fill up and jobs wait for slots
 CLIENTS = 3
 ACTIVE = {"dispatched", "acked", "running"}
 
@@ -79,7 +83,10 @@ async def run_op(core: SchedulingCore, world: World, operation: tuple[Any, ...])
             _, session, index, tgt, reason = operation
             request = req(f"s{session}", index, tgt=tgt, reason=reason, turn=f"t{session}")
             job = await core.dispatch(request, now_ms=now)
-            world.jobs.append((job.job_id, job.node_id, job.attempt))
+            if job.node_id:
+                world.jobs.append((job.job_id, job.node_id, job.attempt))
+            for placed in job.placed:
+                world.jobs.append((placed.job_id, placed.new_node or "", placed.attempt))
         elif kind == "complete":
             _, pick, how = operation
             if not world.jobs:
@@ -89,7 +96,10 @@ async def run_op(core: SchedulingCore, world: World, operation: tuple[Any, ...])
                 attempt -= 1
             elif how == "foreign":
                 node = "n-foreign"
-            await core.complete(job_id, node, attempt, ok=True, now_ms=now)
+            done = await core.complete(job_id, node, attempt, ok=True, now_ms=now)
+            if done.handed is not None:
+                handed = done.handed
+                world.jobs.append((handed.job_id, handed.new_node or "", handed.attempt))
         elif kind == "offline":
             _, node, stale = operation
             gen = world.generations.get(node, 0) - (1 if stale else 0)
@@ -111,8 +121,15 @@ async def check_invariants(client: AnyRedis, core: SchedulingCore) -> None:
     running = {n: int(v) for n, v in (await client.hgetall(k("node_running"))).items()}
     jobs = {j: msgspec.json.decode(v) for j, v in (await client.hgetall(k("jobs"))).items()}
     node_jobs = [m.split("\0") for m in await client.zrange(k("node_jobs"), 0, -1)]
+    langs = {n: msgspec.json.decode(v) for n, v in (await client.hgetall(k("node_langs"))).items()}
+    slots = {n: int(v) for n, v in (await client.hgetall(k("node_slots"))).items()}
     pools = set(await client.zrange(k("pools"), 0, -1))
+    free = set(await client.smembers(k("node_free")))
 
+    assert set(langs) == set(nodes) and set(slots) <= set(nodes)
+    # a gone node keeps a running count only while jobs are held for its return, and is never
+    # in node_free (it has no node_slots)
+    assert free <= set(slots), "node_free holds a node out of the pools"
     per_node = Counter(node for node, _ in node_jobs)
     for node, count in running.items():
         if node not in nodes:  # gone, with jobs held for its return
@@ -121,12 +138,16 @@ async def check_invariants(client: AnyRedis, core: SchedulingCore) -> None:
         count = running.get(node, 0)
         assert 0 <= count <= rec["max"], (node, count)
         assert count == per_node[node], (node, count, per_node[node])
-        expected = set()
-        if rec["in_pools"]:
-            load = 1000 if count >= rec["max"] else 1000 * count // rec["max"]
-            expected = {f"{p}\0{load:04d}\0{node}" for p in rec.get("pairs", [])}
-        assert {m for m in pools if m.endswith(f"\0{node}")} == expected, node
+        lang = langs[node]
+        own = {f"{a}:{b}\0{node}" for a in lang.get("asr", []) for b in lang.get("semantic", [])}
+        members = {m for m in pools if m.endswith(f"\0{node}")}
+        if node in slots:
+            assert slots[node] == rec["max"], node
+            assert members == own, node
+        else:
+            assert members <= own, node
     assert all(m.rsplit("\0", 1)[1] in nodes for m in pools), "pool member of an unknown node"
+    assert free == {n for n, max_slots in slots.items() if running.get(n, 0) < max_slots}
 
     holders = Counter(job_id for _, job_id in node_jobs)
     assert all(n == 1 for n in holders.values()), "a job on two nodes"
@@ -139,6 +160,17 @@ async def check_invariants(client: AnyRedis, core: SchedulingCore) -> None:
     for job_id, job in jobs.items():
         if job["state"] in ACTIVE:
             assert holders[job_id] == 1, f"active job {job_id} not indexed on its node"
+
+    waiting = [m.split("\0") for m in await client.zrange(k("waiting"), 0, -1)]
+    order = await client.zrange(k("waiting_order"), 0, -1, withscores=True)
+    in_state = {j for j, job in jobs.items() if job["state"] == "waiting"}
+    assert {job_id for _, _, job_id in waiting} == in_state == {j for j, _ in order}
+    assert len(waiting) == len(order) == len(in_state), "a job waits twice"
+    tickets = {j: int(score) for j, score in order}
+    for pair, ticket, job_id in waiting:
+        job = jobs[job_id]
+        assert (job["pair"], job["ticket"], tickets[job_id]) == (pair, int(ticket), int(ticket))
+        assert job["node"] == "" and holders[job_id] == 0
 
 
 async def run_example(url: str, plan: list[list[tuple[Any, ...]]]) -> None:

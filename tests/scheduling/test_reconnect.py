@@ -21,6 +21,12 @@ async def running(core: SchedulingCore) -> dict[str, int]:
     return dict(await core.client.hgetall(core.keys.key("node_running")))
 
 
+async def slots_and_free(core: SchedulingCore) -> tuple[dict[str, str], set[str]]:
+    """node_slots (present while in the pools) and node_free (in the pools with a free slot)."""
+    slots = dict(await core.client.hgetall(core.keys.key("node_slots")))
+    return slots, set(await core.client.smembers(core.keys.key("node_free")))
+
+
 async def test_first_valid_result_wins_over_the_attempt_the_job_moved_to(
     core: SchedulingCore,
 ) -> None:
@@ -62,10 +68,14 @@ async def test_a_result_for_a_held_job_completes_it_on_the_returning_node(
     [held] = (await core.node_offline("a", a.generation, now_ms=T0 + 10)).actions
     assert (held.outcome, held.cancel_old) == ("held", False)
     assert await running(core) == {"a": "1"}  # the slot stays with the job
+    # ... but the offline node is out of the pools: no slots entry, never in node_free
+    assert await slots_and_free(core) == ({}, set())
     await core.register_node("a", caps(), now_ms=T0 + 5000)
+    assert await slots_and_free(core) == ({"a": "2"}, {"a"})  # 1 of 2 slots taken
     done = await core.complete(job.job_id, "a", 1, ok=True, now_ms=T0 + 6000)
     assert (done.state, done.cancel_node) == ("completed", None)
     assert await running(core) == {"a": "0"}
+    assert await slots_and_free(core) == ({"a": "2"}, {"a"})
 
 
 async def test_a_held_job_whose_node_never_returns_fails_at_its_deadline(
@@ -79,6 +89,29 @@ async def test_a_held_job_whose_node_never_returns_fails_at_its_deadline(
     # nobody to cancel: the node is gone, and its count goes with its last slot
     assert (move.outcome, move.cause, move.cancel_old) == ("failed", "timeout", False)
     assert await running(core) == {}
+    assert await slots_and_free(core) == ({}, set())
+
+
+async def test_a_held_slot_released_while_others_stay_keeps_the_gone_node_out_of_node_free(
+    core: SchedulingCore,
+) -> None:
+    a = await core.register_node("a", caps(slots=2), now_ms=T0)
+    first = await core.dispatch(req(index=0), now_ms=T0)
+    second = await core.dispatch(req(index=1), now_ms=T0 + 2)
+    assert (first.node_id, second.node_id) == ("a", "a")
+    held = (await core.node_offline("a", a.generation, now_ms=T0 + 10)).actions
+    assert [h.outcome for h in held] == ["held", "held"]
+    assert await running(core) == {"a": "2"}
+    # the node's result for one of them, from no connection (it never came back): the count
+    # drops, the node stays out of node_free and node_slots
+    done = await core.complete(first.job_id, "a", 1, ok=True, now_ms=T0 + 20)
+    assert (done.state, done.cancel_node, done.handed) == ("completed", None, None)
+    assert await running(core) == {"a": "1"}
+    assert await slots_and_free(core) == ({}, set())
+    # the last held slot takes the count with it
+    await core.complete(second.job_id, "a", 1, ok=False, now_ms=T0 + 30)
+    assert await running(core) == {}
+    assert await slots_and_free(core) == ({}, set())
 
 
 async def test_lost_jobs_of_a_reconnected_node_move_and_later_ones_stay(

@@ -111,3 +111,20 @@ async def test_batches_are_bounded(core: SchedulingCore) -> None:
     assert (len(first.actions), first.more) == (3, True)
     second = await core.sweep(now_ms=now)
     assert (len(second.actions), second.more) == (2, False)
+
+
+async def test_dead_nodes_leave_within_a_pool_member_budget(core: SchedulingCore) -> None:
+    core = SchedulingCore(
+        core.client, SchedulingConfig(sweep_pool_members=5), key_prefix=core.keys.key_prefix
+    )
+    four_pairs = caps(("en", "zh"), ("en", "zh"))
+    for node in ("a", "b", "c"):
+        await core.register_node(node, four_pairs, now_ms=T0)
+    later = T0 + core.config.node_ttl_ms + 1
+    # a and b (8 members) reach the budget of 5; c waits for the next call
+    first = await core.sweep(now_ms=later)
+    assert (first.offline_nodes, first.more) == (["a", "b"], True)
+    second = await core.sweep(now_ms=later)
+    assert (second.offline_nodes, second.more) == (["c"], False)
+    assert await core.list_nodes() == []
+    assert await core.client.zcard(core.keys.key("pools")) == 0

@@ -69,6 +69,7 @@ def test_env_list_value_is_json() -> None:
         ({"LINGUA_RUNTIME__PRESENCE_REFRESH_MS": "2500"}, "runtime.presence_refresh_ms"),
         ({"LINGUA_RUNTIME__DRAIN_GRACE_MS": "4000"}, "runtime.drain_grace_ms"),
         ({"LINGUA_RUNTIME__ROUTE_GRACE_MS": "40000"}, "runtime.takeover_lock_ttl_ms"),
+        ({"LINGUA_RUNTIME__ENDED_TTL_MS": "5000"}, "runtime.ended_ttl_ms"),
         ({"LINGUA_SERVER__DRAIN_UNREADY_MS": "25000"}, "server.drain_unready_ms"),
     ],
 )
