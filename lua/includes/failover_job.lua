@@ -24,6 +24,11 @@ local function failover_job(K, C, job_id, job, cause, now, hold)
       job_id .. '\0' .. job.attempt, now)
   end
   if not node and hold then
+    -- held (issue 11): the job keeps its node, slot and deadline; held_since marks it for the
+    -- audit (an active job on a node with no record is legitimate while held, until its
+    -- deadline). Cleared when the job moves on; a returning node's result completes it.
+    job.held_since = now
+    write_job(K, job_id, job)
     action.outcome = 'held'
     action.attempt = job.attempt
     action.error = CODE_NAME[code] or code
@@ -40,6 +45,7 @@ local function failover_job(K, C, job_id, job, cause, now, hold)
     return action
   end
   reserve_slot(K, node, job_id, job.session, job.index, now)
+  job.held_since = nil
   job.node = node
   job.attempt = job.attempt + 1
   job.state = 'dispatched'
