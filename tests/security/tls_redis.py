@@ -65,7 +65,7 @@ DAEMON_COMMANDS: tuple[str, ...] = (
     # sets: nodes with a free slot
     "sadd", "srem", "sismember", "srandmember",
     # sorted sets
-    "zadd", "zrem", "zscore", "zmscore", "zrange", "zrangebylex", "zrangebyscore", "zrank",
+    "zadd", "zrem", "zscore", "zmscore", "zrange", "zrangebylex", "zrangebyscore", "zrank", "zcard",
     "zlexcount", "zremrangebyscore", "zscan",
     # streams: inboxes and the DLQ
     "xadd", "xack", "xdel", "xlen", "xrange", "xpending", "xreadgroup", "xautoclaim", "xclaim",
