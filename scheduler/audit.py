@@ -3,12 +3,16 @@
 Checks (``CHECKS``; docs/operations.md "Audit" defines each for operators):
 
 - ``slots``: a node's ``node_running`` differs from its members in ``node_jobs``, a count is
-  kept for a node that is not registered, or ``node_free`` disagrees with running < slots.
+  kept for a node that is not registered (other than for jobs held for its return), or
+  ``node_free`` disagrees with running < slots.
 - ``job_index``: a ``node_jobs`` member whose job record is missing, finished or on another
   node (a slot held by nothing); a ``deadlines`` entry of a job whose record is missing or
   finished, or an active job missing from ``node_jobs`` (a job holding no slot).
 - ``dead_node_jobs``: an active job on a node that is not registered, or whose liveness lapsed
   more than ``audit.grace_ms`` ago (the sweeper takes such nodes offline within its interval).
+  A job *held* for its node (``held_since`` in its record: the node went offline and no other
+  node could take it, lua/includes/away.lua) is legitimate on a node with no record; like any
+  active job it is ``overdue_jobs`` once ``audit.grace_ms`` past its deadline.
 - ``overdue_jobs``: an active job more than ``audit.grace_ms`` past its deadline, or with no
   deadline entry at all (it would never time out).
 - ``dead_owners``: a ``node_owner`` / ``session_owner`` entry naming a token that is not live,
@@ -137,6 +141,7 @@ class SlotFacts(msgspec.Struct, frozen=True):
     slots: int  # -1: not in the pools
     jobs: int  # node_jobs members of the node
     free: bool
+    held: int = 0  # a node with no record: its active jobs held for its return
 
 
 class JobFacts(msgspec.Struct, frozen=True):
@@ -148,6 +153,7 @@ class JobFacts(msgspec.Struct, frozen=True):
     job_node: str
     deadline: int  # -1: not in deadlines
     record_deadline: int
+    held: bool = False  # held for its node, which went offline (held_since in the record)
 
 
 class DeadlineFacts(msgspec.Struct, frozen=True):
@@ -178,9 +184,14 @@ def slot_violations(facts: Sequence[SlotFacts]) -> Iterator[Violation]:
     for f in facts:
         subject = f"node {f.node}"
         data = {"node": f.node, "running": f.running, "active_jobs": f.jobs, "slots": f.slots}
-        if not f.known and (f.running > 0 or f.jobs > 0):
+        # a gone node's count is legitimate while every job it counts is held for its return
+        # (then running == jobs == held; the checks below still see a mismatch or node_free)
+        if not f.known and (f.running > 0 or f.jobs > 0) and f.held != f.jobs:
             yield Violation(
-                "slots", subject, "slots are counted for a node that is not registered", data
+                "slots",
+                subject,
+                "slots are counted for a node that is not registered",
+                {**data, "held": f.held},
             )
         elif f.running >= 0 and f.running != f.jobs:
             yield Violation(
@@ -216,7 +227,8 @@ def job_violations(jobs: Sequence[JobFacts], now: int, grace_ms: int) -> Iterato
             )  # fmt: skip
             continue
         if not f.known:
-            yield Violation("dead_node_jobs", subject, "its node is not registered", data)
+            if not f.held:  # a held job waits for its node's return, until its deadline
+                yield Violation("dead_node_jobs", subject, "its node is not registered", data)
         elif f.alive_until < 0:
             yield Violation("dead_node_jobs", subject, "its node has no liveness entry", data)
         elif f.alive_until + grace_ms < now:

@@ -9,11 +9,14 @@ Read top to bottom, in the order a job lives it:
    node's replica): ``job_ack``/``job_started`` move the job in the core; partial subtitles go to
    the job's session, only from the job's current node.
 3. **Completion** (:meth:`~JobLifecycle.on_result`, on the node's replica): the core accepts the
-   result of the current attempt once; it travels to the session the job record names.
-4. **Failover** (:meth:`~JobLifecycle.carry_out_moves`, after a sweep or a node going offline): a
-   silent node is told to cancel; the job goes to another node, or fails. A job that waited for
-   a slot (every node of its pair busy at dispatch) is carried out the same way when a
-   completion, a later dispatch or the sweep places it, or when its wait runs out.
+   first valid result of any attempt (a node that reconnected sends the result of a job that
+   moved on meanwhile); it travels to the session the job record names, and the node holding the
+   job's current attempt, if another, is told to cancel.
+4. **Failover** (:meth:`~JobLifecycle.carry_out_moves`, after a sweep, a node going offline or a
+   reconnected node reporting it runs nothing): a silent node is told to cancel; the job goes to
+   another node, waits for its node to come back (held), or fails. A job that waited for a slot
+   (every node of its pair busy at dispatch) is carried out the same way when a completion, a
+   later dispatch or the sweep places it, or when its wait runs out.
 5. **At the session** (:meth:`~JobLifecycle.deliver`, on the session's replica): a result becomes
    the client's frames (:class:`scheduler.relay.ResultRelay`), translations fanned out to the
    room members that asked for that language; a failure becomes ``ui_event ERROR`` + ``error``.
@@ -50,7 +53,7 @@ from scheduler.metrics import ReplicaMetrics
 from scheduler.outbox import Outbox
 from scheduler.rooms import RoomPresence, Rooms
 from scheduler.scheduling.codes import AllNodesFull, NoNodeAvailable, SchedulingError
-from scheduler.scheduling.core import DispatchRequest, FailoverAction, SchedulingCore
+from scheduler.scheduling.core import DispatchRequest, FailoverAction, Moves, SchedulingCore
 from scheduler.session_flow import FinalizeUtterance
 
 __all__ = ["JobLifecycle", "SessionJobs", "failover_code", "failure_message"]
@@ -168,7 +171,7 @@ class JobLifecycle:
         session.recipients[dispatched.job_id] = recipients
         while len(session.recipients) > self.config.result_dedup_max:
             session.recipients.popitem(last=False)
-        await self.carry_out_moves(dispatched.placed)
+        await self.carry_out_moves(Moves(dispatched.placed))
         if dispatched.state == "waiting":
             # Every node of the pair is busy: job_assign and DISPATCHED follow when a slot is
             # handed to it; an error when its wait runs out (carry_out_moves, either way).
@@ -249,14 +252,26 @@ class JobLifecycle:
             utterance_index=completion.utterance_index,
         )
         await self.outbox.result_to_session(completion.session_id, result)
+        if completion.cancel_node is not None:
+            # The job had moved on (this node's socket dropped while it worked): its result won,
+            # the node working on the later attempt stops.
+            self.metrics.jobs.labels("cancelled").inc()
+            await self.outbox.cancel_on_node(
+                completion.cancel_node,
+                wire.JobCancel(
+                    job_id=message.job_id, trace_id=message.trace_id, reason="result_received"
+                ),
+            )
         if completion.handed is not None:  # the freed slot went to a waiting job
-            await self.carry_out_moves([completion.handed])
+            await self.carry_out_moves(Moves([completion.handed]))
 
     # -- 4. failover -------------------------------------------------------------------------
 
-    async def carry_out_moves(self, moves: list[FailoverAction]) -> None:
-        """Carry out what a sweep or a node going offline decided for each job."""
-        for move in moves:
+    async def carry_out_moves(self, moves: Moves) -> None:
+        """Carry out what a sweep, a node going offline or a node's lost jobs decided."""
+        if moves.unreadable:
+            self.metrics.jobs.labels("move_unreadable").inc(moves.unreadable)
+        for move in moves.actions:
             try:
                 await self._carry_out(move)
             except Exception:
@@ -265,8 +280,18 @@ class JobLifecycle:
     async def _carry_out(self, move: FailoverAction) -> None:
         assign = msgspec.json.decode(move.payload, type=wire.JobAssign) if move.payload else None
         trace_id = assign.trace_id if assign else ""
-        if move.cause == "timeout":
-            # The old node is alive but silent: tell it to drop the job (a dead node needs no cancel).
+        if move.outcome == "held":
+            # No other node: the job waits for its node to reconnect with the result, at most
+            # until its deadline (then the sweep moves or fails it).
+            self.metrics.jobs.labels("held").inc()
+            log.info(
+                "job held for its node: %s",
+                move.error,
+                extra={"job_id": move.job_id, "node_id": move.old_node},
+            )
+            return
+        if move.cancel_old:
+            # The old node is connected but silent: tell it to drop the job.
             self.metrics.jobs.labels("cancelled").inc()
             await self.outbox.cancel_on_node(
                 move.old_node,

@@ -7,6 +7,12 @@ reply, as the real node expects none (§6.3 item 1); they are logged and counted
 A node's connection generation comes from ``register_node``: the clean-up of an old socket passes
 its own generation, so it can never take a newer registration of the same id offline (§7 B13).
 
+A node that registers again with its id (the real node reconnects ~5 s after a drop, possibly to
+another replica) may still be working on a job of its old connection, and sends that result on
+the new one; the core accepts it. Its first heartbeat that reports ``running_jobs: 0`` says it
+lost every such job: they are moved then (:meth:`SchedulingCore.move_lost_jobs`), not at their
+deadline.
+
 The decisions without I/O live in :mod:`scheduler.node_rules`; what a node says about a job
 (ack, start, partial, result) goes to :class:`scheduler.jobs.JobLifecycle`.
 """
@@ -34,7 +40,7 @@ from scheduler.scheduling.codes import (
     SchedulingError,
     StaleGeneration,
 )
-from scheduler.scheduling.core import NodeCapabilities, SchedulingCore
+from scheduler.scheduling.core import Moves, NodeCapabilities, SchedulingCore
 
 __all__ = ["NodeClaims", "NodeGateway"]
 
@@ -55,6 +61,9 @@ class NodeConnection:
     node_id: str
     generation: int
     caps: NodeCapabilities
+    # registered with an id it had before: jobs of an earlier connection may still be its own
+    # until a heartbeat reports it runs none
+    may_hold_old_jobs: bool = False
 
 
 class NodeGateway:
@@ -153,7 +162,11 @@ class NodeGateway:
             return previous
         old = self.local.get(node_id)
         conn = NodeConnection(
-            link=link, node_id=node_id, generation=registered.generation, caps=caps
+            link=link,
+            node_id=node_id,
+            generation=registered.generation,
+            caps=caps,
+            may_hold_old_jobs=message.node_id is not None,
         )
         self.local[node_id] = conn
         link.ident = node_id
@@ -199,10 +212,33 @@ class NodeGateway:
             # Its record expired (silent too long) but the socket lives: register it again.
             registered = await self.core.register_node(conn.node_id, caps or conn.caps)
             conn.generation = registered.generation
+            conn.may_hold_old_jobs = True
         except StaleGeneration:
             conn.link.close(CLOSE_POLICY, "replaced by a newer connection")
+            return
         except SchedulingError as exc:
             log.warning("heartbeat refused: %s", exc, extra={"node_id": conn.node_id})
+            return
+        if conn.may_hold_old_jobs and node_rules.runs_no_job(message):
+            await self._move_lost_jobs(conn)
+
+    async def _move_lost_jobs(self, conn: NodeConnection) -> None:
+        try:
+            moves = await self.core.move_lost_jobs(conn.node_id, conn.generation)
+        except StaleGeneration:
+            conn.link.close(CLOSE_POLICY, "replaced by a newer connection")
+            return
+        except SchedulingError as exc:
+            log.warning("lost jobs not moved: %s", exc, extra={"node_id": conn.node_id})
+            return
+        conn.may_hold_old_jobs = False
+        if moves.actions:
+            log.info(
+                "node reconnected without %d job(s) of its old connection: moved",
+                len(moves.actions),
+                extra={"node_id": conn.node_id},
+            )
+        await self.jobs.carry_out_moves(moves)
 
     async def _disconnect(self, conn: NodeConnection, *, draining: bool) -> None:
         if self.local.get(conn.node_id) is conn:
@@ -218,6 +254,10 @@ class NodeGateway:
                     moves = await self.core.node_offline(conn.node_id, conn.generation)
                 except StaleGeneration:
                     return  # a newer connection of this node lives (here or elsewhere)
+                except NodeNotRegistered:
+                    # A sweep took it offline already (liveness lapsed) and moved its jobs then;
+                    # the ownership of the id is still ours to give back.
+                    moves = Moves([])
                 await self.claims.release_node(conn.node_id)
             await self.jobs.carry_out_moves(moves)
         except Exception:

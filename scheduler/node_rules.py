@@ -6,7 +6,9 @@ close the socket). They are pure: a frame and what the connection knows in, a de
 * :func:`route` — what to do with one decoded frame on a socket (register, handle, ignore, refuse).
 * :func:`registration` — whether a ``node_register`` may proceed, and as which node id.
 * :func:`node_capabilities` — the capabilities a register or heartbeat announces, for the core.
-* :func:`heartbeat_capabilities` — a heartbeat's capabilities, keeping the registered hardware.
+* :func:`heartbeat_capabilities` — a heartbeat's capabilities, keeping what only the register
+  announced (hardware; slots when the heartbeat names none).
+* :func:`runs_no_job` — whether a heartbeat says the node runs no job at all.
 
 Registration and heartbeat outcomes that depend on Redis (a stale generation, an expired record)
 stay with the gateway: they are answers from the core, not decisions made here.
@@ -29,6 +31,7 @@ __all__ = [
     "node_capabilities",
     "registration",
     "route",
+    "runs_no_job",
 ]
 
 Route = Literal["register", "handle", "ignore", "foreign"]
@@ -94,8 +97,20 @@ def node_capabilities(msg: wire.NodeRegister | wire.NodeHeartbeat) -> NodeCapabi
 def heartbeat_capabilities(
     message: wire.NodeHeartbeat, registered: NodeCapabilities
 ) -> NodeCapabilities | None:
-    """Heartbeats carry no hardware summary: the one registered is kept (None: no languages)."""
+    """Heartbeats carry no hardware summary: the one registered is kept; a heartbeat without
+    ``max_concurrent_jobs`` keeps the registered slots (it is not a request for the default).
+    None: the heartbeat names no languages."""
     caps = node_capabilities(message)
-    if caps is not None and not caps.hardware:
+    if caps is None:
+        return None
+    if not caps.hardware:
         caps = msgspec.structs.replace(caps, hardware=registered.hardware)
+    if caps.max_concurrent_jobs is None:
+        caps = msgspec.structs.replace(caps, max_concurrent_jobs=registered.max_concurrent_jobs)
     return caps
+
+
+def runs_no_job(message: wire.NodeHeartbeat) -> bool:
+    """The node reports no job in progress (``resource_usage.running_jobs`` counts the jobs it
+    is processing, the one it finishes after a reconnect included)."""
+    return message.resource_usage.running_jobs == 0

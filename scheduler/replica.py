@@ -39,7 +39,7 @@ from scheduler.metrics import ReplicaMetrics
 from scheduler.node_gateway import NodeGateway
 from scheduler.outbox import Outbox
 from scheduler.rooms import Rooms
-from scheduler.scheduling.core import SchedulingCore
+from scheduler.scheduling.core import Moves, SchedulingCore
 from scheduler.session_gateway import SessionGateway
 
 __all__ = ["Replica"]
@@ -238,7 +238,7 @@ class Replica:
                 report = await self.core.sweep()
                 self.redis_ok = True
                 self.metrics.slot_waiting.set(report.waiting)
-                await self.jobs.carry_out_moves(report.actions)
+                await self.jobs.carry_out_moves(Moves(report.actions, report.unreadable))
                 await self.sessions.expire_rooms()
                 more = report.more
             except Exception:

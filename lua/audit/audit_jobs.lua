@@ -2,9 +2,10 @@
 -- (read-only).
 --
 -- INVARIANT (checked by scheduler.audit, never changed here): every node_jobs member names a
--- job whose record is active on that node, whose node is registered and live, and whose
--- deadline is in deadlines and not long past (the sweeper fails jobs over at their deadline
--- and takes dead nodes offline). O(page x log N); pages follow the lex order of node_jobs, so
+-- job whose record is active on that node, whose node is registered and live (or, for a job
+-- held for its node that went offline, `held_since` in its record: see includes/away.lua), and
+-- whose deadline is in deadlines and not long past (the sweeper fails jobs over at their
+-- deadline and takes dead nodes offline). O(page x log N); pages follow the lex order of node_jobs, so
 -- members added or removed meanwhile never stop the walk.
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
@@ -19,7 +20,7 @@
 -- ARGV[3] now (ms) or ""
 --
 -- Reply: {0 OK, {now, last, jobs = [{node, job, known, alive_until, state, job_node,
---        deadline, record_deadline}, ...]}}; last is "" when the walk is done; alive_until,
+--        deadline, record_deadline, held}, ...]}}; last is "" when the walk is done; alive_until,
 --        deadline and record_deadline are -1 and state / job_node "" when absent.
 
 --@include "includes/scheduling_codes.lua"
@@ -48,6 +49,7 @@ for i, member in ipairs(members) do
     job_node = record.node or '',
     deadline = deadline and tonumber(deadline) or -1,
     record_deadline = tonumber(record.deadline_ms) or -1,
+    held = record.held_since ~= nil,
   }
 end
 local last = ''

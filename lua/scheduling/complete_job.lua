@@ -1,13 +1,19 @@
--- complete_job: the node sent the job's result (success or error).
+-- complete_job: a node sent a job's result (success or error).
 --
--- INVARIANT: fenced by (job, node, attempt): a stale attempt or a foreign node is refused and
--- changes nothing. The slot is released exactly once: the first accepted completion releases
--- it, later ones are no-ops. The finished record is kept job_retention_ms (so replays and
--- idempotent dispatch retries still find it), then the sweeper removes it. O(1): the slot is
--- one count (and node_free when the node had been full), no pool member changes.
+-- INVARIANT: first valid result wins. A result is valid from any attempt the job had, sent by
+-- the node that held that attempt (a node whose socket dropped while it worked sends it from its
+-- next connection, possibly to another replica, after the job moved on); a foreign node, an
+-- attempt the node never held and a job that already has its result are refused and change
+-- nothing. Accepting one completes the job in this step: the slot of the attempt that holds it
+-- now is released exactly once (a moved attempt's slot went with the move), and the reply names
+-- that attempt's node when it is another, connected one, so it gets `job_cancel`. The finished
+-- record is kept job_retention_ms (so replays and idempotent dispatch retries still find it),
+-- then the sweeper removes it. O(1): the slot is one count (and node_free when the node had
+-- been full), no pool member changes.
 -- Hand-off (issue 11): when jobs wait for a slot, the freed slot goes at once to the oldest
--- waiter (of the first slot_wait_lookahead) whose pair this node serves: one ZCARD when nobody
--- waits, O(slot_wait_lookahead) otherwise, never O(the node's pairs).
+-- waiter (of the first slot_wait_lookahead) whose pair the holder serves (never a holder out of
+-- the pools, such as an offline node's held job): one ZCARD when nobody waits,
+-- O(slot_wait_lookahead) otherwise, never O(the node's pairs).
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
 -- KEYS[1] node_slots    HASH node -> max slots, while the node is in the pools
@@ -22,6 +28,7 @@
 -- KEYS[10] sent         ZSET "<node>\0<session>\0<index>" -> sent at (ms)
 -- KEYS[11] waiting      ZSET lex "<pair>\0<ticket>\0<job>" (jobs waiting for a slot)
 -- KEYS[12] waiting_order ZSET job -> ticket (arrival order of every waiter)
+-- KEYS[13] nodes        HASH node -> json record (is the current holder connected?)
 --
 -- ARGV[1] job id
 -- ARGV[2] node id
@@ -32,23 +39,26 @@
 -- ARGV[7] job_timeout_ms (of a waiter handed the slot)
 -- ARGV[8] slot_wait_lookahead
 --
--- Reply: {0 OK, {state, session, index, tgt, handed}} completed now; `handed` (absent when
---        nobody took the slot) is the waiter placed on this node, as a failover action
---        (cause "slot_wait") for the caller to carry out
---        {2 ALREADY_FINISHED, {state, session, index, tgt}} repeated completion: nothing changed
---        {-6 JOB_NOT_FOUND} {-7 STALE_ATTEMPT} {-8 FOREIGN_NODE}
+-- Reply: {0 OK, {state, session, index, tgt, handed?, cancel_node?}} completed now; `handed`
+--          (absent when nobody took the slot) is the waiter placed on the freed slot's node, as
+--          a failover action (cause "slot_wait") for the caller to carry out; cancel_node: the
+--          node holding the job's current attempt, when it is another one and connected
+--        {2 ALREADY_FINISHED, {state, session, index, tgt}} the same (node, attempt) completed
+--          it before: nothing changed
+--        {-6 JOB_NOT_FOUND} {-7 STALE_ATTEMPT} the node never held this attempt, or another
+--          attempt finished the job {-8 FOREIGN_NODE} the job was never on this node
 -- Replay: ALREADY_FINISHED.
 
 --@include "includes/scheduling_codes.lua"
---@include "includes/slots.lua"
 --@include "includes/jobs.lua"
 --@include "includes/fence.lua"
+--@include "includes/away.lua"
 --@include "includes/waiting.lua"
 
 local K = {node_slots = KEYS[1], node_free = KEYS[2], node_running = KEYS[3],
   node_jobs = KEYS[4], jobs = KEYS[5], job_payloads = KEYS[6], deadlines = KEYS[7],
   jobs_expiry = KEYS[8], pools = KEYS[9], sent = KEYS[10], waiting = KEYS[11],
-  waiting_order = KEYS[12]}
+  waiting_order = KEYS[12], nodes = KEYS[13]}
 local job_id, node, attempt = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ok = ARGV[4] == '1'
 local now = now_from(ARGV[5])
@@ -56,19 +66,27 @@ local retention_ms = tonumber(ARGV[6])
 local C = {job_timeout_ms = tonumber(ARGV[7]), wait_lookahead = tonumber(ARGV[8])}
 
 local job = read_job(K, job_id)
-local refused = fence_job(job, node, attempt)
+local refused = fence_result(job, node, attempt)
 if refused then
   return reply(refused)
 end
 local info = {session = job.session, index = job.index, tgt = job.tgt}
 if not ACTIVE[job.state] then
+  if (job.result_attempt or job.attempt) ~= attempt then
+    return reply(CODE.STALE_ATTEMPT)
+  end
   info.state = job.state
   return reply(CODE.ALREADY_FINISHED, info)
 end
-local released = release_slot(K, node, job_id)
+local holder = job.node
+local released = release_job_slot(K, holder, job_id)
+if holder ~= node and is_connected(K, holder) then
+  info.cancel_node = holder
+end
+job.result_attempt = attempt
 finish_job(K, job_id, job, ok and 'completed' or 'failed', now, retention_ms)
 info.state = job.state
 if released then
-  info.handed = hand_off_slot(K, C, node, now)
+  info.handed = hand_off_slot(K, C, holder, now)
 end
 return reply(CODE.OK, info)

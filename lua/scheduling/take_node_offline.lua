@@ -2,8 +2,9 @@
 --
 -- INVARIANT: only the current generation can take a node offline, so the clean-up of an old
 -- socket never removes a newer registration. Afterwards the node is in no pool, has no
--- liveness, no record, no running count, and each of its active jobs is on another node
--- (attempt + 1) or failed.
+-- liveness, no record, and each of its active jobs is on another node (attempt + 1), failed,
+-- or held on it when no other node can take it (its slot kept: the running count then stays,
+-- without node_slots, so never in node_free; see includes/away.lua).
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
 -- KEYS[1]  nodes         HASH node -> json record {gen, digest, max, hardware, ...}
@@ -31,7 +32,7 @@
 -- ARGV[8] select_sample_size
 --
 -- Reply: {0 OK, {actions = [{job_id, session, index, tgt, old_node, new_node?, attempt,
---                 outcome = reassigned|failed, error?, payload?, deadline_ms?, cause}]}}
+--                 outcome = reassigned|failed|held, error?, payload?, deadline_ms?, cause}]}}
 --        {-1 NOT_REGISTERED} already offline (or never registered): nothing to do
 --        {-2 STALE_GENERATION} a newer connection owns the node: nothing changed
 -- Replay: the second call answers NOT_REGISTERED and changes nothing.

@@ -17,8 +17,11 @@ Error tree::
     │   ├── AllNodesFull             live nodes serve it but none has a usable free slot
     │   └── NoLiveNode               the pool only held nodes whose liveness lapsed
     ├── JobNotFound                  unknown job id (never existed or record expired)
-    ├── StaleAttempt                 message of an earlier attempt (the job was failed over)
-    ├── ForeignNode                  message about a job from a node that does not hold it
+    ├── StaleAttempt                 progress of an earlier attempt (the job was failed over);
+    │                                a result of an attempt the node never held, or after the
+    │                                job has its result
+    ├── ForeignNode                  progress from a node that does not hold the job; a result
+    │                                from a node the job was never on
     └── JobFinished                  progress on a job that is completed or failed
 """
 

@@ -12,6 +12,7 @@ so replicas share one clock). Tests pass explicit times to move the clock.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from scheduler.scheduling.codes import InvalidInput, ReplyCode, error_for
 from scheduler.scheduling.keys import SchedulingKeys
 
 __all__ = [
+    "MAX_UTTERANCE_INDEX",
     "Completion",
     "DispatchRequest",
     "Dispatched",
@@ -35,6 +37,7 @@ __all__ = [
     "HeartbeatAck",
     "JobHolder",
     "JobInfo",
+    "Moves",
     "NodeCapabilities",
     "NodeInfo",
     "PoolCounts",
@@ -49,14 +52,20 @@ __all__ = [
 # characters, so no id can forge a separator.
 # BCP-47-like codes ("en", "zh", "zh-Hant", "auto"); ":" is the pair separator, never allowed.
 _LANG = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
-# Lua numbers are doubles: an index beyond 2^53 would lose precision inside the scripts.
-_MAX_INDEX = 2**53 - 1
+# A protocol bound, not a setting: the scripts' cjson prints numbers with 14 significant digits,
+# so an index past 10^14 would come back in exponent form and its job could neither complete nor
+# move. 2^31 - 1 is exact everywhere (Lua, JSON, the clients' numbers) and no session comes near
+# it (one utterance a second for 68 years).
+MAX_UTTERANCE_INDEX = 2**31 - 1
+
+log = logging.getLogger("lingua.scheduling")
 
 FinalizeReason = Literal["manual", "silence", "max_duration", "size", "close"]
 JobState = Literal["waiting", "dispatched", "acked", "running", "completed", "failed"]
-# timeout / node_offline: a job left its node; slot_wait: a job that waited for a slot was
-# placed (old_node "") or its wait ran out.
-MoveCause = Literal["timeout", "node_offline", "slot_wait"]
+# timeout: silent past its deadline; node_offline: its node left; job_lost: its node came back
+# and runs nothing (the job was lost with the old connection); slot_wait: a job that waited for
+# a slot was placed (old_node "") or its wait ran out.
+MoveCause = Literal["timeout", "node_offline", "job_lost", "slot_wait"]
 
 
 class NodeCapabilities(msgspec.Struct, kw_only=True, frozen=True):
@@ -117,14 +126,26 @@ class FailoverAction(msgspec.Struct, frozen=True, kw_only=True):
     tgt_lang: str
     old_node: str  # "" for a job that waited for a slot
     cause: MoveCause
-    outcome: Literal["reassigned", "failed"]
+    # held: its node went offline and no other node can take it; it stays on that node, which
+    # may still send the result when it reconnects (until the job's deadline)
+    outcome: Literal["reassigned", "failed", "held"]
     attempt: int
     new_node: str | None = None
     deadline_ms: int | None = None
     payload: str | None = None
-    # failed: MAX_ATTEMPTS, NO_POOL, ALL_FULL, NO_LIVE_NODE, or SESSION_ENDED (nobody to tell)
+    # failed / held: MAX_ATTEMPTS, NO_POOL, ALL_FULL, NO_LIVE_NODE, or SESSION_ENDED (failed
+    # quietly: nobody to tell)
     error: str | None = None
     waited_ms: int | None = None  # slot_wait: how long the job waited
+    cancel_old: bool = False  # the old node is connected and silent: send it job_cancel
+
+
+class Moves(msgspec.Struct, frozen=True):
+    """Failover actions a script decided; ``unreadable``: actions whose reply could not be read
+    (logged; the script committed them, so they are counted, never retried)."""
+
+    actions: list[FailoverAction]
+    unreadable: int = 0
 
 
 class Progress(msgspec.Struct, frozen=True):
@@ -140,6 +161,8 @@ class Completion(msgspec.Struct, frozen=True):
     tgt_lang: str
     replayed: bool  # True: an earlier completion released the slot; nothing changed now
     handed: FailoverAction | None = None  # the waiter the freed slot went to: carry it out
+    # another node holding the job's current attempt, connected: send it job_cancel
+    cancel_node: str | None = None
 
 
 class JobHolder(msgspec.Struct, frozen=True):
@@ -155,6 +178,7 @@ class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
     removed_sessions: int
     removed_sent: int
     more: bool  # a batch was full: sweep again without waiting
+    unreadable: int = 0  # actions whose reply could not be read (see Moves)
     waiting: int = 0  # jobs of the domain waiting for a slot after this sweep
 
 
@@ -228,13 +252,14 @@ class _Action(msgspec.Struct):
     tgt: str
     old_node: str
     cause: MoveCause
-    outcome: Literal["reassigned", "failed"]
+    outcome: Literal["reassigned", "failed", "held"]
     attempt: int
     new_node: str | None = None
     deadline_ms: int | None = None
     payload: str | None = None
     error: str | None = None
     waited_ms: int | None = None
+    cancel_old: bool = False
 
     def public(self) -> FailoverAction:
         return FailoverAction(
@@ -251,6 +276,7 @@ class _Action(msgspec.Struct):
             payload=self.payload,
             error=self.error,
             waited_ms=self.waited_ms,
+            cancel_old=self.cancel_old,
         )
 
 
@@ -265,7 +291,21 @@ class _Dispatch(msgspec.Struct):
 
 
 class _Actions(msgspec.Struct):
-    actions: list[_Action] = []
+    actions: list[msgspec.Raw] = []
+
+
+def _read_actions(script: str, raws: list[msgspec.Raw]) -> Moves:
+    """Each action read on its own: one the script wrote but we cannot read (a record from an
+    older version, say) must not stop the others, which the script committed too."""
+    actions: list[FailoverAction] = []
+    unreadable = 0
+    for raw in raws:
+        try:
+            actions.append(msgspec.json.decode(raw, type=_Action).public())
+        except msgspec.ValidationError as exc:
+            unreadable += 1
+            log.error("%s: unreadable failover action (%s): %s", script, exc, bytes(raw)[:300])
+    return Moves(actions, unreadable)
 
 
 class _Progress(msgspec.Struct):
@@ -279,6 +319,7 @@ class _Completion(msgspec.Struct):
     index: int
     tgt: str
     handed: _Action | None = None
+    cancel_node: str | None = None
 
 
 class _Sweep(msgspec.Struct):
@@ -286,7 +327,7 @@ class _Sweep(msgspec.Struct):
     removed_sessions: int
     removed_sent: int
     more: bool
-    actions: list[_Action] = []
+    actions: list[msgspec.Raw] = []
     offline: list[str] = []
     waiting: int = 0
 
@@ -473,14 +514,28 @@ class SchedulingCore:
 
     async def node_offline(
         self, node_id: str, generation: int, *, now_ms: int | None = None
-    ) -> list[FailoverAction]:
+    ) -> Moves:
         """The node's socket closed: leave the pools and fail its jobs over (carry out the
-        actions). Raises :class:`StaleGeneration` when a newer connection owns the node (then
+        actions; a job no other node can take is ``held`` on the node, whose result may still
+        come). Raises :class:`StaleGeneration` when a newer connection owns the node (then
         nothing changed: just drop the old socket) and :class:`NodeNotRegistered` if gone."""
+        return await self._node_moves("take_node_offline", node_id, generation, now_ms)
+
+    async def move_lost_jobs(
+        self, node_id: str, generation: int, *, now_ms: int | None = None
+    ) -> Moves:
+        """The node connected again and reports running no job: the jobs it was given before
+        this connection are lost; move them now (carry out the actions). Raises like
+        :meth:`node_offline`."""
+        return await self._node_moves("move_lost_jobs", node_id, generation, now_ms)
+
+    async def _node_moves(
+        self, script: str, node_id: str, generation: int, now_ms: int | None
+    ) -> Moves:
         self._check_id("node_id", node_id)
         c = self.config
         _, body = await self._call(
-            "take_node_offline",
+            script,
             [
                 node_id,
                 int(generation),
@@ -492,7 +547,7 @@ class SchedulingCore:
                 c.select_sample_size,
             ],
         )
-        return [a.public() for a in msgspec.json.decode(body, type=_Actions).actions]
+        return _read_actions(script, msgspec.json.decode(body, type=_Actions).actions)
 
     # --- jobs ---
 
@@ -505,8 +560,11 @@ class SchedulingCore:
         it cannot wait (nothing changed)."""
         self._check_id("session_id", request.session_id)
         self._check_id("turn_id", request.turn_id)
-        if not 0 <= request.utterance_index <= _MAX_INDEX:
-            raise InvalidInput(f"utterance_index: {request.utterance_index} out of range")
+        if not 0 <= request.utterance_index <= MAX_UTTERANCE_INDEX:
+            raise InvalidInput(
+                f"utterance_index: {request.utterance_index} out of range "
+                f"(0..{MAX_UTTERANCE_INDEX})"
+            )
         pool = request.pool or (request.src_lang, request.tgt_lang)
         for what, lang in (
             ("src_lang", request.src_lang),
@@ -599,8 +657,10 @@ class SchedulingCore:
     async def complete(
         self, job_id: str, node_id: str, attempt: int, *, ok: bool, now_ms: int | None = None
     ) -> Completion:
-        """A ``job_result`` arrived. Forward it to the session only when ``replayed`` is False.
-        Raises :class:`StaleAttempt` / :class:`ForeignNode` / :class:`JobNotFound` (drop it)."""
+        """A ``job_result`` arrived, from any attempt the node held (first valid result wins).
+        Forward it to the session only when ``replayed`` is False; send ``job_cancel`` to
+        ``cancel_node`` when set. Raises :class:`StaleAttempt` / :class:`ForeignNode` /
+        :class:`JobNotFound` (drop it)."""
         code, body = await self._call(
             "complete_job",
             [
@@ -622,6 +682,7 @@ class SchedulingCore:
             r.tgt,
             code == ReplyCode.ALREADY_FINISHED,
             None if r.handed is None else r.handed.public(),
+            r.cancel_node,
         )
 
     async def sweep(self, *, now_ms: int | None = None) -> SweepReport:
@@ -643,8 +704,10 @@ class SchedulingCore:
             ],
         )
         r = msgspec.json.decode(body, type=_Sweep)
+        moves = _read_actions("sweep", r.actions)
         return SweepReport(
-            actions=[a.public() for a in r.actions],
+            actions=moves.actions,
+            unreadable=moves.unreadable,
             offline_nodes=r.offline,
             removed_jobs=r.removed_jobs,
             removed_sessions=r.removed_sessions,

@@ -212,6 +212,81 @@ def test_a_job_on_a_node_that_is_gone_is_found(
     assert example["node"] == node and "not registered" in example["reason"]
 
 
+async def _a_job_held_for_its_offline_node(client: AnyRedis, core: SchedulingCore) -> str:
+    """n3 alone serves en→ja; it goes offline while it works on a job no other node can take:
+    the job stays on it (held), with its slot, for the node's result after a reconnect."""
+    await _two_nodes_one_job_done_one_running(client, core)
+    now = await server_ms(client)
+    n3 = await core.register_node(
+        "n3", NodeCapabilities(asr=["en"], semantic=["ja"], max_concurrent_jobs=2), now_ms=now
+    )
+    request = msgspec.structs.replace(_request("s3", 0), tgt_lang="ja")
+    job = await core.dispatch(request, now_ms=now)
+    [held] = (await core.node_offline("n3", n3.generation, now_ms=now)).actions
+    assert (held.outcome, held.old_node) == ("held", "n3")
+    return job.job_id
+
+
+def test_a_job_held_for_its_offline_node_audits_clean(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A held job is active on a node with no record, no liveness and no node_slots, and keeps
+    a running count there: legitimate until its deadline (issue 11, includes/away.lua)."""
+
+    async def hold(client: AnyRedis, core: SchedulingCore) -> None:
+        await _a_job_held_for_its_offline_node(client, core)
+        k = core.keys.key
+        assert await client.hget(k("nodes"), "n3") is None
+        assert await client.hget(k("node_running"), "n3") == "1"
+        assert not await client.sismember(k("node_free"), "n3")
+
+    cluster.run(hold)
+    code, report = cluster.audit(capsys)
+    assert code == 0, report
+
+
+def test_a_held_job_past_its_deadline_or_a_gone_node_in_node_free_is_found(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grace = cluster.config.audit.grace_ms
+
+    async def overdue(client: AnyRedis, core: SchedulingCore) -> str:
+        job = await _a_job_held_for_its_offline_node(client, core)
+        now = await server_ms(client)
+        # the sweeper never came: the held job's deadline is long past
+        await client.zadd(core.keys.key("deadlines"), {job: now - grace - 10 * MINUTE_MS})
+        # and the gone node's held slot put it in node_free (a leak selection would use)
+        await client.sadd(core.keys.key("node_free"), "n3")
+        return job
+
+    job = cluster.run(overdue)
+    code, report = cluster.audit(capsys)
+    assert code == 1
+    assert _violated(report) == {"overdue_jobs", "slots"}
+    [late] = report["checks"]["overdue_jobs"]["examples"]
+    assert late["job"] == job and "deadline passed" in late["reason"]
+    [free] = report["checks"]["slots"]["examples"]
+    assert free["node"] == "n3" and "in node_free" in free["reason"]
+
+
+def test_an_unmarked_job_on_a_gone_node_with_a_count_is_found(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without held_since in its record the same state is a leak: both checks name it."""
+
+    async def unmark(client: AnyRedis, core: SchedulingCore) -> None:
+        job = await _a_job_held_for_its_offline_node(client, core)
+        record = msgspec.json.decode(await client.hget(core.keys.key("jobs"), job))
+        del record["held_since"]
+        await client.hset(core.keys.key("jobs"), job, msgspec.json.encode(record))
+
+    cluster.run(unmark)
+    code, report = cluster.audit(capsys)
+    assert code == 1
+    assert _violated(report) == {"dead_node_jobs", "slots"}
+    assert "not registered" in report["checks"]["dead_node_jobs"]["examples"][0]["reason"]
+
+
 def test_a_job_on_a_node_whose_liveness_lapsed_is_found(
     cluster: Cluster, capsys: pytest.CaptureFixture[str]
 ) -> None:

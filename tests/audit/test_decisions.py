@@ -60,6 +60,9 @@ def test_job_facts() -> None:
         "dead_node_jobs",
         "overdue_jobs",
     ]
+    # held for its node that went offline: fine without a node record, until past its deadline
+    assert _checks(_job(known=False, alive_until=-1, held=True)) == []
+    assert _checks(_job(known=False, held=True, deadline=NOW - GRACE - 1)) == ["overdue_jobs"]
     assert _checks(_job(state="completed")) == ["job_index"]
     assert _checks(_job(state="")) == ["job_index"]
     assert _checks(_job(job_node="n2")) == ["job_index"]
@@ -78,6 +81,14 @@ def test_slot_facts() -> None:
     assert checks(free=False) == ["missing from node_free with 1 of 2 slots running"]
     assert checks(known=False) == ["slots are counted for a node that is not registered"]
     assert checks(known=False, running=0, jobs=0, slots=-1, free=False) == []
+    # a gone node's count for jobs held for its return: fine, but never in node_free
+    gone = dict(known=False, running=2, jobs=2, slots=-1, free=False)
+    assert checks(**gone, held=2) == []
+    assert checks(**gone, held=1) == ["slots are counted for a node that is not registered"]
+    assert checks(**{**gone, "free": True}, held=2) == ["in node_free with 2 of -1 slots running"]
+    assert checks(**{**gone, "running": 1}, held=2) == [
+        "1 slots reserved but 2 active jobs on the node"
+    ]
 
 
 def test_deadline_facts() -> None:

@@ -179,11 +179,13 @@ class SimNode(_Peer):
             "processing_metrics": {"serviceEfficiencies": {"faster-whisper-vad": 8.2}},
         }  # fmt: skip
 
-    async def register(self) -> Message:
+    async def register(self, running_jobs: int = 0) -> Message:
+        """Register, then the first heartbeat (``running_jobs``: jobs it still works on, as the
+        real node reports after a reconnect)."""
         await self.send(self.register_message())
         ack = await self.wait_type("node_register_ack")
         self.node_id = ack["node_id"]
-        await self.send(self.heartbeat_message())
+        await self.send(self.heartbeat_message(running_jobs))
         return ack
 
     def result_for(

@@ -283,7 +283,9 @@ async def test_partials_follow_the_job_holder_across_replicas_and_timeouts(
     replicas: list[Replica], peers: Peers, pair: tuple[str, str]
 ) -> None:
     """Nodes on r0 and r1, the session on r2: the timed-out node is cancelled across replicas,
-    and once the job moved, its partials and results are refused; the new holder's pass."""
+    and once the job moved, its partials are refused and the new holder's pass. A late result
+    of the old attempt still wins while the job has none (the new holder is cancelled); after
+    it, the new holder's result is refused."""
     src, tgt = pair
     nodes = [await peers(SimNode(r.ws + "/ws/node", ([src], [tgt]))) for r in replicas[:2]]
     for node in nodes:
@@ -293,7 +295,6 @@ async def test_partials_follow_the_job_holder_across_replicas_and_timeouts(
     await browser.speak(5)
     first_index, first = await wait_any(nodes, lambda m: is_job(m) and m["attempt_id"] == 1)
     silent, holder = nodes[first_index], nodes[1 - first_index]
-    silent_replica = replicas[first_index]
     # While it holds the job, the first node's partial crosses replicas to the session.
     await silent.send(silent.partial_for(first, text="early"))
     partial = await browser.wait_type("asr_partial", text="early")
@@ -304,20 +305,27 @@ async def test_partials_follow_the_job_holder_across_replicas_and_timeouts(
     assert cancel["reason"] == "job_timeout" and cancel["trace_id"] == first["trace_id"]
     moved = await holder.wait_for(lambda m: is_job(m) and m["attempt_id"] == 2)
     assert moved["job_id"] == first["job_id"] and moved["turn_id"] == first["turn_id"]
-    # The old node's partial and result are refused. The refused result is counted after the
-    # partial was handled on the same socket, so a forwarded partial would be in the session's
-    # inbox before the holder's messages below.
-    refused = metric(silent_replica, "lingua_jobs_total", event="result_refused")
+    # The old node's partial is refused, the new holder's passes.
     await silent.send(silent.partial_for(first, text="stale"))
-    await silent.send(silent.result_for(first, text_translated="stale"))
-    await until(
-        lambda: metric(silent_replica, "lingua_jobs_total", event="result_refused") > refused
-    )
     await holder.send(holder.partial_for(moved, text="fresh"))
     await browser.wait_type("asr_partial", text="fresh")
-    await holder.send(holder.result_for(moved, text_translated="fresh"))
+    # The old attempt's result comes after all: the job has none yet, so it wins; the new
+    # holder is told to stop, and its own result is refused.
+    await silent.send(silent.result_for(first, text_translated="late"))
     got = await browser.wait_type("translation_result", job_id=first["job_id"])
-    assert got["text_translated"] == "fresh"
+    assert got["text_translated"] == "late"
+    cancelled = await holder.wait_type("job_cancel", job_id=first["job_id"])
+    assert cancelled["reason"] == "result_received"
+    holder_replica = replicas[1 - first_index]
+    refused = metric(holder_replica, "lingua_jobs_total", event="result_refused")
+    await holder.send(holder.result_for(moved, text_translated="fresh"))
+    await until(
+        lambda: metric(holder_replica, "lingua_jobs_total", event="result_refused") > refused
+    )
+    await browser.send(
+        {"type": "client_heartbeat", "session_id": browser.session_id, "timestamp": 1}
+    )
+    await browser.wait_type("server_heartbeat")
     assert [m["text"] for m in browser.of_type("asr_partial")] == ["early", "fresh"]
     assert len(browser.of_type("translation_result")) == 1
 

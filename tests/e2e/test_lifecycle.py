@@ -38,9 +38,10 @@ async def test_sigterm_of_the_node_replica_hands_the_node_over(
             await node.closed.wait()
         assert node.closed_code == 1012
 
-        # It reconnects through the load balancer (here: straight to b) with its id.
+        # It reconnects through the load balancer (here: straight to b) with its id, still
+        # working on the job (its heartbeat says so, as the real node's does).
         again = await peers(SimNode(b.ws + "/ws/node", (["zh"], ["en"]), node_id=node.node_id))
-        assert (await again.register())["node_id"] == node.node_id
+        assert (await again.register(running_jobs=1))["node_id"] == node.node_id
         await again.send(again.result_for(job))
         got = await browser.wait_type("translation_result", within=15)
         assert got["job_id"] == job["job_id"]

@@ -7,7 +7,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from scheduler.jobs import failure_message
 from tests.e2e.clients import SimBrowser, SimNode, wait_any
 from tests.gateways.conftest import Served
 from tests.waiting import until
@@ -118,25 +117,6 @@ async def test_a_node_disconnect_moves_its_job_to_another_node(
     assert moved["attempt_id"] == 2 and moved["audio"] == job["audio"]
     await other.send(other.result_for(moved))
     await browser.wait_type("translation_result", job_id=job["job_id"])
-
-
-async def test_a_node_disconnect_with_no_other_node_tells_the_client(
-    served: Served, peers: Connect
-) -> None:
-    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
-    await node.register()
-    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
-    await browser.init(trace_id="trace-node-loss")
-    await browser.speak(10)
-    job = await node.wait_for(is_job)
-    await node.close()
-    error = await browser.wait_type("error")
-    assert error["code"] == "NO_AVAILABLE_NODE"
-    assert error["message"] == failure_message("NO_AVAILABLE_NODE")
-    event = await browser.wait_type("ui_event", event="ERROR")
-    assert event["job_id"] == job["job_id"] and event["error_code"] == "NO_AVAILABLE_NODE"
-    # The failover knew no trace id on main: the node-loss ui_event carried "".
-    assert event["trace_id"] == "trace-node-loss"
 
 
 async def test_a_session_with_no_node_for_its_pair_is_told_at_once(

@@ -123,12 +123,6 @@ async def test_silence_burst_against_a_slow_node_gives_no_error(
     assert not missing, f"utterances without a translation: {sorted(missing)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: the job is failed over (NO_AVAILABLE_NODE) at the drop and the result the "
-    "node sends after reconnecting with the same id is refused as stale",
-)
 async def test_result_sent_after_a_reconnect_reaches_the_client_once(
     replicas: StartReplicas, clients: Clients
 ) -> None:
@@ -159,12 +153,6 @@ async def test_result_sent_after_a_reconnect_reaches_the_client_once(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: a heartbeat without max_concurrent_jobs (the real node never sends it) "
-    "resets the node's registered slots to scheduling.default_max_concurrent_jobs",
-)
 async def test_heartbeat_without_max_concurrent_jobs_keeps_registered_slots(
     replicas: StartReplicas, clients: Clients
 ) -> None:
@@ -234,12 +222,6 @@ async def test_jobs_of_an_ended_session_are_not_moved_to_other_nodes(
     assert fresh.jobs == [], "the job of a session that ended was moved to another node"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 11: when the sweep already took a node offline, its socket's clean-up fails "
-    "(NOT_REGISTERED, logged as an ERROR) before releasing the node's ownership: stale ownership",
-)
 async def test_a_node_swept_offline_releases_its_ownership_when_its_socket_closes(
     replicas: StartReplicas, clients: Clients
 ) -> None:

@@ -235,13 +235,20 @@ async def test_completion_fencing(core: SchedulingCore) -> None:
     with pytest.raises(JobNotFound):
         await core.complete("job-nope", "a", 1, ok=True, now_ms=T0 + 1)
     assert await running(core) == {"a": 1, "b": 0}
-    # after a timeout moved it to b, a's late result is stale and changes nothing
+    # after a timeout moved it to b, a's late result still wins (the job has none yet): b's
+    # slot goes, b is to be cancelled, and b's own result is refused afterwards
     report = await core.sweep(now_ms=job.deadline_ms)
-    assert [a.new_node for a in report.actions] == ["b"]
+    assert [(a.new_node, a.cancel_old) for a in report.actions] == [("b", True)]
     with pytest.raises(StaleAttempt):
-        await core.complete(job.job_id, "a", 1, ok=True, now_ms=job.deadline_ms + 1)
+        await core.complete(job.job_id, "b", 1, ok=True, now_ms=job.deadline_ms + 1)
     assert await running(core) == {"a": 0, "b": 1}
-    assert (await core.complete(job.job_id, "b", 2, ok=True)).state == "completed"
+    done = await core.complete(job.job_id, "a", 1, ok=True, now_ms=job.deadline_ms + 1)
+    assert (done.state, done.replayed, done.cancel_node) == ("completed", False, "b")
+    assert await running(core) == {"a": 0, "b": 0}
+    with pytest.raises(StaleAttempt):
+        await core.complete(job.job_id, "b", 2, ok=True, now_ms=job.deadline_ms + 2)
+    again = await core.complete(job.job_id, "a", 1, ok=True, now_ms=job.deadline_ms + 3)
+    assert (again.replayed, again.cancel_node) == (True, None)
     assert await running(core) == {"a": 0, "b": 0}
 
 

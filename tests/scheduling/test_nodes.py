@@ -121,7 +121,7 @@ async def test_offline_fails_jobs_over_at_once(core: SchedulingCore) -> None:
     await core.register_node("b", caps(), now_ms=T0)
     job = await core.dispatch(req(), now_ms=T0)
     assert job.node_id == "a"
-    [action] = await core.node_offline("a", a.generation, now_ms=T0 + 10)
+    [action] = (await core.node_offline("a", a.generation, now_ms=T0 + 10)).actions
     assert (action.job_id, action.old_node, action.new_node) == (job.job_id, "a", "b")
     assert (action.outcome, action.cause, action.attempt) == ("reassigned", "node_offline", 2)
     assert action.payload == '{"type":"job_assign"}'
@@ -131,11 +131,22 @@ async def test_offline_fails_jobs_over_at_once(core: SchedulingCore) -> None:
         await core.node_offline("a", a.generation, now_ms=T0 + 11)
 
 
-async def test_offline_with_no_other_node_fails_the_job(core: SchedulingCore) -> None:
+async def test_offline_with_no_other_node_holds_the_job_for_its_node(
+    core: SchedulingCore,
+) -> None:
     a = await core.register_node("a", caps(), now_ms=T0)
     job = await core.dispatch(req(), now_ms=T0)
-    [action] = await core.node_offline("a", a.generation, now_ms=T0 + 10)
-    assert (action.outcome, action.error, action.new_node) == ("failed", "NO_POOL", None)
+    [action] = (await core.node_offline("a", a.generation, now_ms=T0 + 10)).actions
+    assert (action.outcome, action.error, action.new_node) == ("held", "NO_POOL", None)
     [info] = await core.list_jobs()
-    assert (info.job_id, info.state) == (job.job_id, "failed")
+    assert (info.job_id, info.state, info.node_id, info.attempt) == (
+        job.job_id,
+        "dispatched",
+        "a",
+        1,
+    )
     assert await core.list_pools() == []
+    # the slot stays with the job: the node comes back with it
+    again = await core.register_node("a", caps(), now_ms=T0 + 20)
+    [node] = await core.list_nodes()
+    assert (node.generation, node.running) == (again.generation, 1)

@@ -103,7 +103,7 @@ async def run_op(core: SchedulingCore, world: World, operation: tuple[Any, ...])
         elif kind == "offline":
             _, node, stale = operation
             gen = world.generations.get(node, 0) - (1 if stale else 0)
-            for action in await core.node_offline(node, gen, now_ms=now):
+            for action in (await core.node_offline(node, gen, now_ms=now)).actions:
                 if action.new_node:
                     world.jobs.append((action.job_id, action.new_node, action.attempt))
         elif kind == "sweep":
@@ -126,9 +126,14 @@ async def check_invariants(client: AnyRedis, core: SchedulingCore) -> None:
     pools = set(await client.zrange(k("pools"), 0, -1))
     free = set(await client.smembers(k("node_free")))
 
-    assert set(running) <= set(nodes), "running count of an unknown node"
     assert set(langs) == set(nodes) and set(slots) <= set(nodes)
+    # a gone node keeps a running count only while jobs are held for its return, and is never
+    # in node_free (it has no node_slots)
+    assert free <= set(slots), "node_free holds a node out of the pools"
     per_node = Counter(node for node, _ in node_jobs)
+    for node, count in running.items():
+        if node not in nodes:  # gone, with jobs held for its return
+            assert count == per_node[node] > 0, ("running count of a gone node", node, count)
     for node, rec in nodes.items():
         count = running.get(node, 0)
         assert 0 <= count <= rec["max"], (node, count)

@@ -71,3 +71,20 @@ def test_a_heartbeat_keeps_the_registered_hardware() -> None:
     del bare_message["language_capabilities"]
     bare = decoded(bare_message)
     assert node_rules.heartbeat_capabilities(bare, registered) is None
+
+
+def test_a_heartbeat_without_slots_keeps_the_registered_slots() -> None:
+    registered = node_rules.node_capabilities(register(max_concurrent_jobs=8))
+    assert registered is not None and registered.max_concurrent_jobs == 8
+    node = SimNode("ws://unused", node_id="node-AAAA")
+    caps = node_rules.heartbeat_capabilities(decoded(node.heartbeat_message()), registered)
+    assert caps is not None and caps.max_concurrent_jobs == 8
+    named = decoded(node.heartbeat_message() | {"max_concurrent_jobs": 2})
+    changed = node_rules.heartbeat_capabilities(named, registered)
+    assert changed is not None and changed.max_concurrent_jobs == 2
+
+
+def test_only_a_heartbeat_reporting_no_running_job_says_the_node_runs_none() -> None:
+    node = SimNode("ws://unused", node_id="node-AAAA")
+    assert node_rules.runs_no_job(decoded(node.heartbeat_message(running_jobs=0)))
+    assert not node_rules.runs_no_job(decoded(node.heartbeat_message(running_jobs=1)))
