@@ -20,7 +20,8 @@ from cross_instance import admin
 from cross_instance.keys import split_token
 from cross_instance.redis_client import AnyRedis
 from scheduler.config import Config
-from scheduler.scheduling.core import JobInfo, NodeInfo, PoolCounts, SchedulingCore
+from scheduler.scheduling.core import SchedulingCore
+from scheduler.scheduling.types import JobInfo, NodeInfo, PoolCounts
 
 __all__ = [
     "ClusterView",

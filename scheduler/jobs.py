@@ -53,7 +53,8 @@ from scheduler.metrics import ReplicaMetrics
 from scheduler.outbox import Outbox
 from scheduler.rooms import RoomPresence, Rooms
 from scheduler.scheduling.codes import AllNodesFull, NoNodeAvailable, SchedulingError
-from scheduler.scheduling.core import DispatchRequest, FailoverAction, Moves, SchedulingCore
+from scheduler.scheduling.core import SchedulingCore
+from scheduler.scheduling.types import DispatchRequest, FailoverAction, Moves
 from scheduler.session_flow import FinalizeUtterance
 
 __all__ = ["JobLifecycle", "SessionJobs", "failover_code", "failure_message"]

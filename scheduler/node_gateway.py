@@ -40,7 +40,8 @@ from scheduler.scheduling.codes import (
     SchedulingError,
     StaleGeneration,
 )
-from scheduler.scheduling.core import Moves, NodeCapabilities, SchedulingCore
+from scheduler.scheduling.core import SchedulingCore
+from scheduler.scheduling.types import Moves, NodeCapabilities
 
 __all__ = ["NodeClaims", "NodeGateway"]
 

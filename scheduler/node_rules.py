@@ -22,7 +22,7 @@ import msgspec
 
 from scheduler import protocol as wire
 from scheduler.ids import new_node_id
-from scheduler.scheduling.core import NodeCapabilities
+from scheduler.scheduling.types import NodeCapabilities
 
 __all__ = [
     "Proceed",

@@ -24,7 +24,7 @@ import msgspec
 
 from scheduler import protocol as wire
 from scheduler.config import SessionConfig
-from scheduler.scheduling.core import FinalizeReason
+from scheduler.scheduling.types import FinalizeReason
 
 __all__ = [
     "EMPTY_ACK_REASONS",

@@ -39,7 +39,8 @@ from scheduler.metrics import ReplicaMetrics
 from scheduler.node_gateway import NodeGateway
 from scheduler.outbox import Outbox
 from scheduler.rooms import Rooms
-from scheduler.scheduling.core import Moves, SchedulingCore
+from scheduler.scheduling.core import SchedulingCore
+from scheduler.scheduling.types import Moves
 from scheduler.session_gateway import SessionGateway
 
 __all__ = ["Replica"]

@@ -51,7 +51,7 @@ from typing import TypeAlias
 import msgspec
 
 from scheduler.config import SessionConfig
-from scheduler.scheduling.core import FinalizeReason
+from scheduler.scheduling.types import FinalizeReason
 
 __all__ = [
     "Action",

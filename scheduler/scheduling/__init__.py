@@ -23,7 +23,9 @@ from scheduler.scheduling.codes import (
     StaleAttempt,
     StaleGeneration,
 )
-from scheduler.scheduling.core import (
+from scheduler.scheduling.core import SchedulingCore
+from scheduler.scheduling.keys import SchedulingKeys
+from scheduler.scheduling.types import (
     Completion,
     Dispatched,
     DispatchRequest,
@@ -38,10 +40,8 @@ from scheduler.scheduling.core import (
     PoolEntry,
     Progress,
     Registration,
-    SchedulingCore,
     SweepReport,
 )
-from scheduler.scheduling.keys import SchedulingKeys
 
 __all__ = [
     "AllNodesFull",

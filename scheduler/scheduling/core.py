@@ -26,211 +26,31 @@ from scheduler.config import SchedulingConfig
 from scheduler.ids import new_job_id
 from scheduler.scheduling.codes import InvalidInput, ReplyCode, error_for
 from scheduler.scheduling.keys import SchedulingKeys
+from scheduler.scheduling.reads import SchedulingReads, pair_list
+from scheduler.scheduling.types import (
+    MAX_UTTERANCE_INDEX,
+    Completion,
+    Dispatched,
+    DispatchRequest,
+    FailoverAction,
+    FinalizeReason,
+    HeartbeatAck,
+    JobState,
+    MoveCause,
+    Moves,
+    NodeCapabilities,
+    Progress,
+    Registration,
+    SweepReport,
+)
 
-__all__ = [
-    "MAX_UTTERANCE_INDEX",
-    "Completion",
-    "DispatchRequest",
-    "Dispatched",
-    "FailoverAction",
-    "FinalizeReason",
-    "HeartbeatAck",
-    "JobHolder",
-    "JobInfo",
-    "Moves",
-    "NodeCapabilities",
-    "NodeInfo",
-    "PoolCounts",
-    "PoolEntry",
-    "Progress",
-    "Registration",
-    "SchedulingCore",
-    "SweepReport",
-]
+__all__ = ["SchedulingCore"]
 
 # ids travel inside lexicographic members separated by NUL and ":"-joined pairs: only plain
 # characters, so no id can forge a separator.
 # BCP-47-like codes ("en", "zh", "zh-Hant", "auto"); ":" is the pair separator, never allowed.
 _LANG = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
-# A protocol bound, not a setting: the scripts' cjson prints numbers with 14 significant digits,
-# so an index past 10^14 would come back in exponent form and its job could neither complete nor
-# move. 2^31 - 1 is exact everywhere (Lua, JSON, the clients' numbers) and no session comes near
-# it (one utterance a second for 68 years).
-MAX_UTTERANCE_INDEX = 2**31 - 1
-
 log = logging.getLogger("lingua.scheduling")
-
-FinalizeReason = Literal["manual", "silence", "max_duration", "size", "close"]
-JobState = Literal["waiting", "dispatched", "acked", "running", "completed", "failed"]
-# timeout: silent past its deadline; node_offline: its node left; job_lost: its node came back
-# and runs nothing (the job was lost with the old connection); slot_wait: a job that waited for
-# a slot was placed (old_node "") or its wait ran out.
-MoveCause = Literal["timeout", "node_offline", "job_lost", "slot_wait"]
-
-
-class NodeCapabilities(msgspec.Struct, kw_only=True, frozen=True):
-    """What a node announces (``node_register`` / ``node_heartbeat`` language_capabilities)."""
-
-    asr: list[str]
-    semantic: list[str]
-    tts: list[str] = msgspec.field(default_factory=list)
-    # None (the real node never reports it): scheduling.default_max_concurrent_jobs, a large
-    # default; capped by max_concurrent_jobs_limit.
-    max_concurrent_jobs: int | None = None
-    hardware: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
-class Registration(msgspec.Struct, frozen=True):
-    node_id: str
-    generation: int
-    pairs: list[str]
-    alive_until_ms: int
-
-
-class HeartbeatAck(msgspec.Struct, frozen=True):
-    generation: int
-    moved: bool  # pool membership was rewritten (languages or slots changed, or rejoined)
-    alive_until_ms: int
-
-
-class DispatchRequest(msgspec.Struct, kw_only=True, frozen=True):
-    session_id: str
-    utterance_index: int
-    src_lang: str
-    tgt_lang: str
-    turn_id: str
-    reason: FinalizeReason
-    payload: str = ""  # the job_assign message, kept to re-send on failover
-    exclude: list[str] = msgspec.field(default_factory=list)
-    job_id: str | None = None  # None: a fresh id; ignored when the job exists already
-    # The pool to select from when it is not (src_lang, tgt_lang): two-way auto mode selects
-    # from (lang_a, lang_b) for every target language, each still its own job.
-    pool: tuple[str, str] | None = None
-
-
-class Dispatched(msgspec.Struct, frozen=True):
-    job_id: str
-    node_id: str  # "" while the job waits for a slot (state "waiting")
-    attempt: int
-    state: JobState
-    deadline_ms: int  # waiting: when the wait runs out
-    created: bool  # False: an idempotent replay; do not send job_assign again
-    # Older waiters of the pair placed by this call: carry them out like failover actions.
-    placed: list[FailoverAction] = []
-
-
-class FailoverAction(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: str
-    session_id: str
-    utterance_index: int
-    tgt_lang: str
-    old_node: str  # "" for a job that waited for a slot
-    cause: MoveCause
-    # held: its node went offline and no other node can take it; it stays on that node, which
-    # may still send the result when it reconnects (until the job's deadline)
-    outcome: Literal["reassigned", "failed", "held"]
-    attempt: int
-    new_node: str | None = None
-    deadline_ms: int | None = None
-    payload: str | None = None
-    # failed / held: MAX_ATTEMPTS, NO_POOL, ALL_FULL, NO_LIVE_NODE, or SESSION_ENDED (failed
-    # quietly: nobody to tell)
-    error: str | None = None
-    waited_ms: int | None = None  # slot_wait: how long the job waited
-    cancel_old: bool = False  # the old node is connected and silent: send it job_cancel
-
-
-class Moves(msgspec.Struct, frozen=True):
-    """Failover actions a script decided; ``unreadable``: actions whose reply could not be read
-    (logged; the script committed them, so they are counted, never retried)."""
-
-    actions: list[FailoverAction]
-    unreadable: int = 0
-
-
-class Progress(msgspec.Struct, frozen=True):
-    state: JobState
-    deadline_ms: int
-    replayed: bool
-
-
-class Completion(msgspec.Struct, frozen=True):
-    state: JobState
-    session_id: str
-    utterance_index: int
-    tgt_lang: str
-    replayed: bool  # True: an earlier completion released the slot; nothing changed now
-    handed: FailoverAction | None = None  # the waiter the freed slot went to: carry it out
-    # another node holding the job's current attempt, connected: send it job_cancel
-    cancel_node: str | None = None
-
-
-class JobHolder(msgspec.Struct, frozen=True):
-    node_id: str
-    attempt: int
-    session_id: str  # the session the job serves: partials go there, whatever a node claims
-
-
-class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
-    actions: list[FailoverAction]
-    offline_nodes: list[str]
-    removed_jobs: int
-    removed_sessions: int
-    removed_sent: int
-    more: bool  # a batch was full: sweep again without waiting
-    unreadable: int = 0  # actions whose reply could not be read (see Moves)
-    waiting: int = 0  # jobs of the domain waiting for a slot after this sweep
-
-
-class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
-    node_id: str
-    generation: int
-    asr: list[str]
-    semantic: list[str]
-    tts: list[str]
-    max: int
-    running: int
-    alive_until_ms: int | None
-    in_pools: bool
-    pairs: list[str]
-    hardware: dict[str, Any]
-    reported_load: Any
-    registered_ms: int
-    last_hb_ms: int
-
-
-class PoolCounts(msgspec.Struct, frozen=True, kw_only=True):
-    members: int  # pool entries: one per (pair, node in the pools)
-    nodes: int  # registered
-    nodes_in_pools: int
-    nodes_with_free_slot: int
-    slots: int  # of the nodes in the pools
-    running: int
-
-
-class PoolEntry(msgspec.Struct, frozen=True):
-    pair: str
-    node_id: str
-    load_permille: int
-
-
-class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: str
-    session_id: str
-    utterance_index: int
-    src_lang: str
-    tgt_lang: str
-    node_id: str
-    attempt: int
-    state: JobState
-    deadline_ms: int
-    created_ms: int
-    turn_id: str
-    reason: str
-    tried: list[str]
-    finished_ms: int | None = None
-
-
 # --- wire shapes of the script replies (short field names, as the Lua writes them) ---
 
 
@@ -336,21 +156,6 @@ class _EndSession(msgspec.Struct):
     existed: bool
 
 
-class _NodeRecord(msgspec.Struct):
-    gen: int
-    max: int
-    registered_ms: int
-    last_hb_ms: int
-    hardware: dict[str, Any] | list[Any] = {}
-    reported_load: Any = None
-
-
-class _NodeLangs(msgspec.Struct):
-    asr: list[str] = []
-    semantic: list[str] = []
-    tts: list[str] = []
-
-
 class _Caps(msgspec.Struct, frozen=True):
     """Validated capabilities as the scripts take them, with their digest."""
 
@@ -359,36 +164,11 @@ class _Caps(msgspec.Struct, frozen=True):
     pairs: list[str]  # every directed pair asr x semantic, in the order the scripts make them
 
 
-def _pairs(asr: Sequence[str], semantic: Sequence[str]) -> list[str]:
-    return [f"{src}:{tgt}" for src in asr for tgt in semantic]
-
-
-def _load_permille(running: int, slots: int) -> int:
-    """The load selection compares (lua/includes/pools.lua ``load_of``): 1000 is full."""
-    return 1000 if running >= slots else 1000 * running // slots
-
-
-class _JobRecord(msgspec.Struct):
-    session: str
-    index: int
-    src: str
-    tgt: str
-    node: str
-    attempt: int
-    state: JobState
-    deadline_ms: int
-    created_ms: int
-    turn_id: str
-    reason: str
-    tried: list[str] = []  # absent while the job waits for a slot
-    finished_ms: int | None = None
-
-
 def _arg_now(now_ms: int | None) -> str:
     return "" if now_ms is None else str(int(now_ms))
 
 
-class SchedulingCore:
+class SchedulingCore(SchedulingReads):
     """All scheduling decisions of one domain. Safe to share between tasks of one replica."""
 
     def __init__(
@@ -456,7 +236,7 @@ class SchedulingCore:
         }
         canonical = {**fields, "asr": sorted(asr), "semantic": sorted(semantic), "tts": sorted(tts)}
         digest = hashlib.sha1(msgspec.json.encode(canonical, order="sorted")).hexdigest()
-        return _Caps(msgspec.json.encode(fields), digest, _pairs(asr, semantic))
+        return _Caps(msgspec.json.encode(fields), digest, pair_list(asr, semantic))
 
     # --- nodes ---
 
@@ -723,157 +503,3 @@ class SchedulingCore:
         keep_ms = self.config.job_timeout_ms * self.config.max_attempts
         _, body = await self._call("end_session", [session_id, _arg_now(now_ms), keep_ms])
         return msgspec.json.decode(body, type=_EndSession).existed
-
-    # --- reads (CLI, dashboards): plain commands on the domain's keys, no decisions ---
-
-    async def _hscan(self, key: str, limit: int) -> dict[str, str]:
-        out: dict[str, str] = {}
-        async for field, value in self.client.hscan_iter(key, count=min(limit, 1000)):
-            out[field] = value
-            if len(out) >= limit:
-                break
-        return out
-
-    async def list_nodes(self, *, limit: int | None = None, pairs: bool = True) -> list[NodeInfo]:
-        """Registered nodes (at most ``limit``, sorted by id); ``pairs=False`` leaves each
-        node's pair list empty (a node serves up to ~10,000: build them only when shown)."""
-        limit = limit or self.config.list_limit
-        records = await self._hscan(self.keys.key("nodes"), limit)
-        names = sorted(records)
-        if not names:
-            return []
-        langs = await self.client.hmget(self.keys.key("node_langs"), names)
-        slots = await self.client.hmget(self.keys.key("node_slots"), names)
-        running = await self.client.hmget(self.keys.key("node_running"), names)
-        alive = await self.client.zmscore(self.keys.key("node_alive"), names)
-        out = []
-        for name, raw_langs, in_pools, run, until in zip(
-            names, langs, slots, running, alive, strict=True
-        ):
-            rec = msgspec.json.decode(records[name], type=_NodeRecord)
-            lang = msgspec.json.decode(raw_langs or b"{}", type=_NodeLangs)
-            out.append(
-                NodeInfo(
-                    node_id=name,
-                    generation=rec.gen,
-                    asr=lang.asr,
-                    semantic=lang.semantic,
-                    tts=lang.tts,
-                    max=rec.max,
-                    running=int(run or 0),
-                    alive_until_ms=None if until is None else int(until),
-                    in_pools=in_pools is not None,
-                    pairs=_pairs(lang.asr, lang.semantic) if pairs else [],
-                    hardware=rec.hardware if isinstance(rec.hardware, dict) else {},
-                    reported_load=rec.reported_load,
-                    registered_ms=rec.registered_ms,
-                    last_hb_ms=rec.last_hb_ms,
-                )
-            )
-        return out
-
-    async def list_pools(
-        self, *, pair: str | None = None, limit: int | None = None
-    ) -> list[PoolEntry]:
-        """Pool members of nodes in the pools, least-loaded first within each pair.
-
-        Members a lapsed node left behind (removed at the next selection that meets them) are
-        not listed.
-        """
-        limit = limit or self.config.list_limit
-        lo, hi = ("-", "+") if pair is None else (f"[{pair}\0", f"({pair}\1")
-        members = await self.client.zrangebylex(self.keys.key("pools"), lo, hi, 0, limit)
-        entries = []
-        for member in members:
-            text = member if isinstance(member, str) else member.decode()
-            pair_name, node = text.split("\0")
-            entries.append((pair_name, node))
-        names = sorted({node for _, node in entries})
-        if not names:
-            return []
-        slot_values = await self.client.hmget(self.keys.key("node_slots"), names)
-        running_values = await self.client.hmget(self.keys.key("node_running"), names)
-        slots = dict(zip(names, slot_values, strict=True))
-        running = dict(zip(names, running_values, strict=True))
-        out = [
-            PoolEntry(pair_name, node, _load_permille(int(running[node] or 0), int(max_slots)))
-            for pair_name, node in entries
-            if (max_slots := slots[node]) is not None
-        ]
-        out.sort(key=lambda e: (e.pair, e.load_permille, e.node_id))
-        return out
-
-    async def job_holder(self, job_id: str) -> JobHolder | None:
-        """Who holds an active job and for which session; None when finished or unknown.
-
-        A plain read, used to check that an ``asr_partial`` (which carries no attempt) comes from
-        the node currently holding the job; every change of a job stays inside the scripts.
-        """
-        raw = await self.client.hget(self.keys.key("jobs"), job_id)
-        if raw is None:
-            return None
-        record = msgspec.json.decode(raw, type=_JobRecord)
-        if record.state in ("completed", "failed"):
-            return None
-        return JobHolder(record.node, record.attempt, record.session)
-
-    async def pool_counts(self) -> PoolCounts:
-        """Counts over the whole domain: O(1) reads, and one pass over the per-node slot and
-        running counts (integers, never the language lists)."""
-        slots = await self.client.hvals(self.keys.key("node_slots"))
-        running = await self.client.hvals(self.keys.key("node_running"))
-        return PoolCounts(
-            members=int(await self.client.zcard(self.keys.key("pools"))),
-            nodes=int(await self.client.hlen(self.keys.key("nodes"))),
-            nodes_in_pools=len(slots),
-            nodes_with_free_slot=int(await self.client.scard(self.keys.key("node_free"))),
-            slots=sum(int(v) for v in slots),
-            running=sum(int(v) for v in running),
-        )
-
-    async def jobs_in_flight(self, *, limit: int) -> tuple[int, list[JobInfo]]:
-        """How many jobs are active (each has a deadline), and the ``limit`` due soonest."""
-        deadlines = self.keys.key("deadlines")
-        total = int(await self.client.zcard(deadlines))
-        # The client decodes responses (cross_instance.redis_client): members are str.
-        ids = [str(i) for i in await self.client.zrange(deadlines, 0, limit - 1)]
-        raws = await self.client.hmget(self.keys.key("jobs"), ids) if ids else []
-        jobs = [
-            _job_info(i, msgspec.json.decode(raw, type=_JobRecord))
-            for i, raw in zip(ids, raws, strict=True)
-            if raw is not None
-        ]
-        return total, jobs
-
-    async def list_jobs(
-        self, *, active_only: bool = False, limit: int | None = None
-    ) -> list[JobInfo]:
-        limit = limit or self.config.list_limit
-        records = await self._hscan(self.keys.key("jobs"), limit)
-        out = []
-        for job_id, raw in records.items():
-            r = msgspec.json.decode(raw, type=_JobRecord)
-            if active_only and r.state in ("completed", "failed"):
-                continue
-            out.append(_job_info(job_id, r))
-        out.sort(key=lambda j: (j.created_ms, j.job_id))
-        return out
-
-
-def _job_info(job_id: str, r: _JobRecord) -> JobInfo:
-    return JobInfo(
-        job_id=job_id,
-        session_id=r.session,
-        utterance_index=r.index,
-        src_lang=r.src,
-        tgt_lang=r.tgt,
-        node_id=r.node,
-        attempt=r.attempt,
-        state=r.state,
-        deadline_ms=r.deadline_ms,
-        created_ms=r.created_ms,
-        turn_id=r.turn_id,
-        reason=r.reason,
-        tried=r.tried,
-        finished_ms=r.finished_ms,
-    )

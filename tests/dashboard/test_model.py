@@ -7,7 +7,7 @@ import msgspec
 
 from scheduler.cluster_view import ClusterView, assemble
 from scheduler.config import Config
-from scheduler.scheduling.core import NodeInfo, PoolCounts
+from scheduler.scheduling.types import NodeInfo, PoolCounts
 
 LANGS = [f"l{i:02d}" for i in range(100)]
 NOW = 1_800_000_000_000

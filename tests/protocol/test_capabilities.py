@@ -9,7 +9,7 @@ import pytest
 
 from scheduler import protocol as wire
 from scheduler.node_rules import node_capabilities
-from scheduler.scheduling.core import NodeCapabilities
+from scheduler.scheduling.types import NodeCapabilities
 from tests.e2e.clients import SimNode
 from tests.protocol.examples import EXAMPLES
 

@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from scheduler.scheduling import InvalidInput, SchedulingCore
-from scheduler.scheduling.core import MAX_UTTERANCE_INDEX
+from scheduler.scheduling.types import MAX_UTTERANCE_INDEX
 from tests.scheduling.conftest import T0, caps, req
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from scheduler import messages
 from scheduler import protocol as wire
 from scheduler.jobs import failover_code, failure_message
 from scheduler.scheduling.codes import AllNodesFull, NoLiveNode, NoPool
-from scheduler.scheduling.core import FailoverAction
+from scheduler.scheduling.types import FailoverAction
 
 
 def test_job_failed_keeps_its_payload_shape() -> None:
