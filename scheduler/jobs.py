@@ -63,6 +63,8 @@ class SessionJobs:
     results: relay.ResultRelay
     # job id -> sessions that receive its result (room mode); bounded like every per-session map.
     recipients: OrderedDict[str, list[str]] = field(default_factory=OrderedDict)
+    # job id -> its utterance index, for the jobs dispatched and not yet answered.
+    unanswered: dict[str, int] = field(default_factory=dict)
 
 
 class JobLifecycle:
@@ -153,6 +155,9 @@ class JobLifecycle:
             return
         self.metrics.jobs.labels("dispatched").inc()
         session.recipients[dispatched.job_id] = recipients
+        session.unanswered[dispatched.job_id] = spec.utterance_index
+        while len(session.unanswered) > self.config.result_dedup_max:
+            del session.unanswered[next(iter(session.unanswered))]
         while len(session.recipients) > self.config.result_dedup_max:
             session.recipients.popitem(last=False)
         if dispatched.created:
@@ -264,6 +269,8 @@ class JobLifecycle:
 
     async def deliver(self, session: SessionJobs, delivery: SessionDelivery) -> None:
         """A message for this session from any replica (or this one), as client frames."""
+        if not isinstance(delivery, RawFrame | wire.NodeAsrPartial):
+            session.unanswered.pop(delivery.job_id, None)
         if isinstance(delivery, RawFrame):
             session.link.send(delivery.data.encode())
         elif isinstance(delivery, wire.JobResult):

@@ -230,7 +230,7 @@ class Replica:
             if kind == "node":
                 self.nodes.evict(ident, code, "service restart")
             else:
-                self.sessions.fenced_out(ident, code)
+                await self.sessions.fenced_out(ident, code)
         elif kind == "node":
             self.nodes.evict(ident)
         else:

@@ -39,6 +39,9 @@ __all__ = ["SessionClaims", "SessionGateway"]
 
 log = logging.getLogger("lingua.session")
 
+# Told once to a session whose utterances a fenced replica can no longer finish.
+FENCED_CODE = "SCHEDULER_DEPENDENCY_DOWN"
+
 
 class SessionClaims(Protocol):
     """Ownership of session ids across replicas (:class:`cross_instance.runtime.Runtime`)."""
@@ -313,24 +316,36 @@ class SessionGateway:
         if delivery is not None:
             await self.jobs.deliver(session.jobs, delivery)
 
-    def fenced_out(self, session_id: str, code: int) -> None:
-        """This replica was fenced: the session's queued and unanswered utterances will not be
-        finished here; tell the client once, then close (it reconnects elsewhere)."""
+    async def fenced_out(self, session_id: str, code: int) -> None:
+        """This replica was fenced: the session's unanswered utterances (its buffered audio
+        included) will not be finished here. Each gets a ``ui_event ERROR``, the client one
+        ``error`` (the browser alerts it), then the socket closes: it reconnects elsewhere."""
         session = self.local.get(session_id)
         if session is None:
             return
-        lost = len(session.dispatches) + sum(
-            1
-            for job_id, recipients in session.jobs.recipients.items()
-            if session_id in recipients and not session.jobs.results.relayed(job_id)
-        )
+        await self._feed(session, flow_.CloseSession())
+        # utterance index -> its job id ("" when not dispatched yet)
+        lost = {u.utterance_index: "" for u in session.dispatches}
+        lost.update({index: job_id for job_id, index in session.jobs.unanswered.items()})
         session.dispatches.clear()
+        trace_id = session.jobs.trace_id
+        for index, job_id in sorted(lost.items()):
+            event = wire.ui_event(
+                session_id,
+                job_id,
+                index,
+                "ERROR",
+                trace_id,
+                error_code=FENCED_CODE,
+                hint=wire.GENERIC_ERROR_HINT,
+            )
+            session.link.send(wire.encode(event))
         if lost:
             self._error(
                 session.link,
-                "SCHEDULER_DEPENDENCY_DOWN",
-                f"The server is restarting: {lost} utterance(s) in progress were not translated,"
-                " please repeat them.",
+                FENCED_CODE,
+                f"The server is restarting: {len(lost)} utterance(s) in progress were not"
+                " translated, please repeat them.",
             )
         session.link.close(code, "service restart")
 

@@ -260,6 +260,8 @@ async def test_a_fenced_replica_tells_its_sessions_then_closes_with_1012(
     await until(lambda: len(node.of_type("job_assign")) == 2)
     served.replica.runtime.lifecycle.fence("test: presence refresh refused")
     await until(lambda: browser.closed_code is not None and node.closed_code is not None)
+    told = [e for e in browser.of_type("ui_event") if e["event"] == "ERROR"]
+    assert sorted(e["utterance_index"] for e in told) == [0, 1]
     errors = browser.of_type("error")
     assert [e["code"] for e in errors] == ["SCHEDULER_DEPENDENCY_DOWN"]
     assert "2 utterance(s)" in errors[0]["message"]
