@@ -215,10 +215,6 @@ class ResultRelay:
         if self._group is not None and self._group.group_id == group_id:
             self._group.anchor_ms = now_ms
 
-    def relayed(self, job_id: str) -> bool:
-        """Whether a result (or failure) of ``job_id`` has reached the client."""
-        return job_id in self._seen
-
     def close(self) -> None:
         """The session ended: the next result (if any) starts a new group."""
         self._group = None
