@@ -284,6 +284,14 @@ class SessionConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     result_dedup_max: Annotated[
         int, _doc("Result ids remembered per session for deduplication.", ge=1)
     ] = 1024
+    dispatch_queue_max: Annotated[
+        int,
+        _doc(
+            "Finalized utterances one session may have waiting for dispatch (e.g. while Redis"
+            " stalls); one more is refused with an error frame.",
+            ge=1,
+        ),
+    ] = 32
     max_room_members: Annotated[int, _doc("Most members in one room.", ge=2)] = 16
     room_idle_ms: Annotated[int, _doc("A room with no activity this long expires.", ge=1000)] = (
         1800000

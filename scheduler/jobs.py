@@ -75,6 +75,8 @@ class SessionJobs:
     # job id -> sessions that receive its result (room mode); bounded like every per-session map.
     recipients: OrderedDict[str, list[str]] = field(default_factory=OrderedDict)
     room: RoomPresence | None = None  # the room this session is in, if any
+    # job id -> its utterance index, for the jobs dispatched and not yet answered.
+    unanswered: dict[str, int] = field(default_factory=dict)
 
 
 class JobLifecycle:
@@ -170,6 +172,9 @@ class JobLifecycle:
             )
             return
         session.recipients[dispatched.job_id] = recipients
+        session.unanswered[dispatched.job_id] = spec.utterance_index
+        while len(session.unanswered) > self.config.result_dedup_max:
+            del session.unanswered[next(iter(session.unanswered))]
         while len(session.recipients) > self.config.result_dedup_max:
             session.recipients.popitem(last=False)
         await self.carry_out_moves(Moves(dispatched.placed))
@@ -335,6 +340,8 @@ class JobLifecycle:
 
     async def deliver(self, session: SessionJobs, delivery: SessionDelivery) -> None:
         """A message for this session from any replica (or this one), as client frames."""
+        if not isinstance(delivery, RawFrame | wire.NodeAsrPartial):
+            session.unanswered.pop(delivery.job_id, None)
         if isinstance(delivery, RawFrame):
             session.link.send(delivery.data.encode())
             return

@@ -272,10 +272,12 @@ class NodeGateway:
         if not conn.link.send(envelope.payload.encode()):
             raise LookupError(f"node {envelope.target_id} link is closing")
 
-    def evict(self, node_id: str) -> None:
+    def evict(
+        self, node_id: str, code: int = CLOSE_POLICY, reason: str = "connected elsewhere"
+    ) -> None:
         conn = self.local.pop(node_id, None)
         if conn is not None:
-            conn.link.close(CLOSE_POLICY, "connected elsewhere")
+            conn.link.close(code, reason)
 
     def close_all(self, code: int) -> None:
         for conn in list(self.local.values()):

@@ -223,8 +223,16 @@ class Replica:
             await self.sessions.deliver(envelope)
 
     async def ownership_lost(self, kind: str, ident: str) -> None:
-        """A newer connection claimed this node or session on another replica: close ours."""
-        if kind == "node":
+        """A newer connection claimed this node or session on another replica: close ours (1008).
+        Or we were fenced: nothing claimed it, so the client reconnects (1012), and a session is
+        told of the utterances this replica can no longer finish."""
+        if self.runtime.fenced:
+            code = self.config.server.shutdown_close_code
+            if kind == "node":
+                self.nodes.evict(ident, code, "service restart")
+            else:
+                await self.sessions.fenced_out(ident, code)
+        elif kind == "node":
             self.nodes.evict(ident)
         else:
             self.sessions.evict(ident)

@@ -13,6 +13,7 @@ import base64
 import binascii
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,7 +27,7 @@ from scheduler import messages, relay
 from scheduler import protocol as wire
 from scheduler import session_flow as flow_
 from scheduler.config import SessionConfig
-from scheduler.ids import new_session_id
+from scheduler.ids import new_job_id, new_session_id
 from scheduler.jobs import JobLifecycle, SessionJobs
 from scheduler.links import CLOSE_POLICY, GatewaySettings, Link
 from scheduler.metrics import ReplicaMetrics
@@ -37,6 +38,9 @@ from scheduler.scheduling.core import SchedulingCore
 __all__ = ["SessionClaims", "SessionGateway"]
 
 log = logging.getLogger("lingua.session")
+
+# Told once to a session whose utterances a fenced replica can no longer finish.
+FENCED_CODE = "SCHEDULER_DEPENDENCY_DOWN"
 
 
 class SessionClaims(Protocol):
@@ -56,6 +60,10 @@ class Session:
     # timer kind -> (deadline_ms, generation), armed by the flow, fired by _run_timers.
     timers: dict[str, tuple[int, int]] = field(default_factory=dict)
     timer_wakeup: anyio.Event = field(default_factory=anyio.Event)
+    # Finalized utterances for _run_dispatches: the flow and its timers never wait on Redis.
+    dispatches: deque[flow_.FinalizeUtterance] = field(default_factory=deque)
+    dispatch_wakeup: anyio.Event = field(default_factory=anyio.Event)
+    dispatch_lock: anyio.Lock = field(default_factory=anyio.Lock)
     closed: bool = False
 
     @property
@@ -108,6 +116,7 @@ class SessionGateway:
                         session = await self._init(link, message)
                         if session is not None:
                             tg.start_soon(self._run_timers, session)
+                            tg.start_soon(self._run_dispatches, session)
                         continue
                     if session is None:
                         self._error(link, "INVALID_SESSION", "Session not initialized")
@@ -160,6 +169,8 @@ class SessionGateway:
     async def _end(self, session: Session) -> None:
         if session.closed:
             return
+        with anyio.CancelScope(shield=True):
+            await self._dispatch_queued(session)
         session.closed = True
         try:
             with anyio.fail_after(self.settings.cleanup_timeout_s):
@@ -174,6 +185,7 @@ class SessionGateway:
             if self.local.get(session.session_id) is session:
                 del self.local[session.session_id]
             session.timer_wakeup.set()
+            session.dispatch_wakeup.set()
 
     # -- client messages -------------------------------------------------------------------
 
@@ -225,7 +237,7 @@ class SessionGateway:
         elif isinstance(action, flow_.CancelTimer):
             session.timers.pop(action.kind, None)
         elif isinstance(action, flow_.FinalizeUtterance):
-            await self.jobs.dispatch_utterance(session.jobs, action, await self._targets(session))
+            self._queue_dispatch(session, action)
         elif isinstance(action, flow_.InputRejected):
             self._error(session.link, action.code, action.message)
 
@@ -247,6 +259,39 @@ class SessionGateway:
                 await self._feed(session, flow_.TimerFired(kind=kind, generation=generation))
 
     # -- dispatch --------------------------------------------------------------------------
+
+    def _queue_dispatch(self, session: Session, utterance: flow_.FinalizeUtterance) -> None:
+        if len(session.dispatches) >= self.config.dispatch_queue_max:
+            self.metrics.jobs.labels("dispatch_queue_full").inc()
+            for frame in relay.failure_frames(
+                session.session_id,
+                new_job_id(),
+                utterance.utterance_index,
+                "SCHEDULER_DEPENDENCY_DOWN",
+                "Too many utterances are waiting to be dispatched: this one was not translated.",
+                session.jobs.trace_id,
+            ):
+                session.link.send(wire.encode(frame))
+            return
+        session.dispatches.append(utterance)
+        session.dispatch_wakeup.set()
+
+    async def _run_dispatches(self, session: Session) -> None:
+        """One task per session: dispatch its finalized utterances in order."""
+        while not session.closed:
+            session.dispatch_wakeup = anyio.Event()
+            if not session.dispatches:
+                await session.dispatch_wakeup.wait()
+            await self._dispatch_queued(session)
+
+    async def _dispatch_queued(self, session: Session) -> None:
+        async with session.dispatch_lock:
+            while session.dispatches and not session.closed:
+                utterance = session.dispatches.popleft()
+                # Shielded: a dispatch cut short could leave a job the client is never told of.
+                with anyio.CancelScope(shield=True):
+                    targets = await self._targets(session)
+                    await self.jobs.dispatch_utterance(session.jobs, utterance, targets)
 
     async def _targets(self, session: Session) -> dict[str, list[str]]:
         own = session.jobs.init.tgt_lang
@@ -292,6 +337,39 @@ class SessionGateway:
             frame = wire.RoomExpired(room_code=code, message=EXPIRED_MESSAGE)
             for member in members:
                 await self.outbox.frame_to_session(member, frame)
+
+    async def fenced_out(self, session_id: str, code: int) -> None:
+        """This replica was fenced: the session's unanswered utterances (its buffered audio
+        included) will not be finished here. Each gets a ``ui_event ERROR``, the client one
+        ``error`` (the browser alerts it), then the socket closes: it reconnects elsewhere."""
+        session = self.local.get(session_id)
+        if session is None:
+            return
+        await self._feed(session, flow_.CloseSession())
+        # utterance index -> its job id ("" when not dispatched yet)
+        lost = {u.utterance_index: "" for u in session.dispatches}
+        lost.update({index: job_id for job_id, index in session.jobs.unanswered.items()})
+        session.dispatches.clear()
+        trace_id = session.jobs.trace_id
+        for index, job_id in sorted(lost.items()):
+            event = wire.ui_event(
+                session_id,
+                job_id,
+                index,
+                "ERROR",
+                trace_id,
+                error_code=FENCED_CODE,
+                hint=wire.GENERIC_ERROR_HINT,
+            )
+            session.link.send(wire.encode(event))
+        if lost:
+            self._error(
+                session.link,
+                FENCED_CODE,
+                f"The server is restarting: {len(lost)} utterance(s) in progress were not"
+                " translated, please repeat them.",
+            )
+        session.link.close(code, "service restart")
 
     def evict(self, session_id: str) -> None:
         session = self.local.get(session_id)

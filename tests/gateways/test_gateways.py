@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import anyio
 import pytest
 
+from scheduler.scheduling.core import Dispatched, DispatchRequest
 from tests.e2e.clients import SimBrowser, SimNode, wait_any
 from tests.gateways.conftest import Served
 from tests.waiting import until
@@ -238,3 +240,57 @@ async def test_quick_utterances_beyond_the_slots_wait_and_all_get_translations(
     assert sorted(m["utterance_index"] for m in results) == [0, 1, 2, 3, 4]
     dispatched = browser.of_type("ui_event")
     assert {m["utterance_index"] for m in dispatched if m["event"] == "DISPATCHED"} == set(range(5))
+
+
+async def test_manual_cuts_stay_where_the_client_put_them_while_dispatch_stalls(
+    served: Served, peers: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hangover after each cut: the timer that closes it must fire while dispatch waits on Redis.
+    monkeypatch.setattr(served.replica.sessions.config, "hangover_manual_ms", 50)
+    core, resume = served.replica.core, anyio.Event()
+    dispatch, entered = core.dispatch, []
+
+    async def stalled(request: DispatchRequest) -> Dispatched:
+        entered.append(request.utterance_index)
+        await resume.wait()
+        return await dispatch(request)
+
+    monkeypatch.setattr(core, "dispatch", stalled)
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    session = served.replica.sessions.local[browser.session_id]
+    await browser.speak(10)
+    await until(lambda: entered == [0])
+    for index in (2, 3):  # two more cuts, each after the hangover of the one before closed
+        await browser.speak(10)
+        await until(lambda i=index: session.flow.next_utterance_index == i, limit_s=2)
+    resume.set()
+    jobs = [
+        await node.wait_for(lambda m, i=i: is_job(m) and m["utterance_index"] == i)
+        for i in range(3)
+    ]
+    assert [j["utterance_index"] for j in jobs] == [0, 1, 2]
+    assert entered == [0, 1, 2]
+
+
+async def test_a_fenced_replica_tells_its_sessions_then_closes_with_1012(
+    served: Served, peers: Connect
+) -> None:
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    for _ in range(2):  # two utterances in flight: the node never answers them
+        await browser.speak(10)
+        await browser.wait_type("ui_event", event="DISPATCHED")
+    await until(lambda: len(node.of_type("job_assign")) == 2)
+    served.replica.runtime.lifecycle.fence("test: presence refresh refused")
+    await until(lambda: browser.closed_code is not None and node.closed_code is not None)
+    told = [e for e in browser.of_type("ui_event") if e["event"] == "ERROR"]
+    assert sorted(e["utterance_index"] for e in told) == [0, 1]
+    errors = browser.of_type("error")
+    assert [e["code"] for e in errors] == ["SCHEDULER_DEPENDENCY_DOWN"]
+    assert "2 utterance(s)" in errors[0]["message"]
+    assert browser.closed_code == 1012 and node.closed_code == 1012
