@@ -1,6 +1,6 @@
 """The HTTP routes served on the WebSocket port (websockets' ``process_request`` hook).
 
-``/health`` answers ``OK`` as the original did (original-protocol.md §1); ``/livez`` says the event
+``/health`` answers ``OK`` as the original did (docs/protocol.md; the original's §1); ``/livez`` says the event
 loop is answering; ``/readyz`` is 503 while starting, draining or when Redis does not answer, so a
 load balancer stops sending new connections; ``/metrics`` is Prometheus text; ``/api/v1/cluster``
 (:class:`~scheduler.cluster_view.ClusterView`) and ``/api/v1/stats`` are JSON; ``/dashboard`` is a

@@ -134,7 +134,7 @@ class JobLifecycle:
     ) -> None:
         assign = relay.job_assign(spec, self.config)
         init = session.init
-        # Pool pair: two-way auto mode selects from lang_a:lang_b (original-protocol.md §3.5).
+        # Pool pair: two-way auto mode selects from lang_a:lang_b (docs/protocol.md; the original's §3.5).
         # The job keeps its own target: each target language of an utterance is its own job.
         pool: tuple[str, str] | None = None
         src_lang = spec.src_lang

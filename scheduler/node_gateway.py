@@ -1,8 +1,8 @@
-"""``/ws/node``: compute nodes register, heartbeat, and return results (original-protocol.md §4).
+"""``/ws/node``: compute nodes register, heartbeat, and return results (docs/protocol.md; the original's §4).
 
 Identity is bound to the socket: every message after ``node_register`` must name the socket's own
 ``node_id`` (the original trusted whatever id a frame carried, §7.13). Unparseable frames get no
-reply, as the real node expects none (§6.3 item 1); they are logged and counted.
+reply, as the real node expects none (docs/protocol.md); they are logged and counted.
 
 A node's connection generation comes from ``register_node``: the clean-up of an old socket passes
 its own generation, so it can never take a newer registration of the same id offline (§7 B13).
@@ -122,6 +122,15 @@ class NodeGateway:
                 with anyio.CancelScope(shield=True):
                     await self._disconnect(conn, draining=self.draining())
 
+    def _refuse(self, link: Link, node_id: str, why: ValueError) -> None:
+        """A registration that cannot be accepted: an ``error`` frame saying why in a sentence
+        (e.g. which limit; the real node logs what it does not expect), then 1008."""
+        log.warning("registration refused: %s", why, extra={"node_id": node_id})
+        self.metrics.errors_sent.labels("INVALID_MESSAGE").inc()
+        message = f"Registration refused: {why}"
+        link.send(wire.encode(wire.ErrorMessage(code="INVALID_MESSAGE", message=message)))
+        link.close(CLOSE_POLICY, "invalid registration")
+
     async def _register(
         self, link: Link, message: wire.NodeRegister, previous: NodeConnection | None
     ) -> NodeConnection | None:
@@ -148,18 +157,15 @@ class NodeGateway:
             link.close(self.settings.shutdown_close_code, "draining")
             return previous
         except ValueError as exc:  # InvalidInput, or an id the runtime cannot route
-            log.warning("registration refused: %s", exc, extra={"node_id": node_id})
-            link.close(CLOSE_POLICY, "invalid registration")
+            self._refuse(link, node_id, exc)
             return previous
         try:
             registered = await self.core.register_node(node_id, caps)
         except InvalidInput as exc:
-            # No error frame: the real node expects none (§6.3 item 1); it is logged instead.
-            log.warning("registration refused: %s", exc, extra={"node_id": node_id})
             if node_id not in self.local:
                 # Claimed for nothing: give it back (a live connection here keeps its claim).
                 await self.claims.release_node(node_id)
-            link.close(CLOSE_POLICY, "invalid registration")
+            self._refuse(link, node_id, exc)
             return previous
         old = self.local.get(node_id)
         conn = NodeConnection(

@@ -1,4 +1,4 @@
-"""The wire protocol of ``/ws/session`` and ``/ws/node`` (original-protocol.md §2).
+"""The wire protocol of ``/ws/session`` and ``/ws/node`` (docs/protocol.md; the original's §2).
 
 Every message is a JSON text frame tagged by its ``type`` field. Each type is a frozen msgspec
 Struct; the module groups them by direction::
@@ -24,7 +24,7 @@ Errors::
      └── ProtocolError   bad JSON, not an object, unknown type, missing or mistyped field
 
 ``decode_client_message`` / ``decode_node_message`` raise only :class:`ProtocolError`; the
-session gateway answers it with ``error{INVALID_MESSAGE}``, the node gateway only logs it (§6.3).
+session gateway answers it with ``error{INVALID_MESSAGE}``, the node gateway only logs it (docs/protocol.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Frames built from scheduler state: what a node is told, what a client is told.
 
 No I/O and no clock: every function takes what it needs (``now_ms`` included) and returns
-messages of :mod:`scheduler.protocol`; the gateways encode and send them. References are to
-``reference/original-protocol.md``.
+messages of :mod:`scheduler.protocol`; the gateways encode and send them. The protocol is written
+in ``docs/protocol.md``; the § numbers are the original protocol's sections.
 
 * :func:`job_assign` — an utterance (:class:`JobSpec`) as the ``job_assign`` the Electron node
   relies on (§2.3, §6.2).

@@ -1,4 +1,4 @@
-"""Rooms shared by every replica (original-protocol.md §5).
+"""Rooms shared by every replica (docs/protocol.md; the original's §5).
 
 The original kept rooms in one process's memory, so members on different replicas never met. Here a
 room is one Redis hash (`_meta` plus one participant per member) and an entry in the rooms'

@@ -1,4 +1,4 @@
-"""The session flow: when a client's audio becomes an utterance (original-protocol.md §3.2-3.6).
+"""The session flow: when a client's audio becomes an utterance (docs/protocol.md; the original's §3.2-3.6).
 
 A pure state machine, in the shape of websockets' ``Protocol``: the gateway feeds it events with
 the current time, ``SessionFlow.handle(event, now_ms)``, and carries out the actions it returns.

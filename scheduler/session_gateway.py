@@ -1,4 +1,4 @@
-"""``/ws/session``: client sessions, their utterances, their results (original-protocol.md §3, §5).
+"""``/ws/session``: client sessions, their utterances, their results (docs/protocol.md; the original's §3, §5).
 
 The session state machine (``scheduler.session_flow``) decides; this module does the I/O: it feeds
 the machine decoded frames and timer expiries with ``now``, and carries out its actions (arm a

@@ -14,7 +14,7 @@
 -- pair. A job of a pair that has waiters queues behind them (FIFO), and then the pair's oldest
 -- waiter is offered a node (a slot may have freed with no hand-off).
 -- Turn state after placement: max_duration continues the turn on the chosen node; manual and
--- silence end it; size and close leave it as it was (original-protocol 3.6).
+-- silence end it; size and close leave it as it was (docs/protocol.md; the original's §3.6).
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
 -- KEYS[1]  node_slots      HASH node -> max slots, while the node is in the pools

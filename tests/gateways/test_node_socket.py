@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import pytest
 
 from tests.e2e.clients import SimNode
@@ -59,3 +60,21 @@ async def test_a_node_a_sweep_took_offline_releases_its_id_when_its_socket_close
 
         await until(released)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_node_over_the_language_limit_is_told_the_limit_then_closed(
+    served: Served, peers: Connect
+) -> None:
+    """Issue 11: beyond scheduling.max_languages_per_node the node gets an error frame naming
+    the limit, then 1008; on main it was closed without a word."""
+    limit = served.replica.config.scheduling.max_languages_per_node
+    langs = [f"l{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(limit + 1)]
+    node: SimNode = await peers(SimNode(served.node_url, (langs, [TGT])))
+    await node.send(node.register_message())
+    with anyio.fail_after(5):
+        await node.closed.wait()
+    assert node.closed_code == 1008
+    [error] = node.of_type("error")
+    assert error["code"] == "INVALID_MESSAGE"
+    assert "max_languages_per_node" in error["message"] and str(limit) in error["message"]
+    assert not node.of_type("node_register_ack")
