@@ -137,3 +137,21 @@ def test_runtime_reasons_counted_in_the_code_are_pre_initialised() -> None:
     assert _literal_labels("dropped") <= set(get_args(DropReason))
     assert _literal_labels("dead_lettered") <= set(get_args(DeadReason))
     assert _literal_labels("lost") <= set(get_args(LostReason))
+
+
+def test_docs_list_every_metric_a_replica_exports(exported: dict[str, list[Sample]]) -> None:
+    """docs/operations.md, "Metrics": one table row per lingua_ metric, with its labels."""
+    docs = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = docs[docs.index("\n## Metrics\n") :]
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `(lingua_\w+)` \|\s*\w*\s*\|([^|]*)\|", section, re.M)
+    }
+    for name, samples in exported.items():
+        if not name.startswith("lingua_") or name.endswith("_created"):
+            continue
+        documented = name + "_total" if name + "_total" in rows else name
+        assert documented in rows, f"docs/operations.md, Metrics: no row for {documented}"
+        labels = {k for s in samples for k in s.labels if k != "le"}
+        if samples:  # a labelled histogram has no series before its first observation
+            assert set(re.findall(r"`(\w+)`", rows[documented])) == labels, documented
