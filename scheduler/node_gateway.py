@@ -28,6 +28,7 @@ import anyio
 import msgspec
 from websockets.exceptions import ConnectionClosed
 
+from cross_instance.clock import now_ms
 from cross_instance.envelope import Envelope, RuntimeDraining, RuntimeFenced
 from scheduler import node_rules
 from scheduler import protocol as wire
@@ -277,6 +278,8 @@ class NodeGateway:
             raise LookupError(f"node {envelope.target_id} is not connected here")
         if not conn.link.send(envelope.payload.encode()):
             raise LookupError(f"node {envelope.target_id} link is closing")
+        # A job_assign sent with its utterance's finalize time: the dispatch latency.
+        self.metrics.observe_dispatch(envelope.began_ms, now_ms())
 
     def evict(
         self, node_id: str, code: int = CLOSE_POLICY, reason: str = "connected elsewhere"

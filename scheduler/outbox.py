@@ -22,7 +22,14 @@ class RuntimeSends(Protocol):
     """The part of :class:`cross_instance.runtime.Runtime` the outbox uses."""
 
     async def send_to_node(
-        self, node_id: str, kind: str, payload: str, trace_id: str = "", *, resumable: bool = True
+        self,
+        node_id: str,
+        kind: str,
+        payload: str,
+        trace_id: str = "",
+        *,
+        resumable: bool = True,
+        began_ms: int = 0,
     ) -> object: ...
 
     async def send_to_session(
@@ -33,6 +40,7 @@ class RuntimeSends(Protocol):
         trace_id: str = "",
         *,
         resumable: bool = True,
+        began_ms: int = 0,
     ) -> object: ...
 
 
@@ -42,9 +50,17 @@ class Outbox:
 
     # -- to nodes ----------------------------------------------------------------------------
 
-    async def assign_to_node(self, node_id: str, assign: wire.JobAssign) -> None:
+    async def assign_to_node(
+        self, node_id: str, assign: wire.JobAssign, *, finalized_ms: int = 0
+    ) -> None:
+        """``finalized_ms``: when its utterance was finalized (0: unknown, e.g. a failover), for
+        the dispatch latency the node's replica measures."""
         await self._runtime.send_to_node(
-            node_id, messages.FRAME, messages.encode_job_assign(assign), trace_id=assign.trace_id
+            node_id,
+            messages.FRAME,
+            messages.encode_job_assign(assign),
+            trace_id=assign.trace_id,
+            began_ms=finalized_ms,
         )
 
     async def cancel_on_node(self, node_id: str, cancel: wire.JobCancel) -> None:
@@ -55,9 +71,13 @@ class Outbox:
     # -- to sessions -------------------------------------------------------------------------
 
     async def frame_to_session(
-        self, session_id: str, frame: msgspec.Struct, trace_id: str = ""
+        self, session_id: str, frame: msgspec.Struct, trace_id: str = "", finalized_ms: int = 0
     ) -> None:
-        await self._to_session(session_id, messages.FRAME, wire.encode(frame).decode(), trace_id)
+        """``finalized_ms``: a ``translation_result``'s utterance finalize time, for the
+        utterance latency the session's replica measures when it writes the frame."""
+        await self._to_session(
+            session_id, messages.FRAME, wire.encode(frame).decode(), trace_id, finalized_ms
+        )
 
     async def result_to_session(self, session_id: str, result: wire.JobResult) -> None:
         await self._to_session(
@@ -74,8 +94,10 @@ class Outbox:
             session_id, messages.JOB_FAILED, messages.encode_job_failed(failed), failed.trace_id
         )
 
-    async def _to_session(self, session_id: str, kind: str, payload: str, trace_id: str) -> None:
+    async def _to_session(
+        self, session_id: str, kind: str, payload: str, trace_id: str, began_ms: int = 0
+    ) -> None:
         # A client session never comes back under its id: once it ended, drop what is left.
         await self._runtime.send_to_session(
-            session_id, kind, payload, trace_id=trace_id, resumable=False
+            session_id, kind, payload, trace_id=trace_id, resumable=False, began_ms=began_ms
         )

@@ -65,6 +65,8 @@ class Replica:
             address=_reachable_address(config.server.host, config.server.port),
             version=_version(),
         )
+        # One histogram times every script: the runtime's, and the core's, rooms' and audit's.
+        self.core.library.timer = self.rooms.scripts.timer = self.runtime.metrics.time_script
         self.starting = True
         self.draining = False
         self.open_sockets = 0
@@ -72,7 +74,9 @@ class Replica:
         # Redis answered the last sweep (every sweep_interval_ms): readiness without a probe.
         self.redis_ok = False
         self.metrics = ReplicaMetrics(
-            self.registry, ready=lambda: not self.starting and not self.draining and self.redis_ok
+            self.registry,
+            ready=lambda: not self.starting and not self.draining and self.redis_ok,
+            version=_version(),
         )
         outbox = Outbox(self.runtime)
         self.jobs = JobLifecycle(self.core, outbox, config.session, self.metrics, self.rooms)
@@ -128,9 +132,11 @@ class Replica:
                 close_timeout=server_cfg.close_timeout_ms / 1000,
             ) as server:
                 tg.start_soon(self._sweep_forever)
+                auditor = Auditor(self.redis, self.config)
+                auditor.library.timer = self.runtime.metrics.time_script
                 tg.start_soon(
                     audit_forever,
-                    Auditor(self.redis, self.config),
+                    auditor,
                     self.metrics.audit,
                     self.config.audit.interval_ms,
                 )

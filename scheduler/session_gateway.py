@@ -327,7 +327,7 @@ class SessionGateway:
             raise LookupError(f"session {envelope.target_id} is not connected here")
         delivery = messages.decode_for_session(envelope.kind, envelope.payload)
         if delivery is not None:
-            await self.jobs.deliver(session.jobs, delivery)
+            await self.jobs.deliver(session.jobs, delivery, envelope.began_ms)
 
     async def expire_rooms(self) -> None:
         """Sweep step: expire the rooms idle past ``session.room_idle_ms``; tell each member."""
