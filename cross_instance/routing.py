@@ -98,6 +98,7 @@ class Router:
         payload: str,
         trace_id: str,
         resumable: bool,
+        tc: str = "",
     ) -> SendResult:
         check_id(f"{target_kind} id", target_id)
         if not kind or kind in INTERNAL_KINDS:
@@ -115,6 +116,7 @@ class Router:
             created_ms=now_ms(),
             origin=self.token,
             resumable=resumable,
+            tc=tc,
         )
         if self.ownership.owns(target_kind, target_id):
             return await self.deliver_local(envelope, Trail())

@@ -272,9 +272,17 @@ class Runtime:
     # -- sending ---------------------------------------------------------------------------
 
     async def send_to_node(
-        self, node_id: str, kind: str, payload: str, trace_id: str = "", *, resumable: bool = True
+        self,
+        node_id: str,
+        kind: str,
+        payload: str,
+        trace_id: str = "",
+        *,
+        resumable: bool = True,
+        tc: str = "",
     ) -> SendResult:
-        return await self.router.send("node", node_id, kind, payload, trace_id, resumable)
+        """``tc``: the sender's trace context, carried opaquely in the envelope."""
+        return await self.router.send("node", node_id, kind, payload, trace_id, resumable, tc)
 
     async def send_to_session(
         self,
@@ -284,11 +292,12 @@ class Runtime:
         trace_id: str = "",
         *,
         resumable: bool = True,
+        tc: str = "",
     ) -> SendResult:
         """``resumable=False``: the session cannot come back under this id; once its owner has
         released it the message is dropped (``route="dropped"``, counted) instead of held and
         dead-lettered. An owner that merely looks not live is still waited for."""
-        return await self.router.send("session", session_id, kind, payload, trace_id, resumable)
+        return await self.router.send("session", session_id, kind, payload, trace_id, resumable, tc)
 
     # -- inbox and takeover ----------------------------------------------------------------
 
