@@ -14,6 +14,7 @@ import msgspec
 
 from scheduler import messages
 from scheduler import protocol as wire
+from scheduler.tracing import NO_TRACING, Tracing
 
 __all__ = ["Outbox", "RuntimeSends"]
 
@@ -22,7 +23,14 @@ class RuntimeSends(Protocol):
     """The part of :class:`cross_instance.runtime.Runtime` the outbox uses."""
 
     async def send_to_node(
-        self, node_id: str, kind: str, payload: str, trace_id: str = "", *, resumable: bool = True
+        self,
+        node_id: str,
+        kind: str,
+        payload: str,
+        trace_id: str = "",
+        *,
+        resumable: bool = True,
+        tc: str = "",
     ) -> object: ...
 
     async def send_to_session(
@@ -33,24 +41,29 @@ class RuntimeSends(Protocol):
         trace_id: str = "",
         *,
         resumable: bool = True,
+        tc: str = "",
     ) -> object: ...
 
 
 class Outbox:
-    def __init__(self, runtime: RuntimeSends) -> None:
+    def __init__(self, runtime: RuntimeSends, tracing: Tracing = NO_TRACING) -> None:
         self._runtime = runtime
+        self._tracing = tracing
 
     # -- to nodes ----------------------------------------------------------------------------
 
     async def assign_to_node(self, node_id: str, assign: wire.JobAssign) -> None:
-        await self._runtime.send_to_node(
-            node_id, messages.FRAME, messages.encode_job_assign(assign), trace_id=assign.trace_id
-        )
+        await self._to_node(node_id, messages.encode_job_assign(assign), assign.trace_id)
 
     async def cancel_on_node(self, node_id: str, cancel: wire.JobCancel) -> None:
-        await self._runtime.send_to_node(
-            node_id, messages.FRAME, wire.encode(cancel).decode(), trace_id=cancel.trace_id or ""
-        )
+        await self._to_node(node_id, wire.encode(cancel).decode(), cancel.trace_id or "")
+
+    async def _to_node(self, node_id: str, payload: str, trace_id: str) -> None:
+        with self._tracing.send(messages.FRAME, "node", node_id, trace_id) as tc:
+            sent = await self._runtime.send_to_node(
+                node_id, messages.FRAME, payload, trace_id=trace_id, tc=tc
+            )
+            self._tracing.label("lingua.route", getattr(sent, "route", ""))
 
     # -- to sessions -------------------------------------------------------------------------
 
@@ -76,6 +89,8 @@ class Outbox:
 
     async def _to_session(self, session_id: str, kind: str, payload: str, trace_id: str) -> None:
         # A client session never comes back under its id: once it ended, drop what is left.
-        await self._runtime.send_to_session(
-            session_id, kind, payload, trace_id=trace_id, resumable=False
-        )
+        with self._tracing.send(kind, "session", session_id, trace_id) as tc:
+            sent = await self._runtime.send_to_session(
+                session_id, kind, payload, trace_id=trace_id, resumable=False, tc=tc
+            )
+            self._tracing.label("lingua.route", getattr(sent, "route", ""))
