@@ -6,9 +6,13 @@ session on A, the node on B, so the ``job_assign`` and the result each take the 
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -153,3 +157,103 @@ async def test_a_round_trip_the_node_never_answers_ends_when_its_socket_closes(
     assert span.attributes["lingua.outcome"] == "disconnected"
     assert not span.status.is_ok
     assert served.replica.tracing.round_trips == {}
+
+
+class Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP traces endpoint on loopback: keeps each request's spans."""
+
+    received: list[ExportTraceServiceRequest]
+    status: int = 200
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        if self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf":
+            self.received.append(request)
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[str, list[ExportTraceServiceRequest]]]:
+    received: list[ExportTraceServiceRequest] = []
+    handler = type("Handler", (Collector,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_spans_are_exported_over_otlp_http_in_batches_and_counted(
+    serve: Serve, peers: Connect, collector: tuple[str, list[ExportTraceServiceRequest]]
+) -> None:
+    endpoint, received = collector
+    tracing = {"enabled": True, "otlp_endpoint": endpoint, "export_interval_ms": 50}
+    served = await serve(tracing=tracing, runtime={"instance_id": "otlp-replica"})
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    client_trace_id = str(uuid.uuid4())
+    await browser.init(trace_id=client_trace_id)
+    await browser.speak(10)
+    job = await node.wait_for(is_job)
+    await node.send(node.result_for(job))
+    await browser.wait_type("translation_result", job_id=job["job_id"])
+
+    def exported() -> dict[str, set[bytes]]:
+        names: dict[str, set[bytes]] = {}
+        for request in received:
+            for resource_spans in request.resource_spans:
+                attributes = {
+                    a.key: a.value.string_value for a in resource_spans.resource.attributes
+                }
+                assert attributes["service.name"] == "lingua-scheduler"
+                assert attributes["service.instance.id"] == "otlp-replica"
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        names.setdefault(span.name, set()).add(span.trace_id)
+        return names
+
+    await until(lambda: "relay" in exported())
+    names = exported()
+    assert {"dispatch", "inbox send", "inbox handle", "node round trip", "relay"} <= set(names)
+    assert set().union(*names.values()) == {uuid.UUID(client_trace_id).bytes}
+    count = served.replica.registry.get_sample_value(
+        "lingua_tracing_spans_exported_total", {"result": "success"}
+    )
+    assert count is not None and count >= len(names)
+
+
+async def test_spans_the_collector_refuses_are_counted_as_lost(
+    serve: Serve, peers: Connect, collector: tuple[str, list[ExportTraceServiceRequest]]
+) -> None:
+    endpoint, received = collector
+    Collector.status = 400  # a refusal the exporter does not retry
+    try:
+        tracing = {"enabled": True, "otlp_endpoint": endpoint, "export_interval_ms": 50}
+        served = await serve(tracing=tracing)
+        browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+        await browser.init()
+        await browser.speak(10)  # no node: NO_AVAILABLE_NODE, and a dispatch span all the same
+        await browser.wait_type("error")
+
+        def lost() -> float:
+            value = served.replica.registry.get_sample_value(
+                "lingua_tracing_spans_exported_total", {"result": "failure"}
+            )
+            return value or 0.0
+
+        await until(lambda: lost() >= 1)
+        assert received  # it was sent, and refused
+    finally:
+        Collector.status = 200
