@@ -115,7 +115,9 @@ class JobLifecycle:
         self, session: SessionJobs, utterance: FinalizeUtterance, targets: dict[str, list[str]]
     ) -> None:
         """One job per target language; ``targets`` maps each to the sessions that get it."""
-        with self.tracing.dispatch(session.trace_id, session.session_id, utterance.utterance_index):
+        with self.tracing.dispatch(
+            session.trace_id, session.session_id, utterance.utterance_index, utterance.reason
+        ):
             await self._dispatch_all(session, utterance, targets)
 
     async def _dispatch_all(

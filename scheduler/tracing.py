@@ -42,7 +42,7 @@ class Tracing(Protocol):
     the block, so spans started inside (and sends, which carry it on) are its children."""
 
     def dispatch(
-        self, trace_id: str, session_id: str, utterance_index: int
+        self, trace_id: str, session_id: str, utterance_index: int, reason: str
     ) -> AbstractContextManager[None]:
         """A finalized utterance until its jobs are placed: a root span of the client's trace."""
         ...
@@ -95,7 +95,7 @@ class NoTracing:
     """Tracing off: no span, no import, (almost) no cost."""
 
     def dispatch(
-        self, trace_id: str, session_id: str, utterance_index: int
+        self, trace_id: str, session_id: str, utterance_index: int, reason: str
     ) -> AbstractContextManager[None]:
         return _NO_SPAN
 

@@ -202,11 +202,14 @@ class OtelTracing:
     # -- the spans of an utterance ------------------------------------------------------------
 
     @contextmanager
-    def dispatch(self, trace_id: str, session_id: str, utterance_index: int) -> Iterator[None]:
+    def dispatch(
+        self, trace_id: str, session_id: str, utterance_index: int, reason: str
+    ) -> Iterator[None]:
         attributes: dict[str, Attr] = {
             "lingua.session_id": session_id,
             "lingua.utterance_index": utterance_index,
             "lingua.trace_id": trace_id,
+            "lingua.finalize_reason": reason,
         }
         # Always a root: an utterance is a trace of its own, whatever runs around it.
         with self._span("dispatch", SpanKind.INTERNAL, attributes, trace_id, Context()):
