@@ -43,6 +43,7 @@ from scheduler.scheduling.codes import (
 )
 from scheduler.scheduling.core import SchedulingCore
 from scheduler.scheduling.types import Moves, NodeCapabilities
+from scheduler.tracing import NO_TRACING, Tracing
 
 __all__ = ["NodeClaims", "NodeGateway"]
 
@@ -78,6 +79,7 @@ class NodeGateway:
         settings: GatewaySettings,
         metrics: ReplicaMetrics,
         draining: Callable[[], bool],
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.core = core
         self.claims = claims
@@ -85,6 +87,7 @@ class NodeGateway:
         self.settings = settings
         self.metrics = metrics
         self.draining = draining
+        self.tracing = tracing
         self.local: dict[str, NodeConnection] = {}
 
     def count(self) -> int:
@@ -199,7 +202,10 @@ class NodeGateway:
         if isinstance(message, wire.NodeHeartbeat):
             await self._heartbeat(conn, message)
         elif isinstance(message, wire.JobResult):
-            await self.jobs.on_result(conn.node_id, message)
+            with self.tracing.node_result(
+                conn.node_id, message.job_id, message.attempt_id, message.success, message.trace_id
+            ):
+                await self.jobs.on_result(conn.node_id, message)
         elif isinstance(message, wire.NodeAsrPartial):
             await self.jobs.on_partial(conn.node_id, message)
         elif isinstance(message, (wire.JobAck, wire.JobStarted)):
@@ -251,6 +257,7 @@ class NodeGateway:
     async def _disconnect(self, conn: NodeConnection, *, draining: bool) -> None:
         if self.local.get(conn.node_id) is conn:
             del self.local[conn.node_id]
+        self.tracing.node_gone(conn.node_id, conn.generation)
         try:
             with anyio.fail_after(self.settings.cleanup_timeout_s):
                 if draining:
@@ -280,6 +287,7 @@ class NodeGateway:
             raise LookupError(f"node {envelope.target_id} link is closing")
         # A job_assign sent with its utterance's finalize time: the dispatch latency.
         self.metrics.observe_dispatch(envelope.began_ms, now_ms())
+        self.tracing.node_sent(conn.node_id, conn.generation, envelope.payload)
 
     def evict(
         self, node_id: str, code: int = CLOSE_POLICY, reason: str = "connected elsewhere"

@@ -42,6 +42,8 @@ from scheduler.rooms import Rooms
 from scheduler.scheduling.core import SchedulingCore
 from scheduler.scheduling.types import Moves
 from scheduler.session_gateway import SessionGateway
+from scheduler.tracing import flushed_at_exit
+from scheduler.tracing import start as start_tracing
 
 __all__ = ["Replica"]
 
@@ -49,7 +51,11 @@ log = logging.getLogger("lingua.replica")
 
 
 class Replica:
-    def __init__(self, config: Config, redis: AnyRedis) -> None:
+    def __init__(
+        self, config: Config, redis: AnyRedis, *, span_exporter: object | None = None
+    ) -> None:
+        """``span_exporter``: with ``tracing.enabled``, an OpenTelemetry ``SpanExporter`` that
+        gets each span as it ends instead of the OTLP exporter (tests, embedding)."""
         self.config = config
         self.redis = redis
         self.registry = CollectorRegistry()
@@ -78,8 +84,16 @@ class Replica:
             ready=lambda: not self.starting and not self.draining and self.redis_ok,
             version=_version(),
         )
-        outbox = Outbox(self.runtime)
-        self.jobs = JobLifecycle(self.core, outbox, config.session, self.metrics, self.rooms)
+        self.tracing = start_tracing(
+            config.tracing,
+            self.runtime.instance_id,
+            registry=self.registry,
+            exporter=span_exporter,
+        )
+        outbox = Outbox(self.runtime, self.tracing)
+        self.jobs = JobLifecycle(
+            self.core, outbox, config.session, self.metrics, self.rooms, self.tracing
+        )
         settings = GatewaySettings(
             shutdown_close_code=config.server.shutdown_close_code,
             cleanup_timeout_s=config.redis.command_timeout_ms / 1000,
@@ -91,6 +105,7 @@ class Replica:
             settings=settings,
             metrics=self.metrics,
             draining=lambda: self.draining,
+            tracing=self.tracing,
         )
         self.sessions = SessionGateway(
             core=self.core,
@@ -119,7 +134,7 @@ class Replica:
             admin_token=self.config.server.admin_token,
         )
         server_cfg = self.config.server
-        async with self.runtime, anyio.create_task_group() as tg:
+        async with flushed_at_exit(self.tracing), self.runtime, anyio.create_task_group() as tg:
             async with serve(
                 self.handle_socket,
                 server_cfg.host,
@@ -223,10 +238,11 @@ class Replica:
 
     async def deliver(self, envelope: Envelope) -> None:
         """Runtime handler: raising leaves the message pending (retried, then dead-lettered)."""
-        if envelope.target_kind == "node":
-            self.nodes.deliver(envelope)
-        else:
-            await self.sessions.deliver(envelope)
+        with self.tracing.handle(envelope):
+            if envelope.target_kind == "node":
+                self.nodes.deliver(envelope)
+            else:
+                await self.sessions.deliver(envelope)
 
     async def ownership_lost(self, kind: str, ident: str) -> None:
         """A newer connection claimed this node or session on another replica: close ours (1008).
