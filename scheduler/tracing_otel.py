@@ -141,6 +141,8 @@ class OtelTracing:
             ["result"],
             registry=registry,
         )
+        for outcome in ("success", "failure"):  # series at 0: a first failure is an increase
+            exported.labels(outcome)
         if exporter is not None:
             if not isinstance(exporter, SpanExporter):
                 raise TypeError(f"exporter must be a SpanExporter, not {type(exporter).__name__}")

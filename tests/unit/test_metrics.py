@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def exported() -> dict[str, list[Sample]]:
     """What a replica exports before anything happened: its /metrics body, parsed. The Redis
     client is never used (a replica connects when it runs, not when it is built)."""
-    replica = Replica(load_config(environ={}), Redis.from_url("redis://127.0.0.1:1/0"))
+    # Tracing on (the test install has the extra): its counter exists only then.
+    config = load_config(environ={}, overrides={"tracing": {"enabled": True}})
+    replica = Replica(config, Redis.from_url("redis://127.0.0.1:1/0"))
     body = generate_latest(replica.registry).decode()
     return {family.name: family.samples for family in text_string_to_metric_families(body)}
 
