@@ -93,6 +93,34 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "require; empty disables them (403). Never logged or shown by `config show`."
         ),
     ] = ""
+    ops_read_token: Annotated[
+        str,
+        _doc(
+            "Bearer token the operator reads (/metrics, /api/v1/cluster, /api/v1/stats) require "
+            "(the admin token is accepted too); empty: reads are open (401 without it when set). "
+            "Never logged or shown by `config show`."
+        ),
+    ] = ""
+    ops_port: Annotated[
+        int,
+        _doc(
+            "Port of a separate operator listener (/metrics, /api/v1/*, /dashboard; /readyz "
+            "too); the public port then answers 404 for those. 0: they stay on server.port.",
+            ge=0,
+            le=65535,
+        ),
+    ] = 0
+    ops_host: Annotated[
+        str, _doc("Address of the operator listener (with server.ops_port only).")
+    ] = "127.0.0.1"
+    ops_audit_max_entries: Annotated[
+        int,
+        _doc(
+            "Most records kept in the operator audit stream (`ops-log`: DLQ replay and purge, "
+            "drain, by whom); older ones are trimmed.",
+            ge=1,
+        ),
+    ] = 10000
     dashboard_refresh_ms: Annotated[
         int, _doc("How often the dashboard page reloads the cluster view.", ge=500)
     ] = 5000

@@ -160,6 +160,13 @@ class ReplicaMetrics:
             "rooms expired after session.room_idle_ms without activity",
             registry=registry,
         )
+        self.ops_refused = Counter(
+            "lingua_ops_requests_refused_total",
+            "Operator HTTP requests refused: other_listener (an operator route asked on the "
+            "public port), bad_token (401), forbidden (403)",
+            ["reason"],
+            registry=registry,
+        )
         self.ready = Gauge(
             "lingua_ready",
             "1 when this replica takes traffic (started, not draining, Redis reachable)",

@@ -13,6 +13,7 @@ import importlib.metadata
 import logging
 import signal
 import socket
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
@@ -32,7 +33,7 @@ from scheduler.cluster_view import (
     read_cluster_view,
 )
 from scheduler.config import Config
-from scheduler.http_routes import HttpRoutes
+from scheduler.http_routes import HttpRoutes, Listener
 from scheduler.jobs import JobLifecycle
 from scheduler.links import CLOSE_TRY_AGAIN_LATER, GatewaySettings, Link
 from scheduler.metrics import ReplicaMetrics
@@ -125,21 +126,39 @@ class Replica:
     ) -> None:
         await self.core.load_scripts()
         await self.rooms.scripts.load(self.redis)
-        routes = HttpRoutes(
-            readiness=self.readiness,
-            metrics=lambda: generate_latest(self.registry),
-            cluster=self.cluster_view,
-            stats=self.stats_view,
-            dlq_action=self.dlq_action,
-            admin_token=self.config.server.admin_token,
-        )
         server_cfg = self.config.server
-        async with flushed_at_exit(self.tracing), self.runtime, anyio.create_task_group() as tg:
+        split = server_cfg.ops_port != 0  # operator routes on a listener of their own
+
+        def routes(listener: Listener) -> HttpRoutes:
+            return HttpRoutes(
+                readiness=self.readiness,
+                metrics=lambda: generate_latest(self.registry),
+                cluster=self.cluster_view,
+                stats=self.stats_view,
+                dlq_action=self.dlq_action,
+                admin_token=server_cfg.admin_token,
+                read_token=server_cfg.ops_read_token,
+                listener=listener,
+                refused=lambda reason: self.metrics.ops_refused.labels(reason).inc(),
+            )
+
+        async with (
+            flushed_at_exit(self.tracing),
+            self.runtime,
+            anyio.create_task_group() as tg,
+            AsyncExitStack() as ops,
+        ):
+            if split:
+                await ops.enter_async_context(
+                    serve(self.handle_socket, server_cfg.ops_host, server_cfg.ops_port,
+                          process_request=routes("ops").process_request)
+                )  # fmt: skip
+                log.info("operator routes on %s:%s", server_cfg.ops_host, server_cfg.ops_port)
             async with serve(
                 self.handle_socket,
                 server_cfg.host,
                 server_cfg.port,
-                process_request=routes.process_request,
+                process_request=routes("public" if split else "both").process_request,
                 compression="deflate" if server_cfg.compression else None,
                 max_size=server_cfg.max_frame_bytes,
                 ping_interval=server_cfg.ping_interval_ms / 1000 or None,
