@@ -24,6 +24,7 @@ from cross_instance import admin
 from cross_instance.envelope import Envelope
 from cross_instance.redis_client import AnyRedis
 from cross_instance.runtime import Runtime
+from scheduler import ops_audit
 from scheduler.audit import Auditor, audit_forever
 from scheduler.cluster_view import (
     ClusterView,
@@ -38,6 +39,7 @@ from scheduler.jobs import JobLifecycle
 from scheduler.links import CLOSE_TRY_AGAIN_LATER, GatewaySettings, Link
 from scheduler.metrics import ReplicaMetrics
 from scheduler.node_gateway import NodeGateway
+from scheduler.ops_audit import OpsRecord
 from scheduler.outbox import Outbox
 from scheduler.rooms import Rooms
 from scheduler.scheduling.core import SchedulingCore
@@ -316,7 +318,17 @@ class Replica:
                 self.redis, prefix, ids=chosen.ids, all_entries=chosen.all
             )
             done, skipped = report["purged"], []
-        return DlqActionResult(action=action, done=done, skipped=skipped, missing=report["missing"])
+        result = DlqActionResult(
+            action=action, done=done, skipped=skipped, missing=report["missing"]
+        )
+        outcome = f"{len(done)} done, {len(skipped)} skipped, {len(result.missing)} missing"
+        target = (
+            "all entries" if chosen.all else f"{len(chosen.ids)} entries ({' '.join(chosen.ids)})"
+        )
+        entry = OpsRecord(action=f"dlq {action}", target=target, outcome=outcome, source="api",
+                          user="admin token", host=self.runtime.instance_id)  # fmt: skip
+        await ops_audit.record(self.redis, prefix, self.config.server.ops_audit_max_entries, entry)
+        return result
 
     async def stats_view(self) -> dict[str, Any]:
         return {

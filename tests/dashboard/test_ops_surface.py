@@ -11,16 +11,20 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import anyio
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from cross_instance.config import RedisConfig
 from cross_instance.redis_server import free_port
+from tests.cli.conftest import clean_env, run_cli
+from tests.dashboard.test_dashboard_browser import chromium, require_chromium
 from tests.e2e.conftest import FAST_SETTINGS
 from tests.e2e.daemons import Replica
 
@@ -81,7 +85,7 @@ async def test_the_public_port_hides_the_operator_routes(
 
 
 async def test_the_operator_port_needs_its_tokens_and_refuses_sockets(
-    split_replica: tuple[Replica, str],
+    split_replica: tuple[Replica, str], redis_config: RedisConfig
 ) -> None:
     _, ops = split_replica
     for path in OPS_READS:
@@ -102,6 +106,18 @@ async def test_the_operator_port_needs_its_tokens_and_refuses_sockets(
     assert fetch(purge, "POST", READ + "x")[0] == 401
     status, body = fetch(purge, "POST", ADMIN)
     assert status == 200 and b'"action":"purge"' in body, body
+    # Recorded in the operator audit, as the CLI's actions are (only the one done).
+    env = clean_env(
+        LINGUA_REDIS_URL=redis_config.url, LINGUA_REDIS__KEY_PREFIX=redis_config.key_prefix
+    )
+    done = await anyio.to_thread.run_sync(lambda: run_cli("ops-log", "--json", env=env))
+    [entry] = json.loads(done.stdout)
+    assert (entry["source"], entry["action"], entry["target"]) == (
+        "api",
+        "dlq purge",
+        "all entries",
+    )
+    assert entry["host"] == "ops-split" and entry["outcome"] == "0 done, 0 skipped, 0 missing"
     with pytest.raises(InvalidStatus) as refused:
         async with connect(ops.replace("http", "ws") + "/ws/session"):
             pass
@@ -126,3 +142,32 @@ async def test_with_every_switch_off_one_port_serves_everything_openly(
             await ws.ping()
     finally:
         replica.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, bool]]:
+    return ("asyncio", {"use_uvloop": False})  # Playwright drives its driver on plain asyncio
+
+
+async def test_the_dashboard_on_the_operator_port_reads_with_the_token_typed_in(
+    split_replica: tuple[Replica, str],
+) -> None:
+    require_chromium()
+    _, ops = split_replica
+    async with chromium() as chrome:
+        page = await chrome.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(ops + "/dashboard")
+        # No token yet: the read is refused and the page says so, with the field to type it in.
+        await page.wait_for_function(
+            "document.getElementById('err').textContent.includes('token is missing')"
+        )
+        assert await page.is_enabled("#token")
+        await page.fill("#token", READ)
+        await page.dispatch_event("#token", "change")
+        await page.wait_for_function(
+            "document.querySelector('.card[data-field=replicas] b')?.textContent === '1'"
+            " && document.getElementById('err').textContent === ''"
+        )
+        assert errors == []
