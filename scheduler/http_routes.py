@@ -70,10 +70,10 @@ class HttpRoutes:
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
         path, _, query = request.path.partition("?")
-        if path in WS_PATHS:
-            return None if self.listener != "ops" else _text(HTTPStatus.NOT_FOUND, "not found")
         ops_route = path in DLQ_ACTIONS or path in OPS_READS or path in _OPS_PAGES
-        if ops_route and self.listener == "public":
+        if path in WS_PATHS and self.listener != "ops":
+            return None
+        if path in WS_PATHS or (ops_route and self.listener == "public"):  # the other listener's
             self.refused("other_listener")
             return _text(HTTPStatus.NOT_FOUND, "not found")
         if path in DLQ_ACTIONS:

@@ -163,7 +163,7 @@ class ReplicaMetrics:
         self.ops_refused = Counter(
             "lingua_ops_requests_refused_total",
             "Operator HTTP requests refused: other_listener (an operator route asked on the "
-            "public port), bad_token (401), forbidden (403)",
+            "public port, or /ws/* on the operator port), bad_token (401), forbidden (403)",
             ["reason"],
             registry=registry,
         )
