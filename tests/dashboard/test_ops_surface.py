@@ -126,6 +126,7 @@ async def test_the_operator_port_needs_its_tokens_and_refuses_sockets(
     text = body.decode()
     assert 'lingua_ops_requests_refused_total{reason="bad_token"} 17.0' in text
     assert 'lingua_ops_requests_refused_total{reason="forbidden"} 1.0' in text
+    assert 'lingua_ops_requests_refused_total{reason="other_listener"} 1.0' in text  # the socket
 
 
 async def test_with_every_switch_off_one_port_serves_everything_openly(
