@@ -31,6 +31,7 @@ __all__ = [
     "CONNECTION_KINDS",
     "DISPATCH_BUCKETS",
     "JOB_EVENTS",
+    "OPS_REFUSED_REASONS",
     "UTTERANCE_BUCKETS",
     "AuditMetrics",
     "ReplicaMetrics",
@@ -53,6 +54,8 @@ JOB_EVENTS: Final = (
 )
 # /ws/node and /ws/session.
 CONNECTION_KINDS: Final = ("node", "session")
+# lingua_ops_requests_refused_total{reason}: why the operator routes refused a request.
+OPS_REFUSED_REASONS: Final = ("other_listener", "bad_token", "forbidden")
 # Every code an error frame to a client can carry: the protocol's, the job failures', and the
 # node's own failure code, relayed.
 CLIENT_ERROR_CODES: Final = tuple(
@@ -167,6 +170,8 @@ class ReplicaMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in OPS_REFUSED_REASONS:
+            self.ops_refused.labels(reason)
         self.ready = Gauge(
             "lingua_ready",
             "1 when this replica takes traffic (started, not draining, Redis reachable)",

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from cross_instance.envelope import DeadReason, DropReason, LostReason
 from scheduler.audit import CHECKS
 from scheduler.config import load_config
-from scheduler.metrics import CLIENT_ERROR_CODES, CONNECTION_KINDS, JOB_EVENTS
+from scheduler.metrics import CLIENT_ERROR_CODES, CONNECTION_KINDS, JOB_EVENTS, OPS_REFUSED_REASONS
 from scheduler.replica import Replica
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +71,7 @@ def test_known_label_values_are_exported(exported: dict[str, list[Sample]]) -> N
     assert labels("lingua_client_errors", "code") == set(CLIENT_ERROR_CODES)
     assert labels("lingua_client_errors_suppressed", "code") == set(CLIENT_ERROR_CODES)
     assert labels("lingua_frames_received", "kind") == set(CONNECTION_KINDS)
+    assert labels("lingua_ops_requests_refused", "reason") == set(OPS_REFUSED_REASONS)
     assert labels("lingua_audit_runs", "outcome") == {"clean", "violations", "failed"}
     assert _labels(exported["lingua_audit_violations"], "check", "") == set(CHECKS)
     assert _labels(exported["lingua_connections"], "kind", "") == set(CONNECTION_KINDS)
