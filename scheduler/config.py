@@ -498,7 +498,7 @@ class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int,
         _doc(
             "Jobs of one session dispatched and not answered yet; an utterance whose jobs "
-            "would go beyond it gets error TOO_MANY_PENDING_JOBS and no job. Keep it at most "
+            "would go beyond it gets error TOO_MANY_PENDING_JOBS and no job. At most "
             "session.result_dedup_max.",
             ge=1,
         ),
@@ -592,6 +592,12 @@ def _validate(raw: dict[str, Any]) -> Config:
             "session.room_touch_interval_ms: must be shorter than room_idle_ms "
             f"({session.room_touch_interval_ms} >= {session.room_idle_ms}), or an active room "
             "expires between two touches"
+        )
+    if config.limits.pending_jobs_per_session > session.result_dedup_max:
+        raise ConfigError(
+            "limits.pending_jobs_per_session: must not exceed session.result_dedup_max "
+            f"({config.limits.pending_jobs_per_session} > {session.result_dedup_max}): a "
+            "session forgets older unanswered jobs past it"
         )
     rt = config.runtime
     try:

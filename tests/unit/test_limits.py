@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.config import LimitsConfig, load_config
+from scheduler.config import ConfigError, LimitsConfig, load_config
 from scheduler.limits import (
     AddressCounts,
     TokenBucket,
@@ -115,3 +115,11 @@ def test_the_default_rates_never_refuse_what_the_real_clients_send(
     for config in (defaults, tight):
         bucket = message_bucket(config, kind, 0)
         assert all(bucket.take(ms) for ms in sent), (timeline, config)
+
+
+def test_pending_jobs_may_not_exceed_what_a_session_remembers() -> None:
+    overrides = {"limits": {"pending_jobs_per_session": 65}, "session": {"result_dedup_max": 64}}
+    with pytest.raises(ConfigError, match=r"^limits.pending_jobs_per_session: .*result_dedup_max"):
+        load_config(environ={}, overrides=overrides)
+    overrides["limits"]["pending_jobs_per_session"] = 64
+    assert load_config(environ={}, overrides=overrides).limits.pending_jobs_per_session == 64
