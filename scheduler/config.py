@@ -26,6 +26,7 @@ __all__ = [
     "AuditConfig",
     "Config",
     "ConfigError",
+    "LimitsConfig",
     "LoggingConfig",
     "SchedulingConfig",
     "ServerConfig",
@@ -465,6 +466,73 @@ class TracingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 10000
 
 
+class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What one address, connection or session may use (docs/security.md, "Limits"); each
+    breach is answered and counted in lingua_limit_breaches_total{limit}. Also limits:
+    server.max_connections, server.max_frame_bytes, session.max_utterance_bytes,
+    session.max_room_members."""
+
+    connections_per_address: Annotated[
+        int,
+        _doc(
+            "Most WebSocket connections from one client address to one replica; one more is "
+            "closed with 1008. 0: no limit (the default: behind a load balancer every "
+            "connection comes from the balancer unless trusted_proxies is set).",
+            ge=0,
+        ),
+    ] = 0
+    trusted_proxies: Annotated[
+        int,
+        _doc(
+            "Proxies (load balancers) in front of the replicas that append the client address "
+            "to X-Forwarded-For: a connection's address is the entry the outermost of them "
+            "appended. 0: the peer address, X-Forwarded-For ignored (anyone can write it).",
+            ge=0,
+        ),
+    ] = 0
+    session_messages_per_second: Annotated[
+        int,
+        _doc(
+            "Messages a /ws/session connection may send per second on average; beyond it (and "
+            "the burst) a message is dropped and answered with error RATE_LIMITED. The real "
+            "browser sends at most ~10 per second.",
+            ge=1,
+        ),
+    ] = 20
+    session_message_burst: Annotated[
+        int, _doc("Messages a /ws/session connection may send at once above the rate.", ge=1)
+    ] = 200
+    node_messages_per_second: Annotated[
+        int,
+        _doc(
+            "Messages a /ws/node connection may send per second on average; beyond it (and the "
+            "burst) the node is closed with 1008 (nodes get no error frames): a result and a "
+            "partial per job and slot fit many times over.",
+            ge=1,
+        ),
+    ] = 200
+    node_message_burst: Annotated[
+        int, _doc("Messages a /ws/node connection may send at once above the rate.", ge=1)
+    ] = 1000
+    rooms_per_session: Annotated[
+        int,
+        _doc(
+            "Rooms one session may create or join over its life; one more is refused with "
+            "room_error ROOM_LIMIT (the browser reconnects with a new session).",
+            ge=1,
+        ),
+    ] = 32
+    pending_jobs_per_session: Annotated[
+        int,
+        _doc(
+            "Jobs of one session dispatched and not answered yet; an utterance whose jobs "
+            "would go beyond it gets error TOO_MANY_PENDING_JOBS and no job. At most "
+            "session.result_dedup_max.",
+            ge=1,
+        ),
+    ] = 256
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
@@ -474,6 +542,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
 
 
 class ConfigError(ValueError):
@@ -551,6 +620,12 @@ def _validate(raw: dict[str, Any]) -> Config:
             "session.room_touch_interval_ms: must be shorter than room_idle_ms "
             f"({session.room_touch_interval_ms} >= {session.room_idle_ms}), or an active room "
             "expires between two touches"
+        )
+    if config.limits.pending_jobs_per_session > session.result_dedup_max:
+        raise ConfigError(
+            "limits.pending_jobs_per_session: must not exceed session.result_dedup_max "
+            f"({config.limits.pending_jobs_per_session} > {session.result_dedup_max}): a "
+            "session forgets older unanswered jobs past it"
         )
     rt = config.runtime
     try:

@@ -98,6 +98,12 @@ class NodeGateway:
         try:
             async for frame in link.ws:
                 self.metrics.frames_in.labels("node").inc()
+                if not link.within_rate():
+                    # Nodes get no error frames: the node reconnects, its jobs fail over.
+                    self.metrics.limit_breaches.labels("node_message_rate").inc()
+                    log.warning("message rate limit: closing", extra={"node_id": link.ident})
+                    link.close(CLOSE_POLICY, "message rate limit")
+                    break
                 try:
                     message = wire.decode_node_message(frame)
                 except wire.ProtocolError as exc:

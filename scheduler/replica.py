@@ -19,8 +19,10 @@ from typing import Any
 import anyio
 from prometheus_client import CollectorRegistry, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import CloseCode
 
 from cross_instance import admin
+from cross_instance.clock import now_ms
 from cross_instance.envelope import Envelope
 from cross_instance.redis_client import AnyRedis
 from cross_instance.runtime import Runtime
@@ -36,7 +38,8 @@ from scheduler.cluster_view import (
 from scheduler.config import Config
 from scheduler.http_routes import HttpRoutes, Listener
 from scheduler.jobs import JobLifecycle
-from scheduler.links import CLOSE_TRY_AGAIN_LATER, GatewaySettings, Link
+from scheduler.limits import AddressCounts, client_address, message_bucket
+from scheduler.links import CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, GatewaySettings, Link
 from scheduler.metrics import ReplicaMetrics
 from scheduler.node_gateway import NodeGateway
 from scheduler.ops_audit import OpsRecord
@@ -79,6 +82,7 @@ class Replica:
         self.starting = True
         self.draining = False
         self.open_sockets = 0
+        self.addresses = AddressCounts(config.limits.connections_per_address)
         self._stop = anyio.Event()
         # Redis answered the last sweep (every sweep_interval_ms): readiness without a probe.
         self.redis_ok = False
@@ -119,6 +123,7 @@ class Replica:
             config=config.session,
             settings=settings,
             metrics=self.metrics,
+            limits=config.limits,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -238,9 +243,20 @@ class Replica:
         kind = "node" if path == "/ws/node" else "session"
         if self.open_sockets >= self.config.server.max_connections:
             # 1013 "try again later": the client's reconnect lands on a replica with room.
+            self.metrics.limit_breaches.labels("connections").inc()
             await ws.close(CLOSE_TRY_AGAIN_LATER, "too many connections")
             return
-        link = Link(ws, queue_max=self.config.server.send_queue_max, kind=kind)
+        address = _client_address(ws, self.config.limits.trusted_proxies)
+        if not self.addresses.admit(address):
+            self.metrics.limit_breaches.labels("connections_per_address").inc()
+            await ws.close(CLOSE_POLICY, "too many connections from this address")
+            return
+        link = Link(
+            ws,
+            queue_max=self.config.server.send_queue_max,
+            kind=kind,
+            rate=message_bucket(self.config.limits, kind, now_ms()),
+        )
         self.metrics.connections.labels(kind).inc()
         self.open_sockets += 1
         try:
@@ -253,7 +269,12 @@ class Replica:
                 link.close(1000)
         finally:
             self.open_sockets -= 1
+            self.addresses.release(address)
             self.metrics.connections.labels(kind).dec()
+            sent = ws.protocol.close_sent
+            if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                # websockets closed it (1009): a frame beyond server.max_frame_bytes.
+                self.metrics.limit_breaches.labels("frame_bytes").inc()
 
     # -- cross-instance delivery -----------------------------------------------------------
 
@@ -336,6 +357,14 @@ class Replica:
             "web_clients": {"active_users": self.sessions.count()},
             "nodes": {"connected_nodes": self.nodes.count()},
         }
+
+
+def _client_address(ws: ServerConnection, trusted_proxies: int) -> str:
+    """The address a connection counts against (limits.connections_per_address)."""
+    remote = ws.remote_address
+    peer = str(remote[0]) if isinstance(remote, tuple) and remote else str(remote)
+    forwarded = ws.request.headers.get_all("X-Forwarded-For") if ws.request else []
+    return client_address(peer, ", ".join(forwarded) or None, trusted_proxies)
 
 
 def _reachable_address(host: str, port: int) -> str:
