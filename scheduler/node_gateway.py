@@ -9,9 +9,10 @@ its own generation, so it can never take a newer registration of the same id off
 
 A node that registers again with its id (the real node reconnects ~5 s after a drop, possibly to
 another replica) may still be working on a job of its old connection, and sends that result on
-the new one; the core accepts it. Its first heartbeat that reports ``running_jobs: 0`` says it
-lost every such job: they are moved then (:meth:`SchedulingCore.move_lost_jobs`), not at their
-deadline.
+the new one; the core accepts it. A heartbeat that reports fewer ``running_jobs`` than it had
+jobs of its old connection says some were lost (a result ready while its socket was down is
+discarded): they all move then (:meth:`SchedulingCore.move_lost_jobs`), not at their deadline;
+one it still finishes wins if its result comes first.
 
 The decisions without I/O live in :mod:`scheduler.node_rules`; what a node says about a job
 (ack, start, partial, result) goes to :class:`scheduler.jobs.JobLifecycle`.
@@ -226,19 +227,20 @@ class NodeGateway:
         except SchedulingError as exc:
             log.warning("heartbeat refused: %s", exc, extra={"node_id": conn.node_id})
             return
-        if conn.may_hold_old_jobs and node_rules.runs_no_job(message):
-            await self._move_lost_jobs(conn)
+        if conn.may_hold_old_jobs:
+            await self._move_lost_jobs(conn, message.resource_usage.running_jobs)
 
-    async def _move_lost_jobs(self, conn: NodeConnection) -> None:
+    async def _move_lost_jobs(self, conn: NodeConnection, running: int) -> None:
         try:
-            moves = await self.core.move_lost_jobs(conn.node_id, conn.generation)
+            moves = await self.core.move_lost_jobs(conn.node_id, conn.generation, running=running)
         except StaleGeneration:
             conn.link.close(CLOSE_POLICY, "replaced by a newer connection")
             return
         except SchedulingError as exc:
             log.warning("lost jobs not moved: %s", exc, extra={"node_id": conn.node_id})
             return
-        conn.may_hold_old_jobs = False
+        # Asked again at the next heartbeat while old jobs may all still run on the node.
+        conn.may_hold_old_jobs = moves.remaining > 0
         if moves.actions:
             log.info(
                 "node reconnected without %d job(s) of its old connection: moved",

@@ -112,6 +112,7 @@ class _Dispatch(msgspec.Struct):
 
 class _Actions(msgspec.Struct):
     actions: list[msgspec.Raw] = []
+    remaining: int = 0
 
 
 def _read_actions(script: str, raws: list[msgspec.Raw]) -> Moves:
@@ -302,15 +303,23 @@ class SchedulingCore(SchedulingReads):
         return await self._node_moves("take_node_offline", node_id, generation, now_ms)
 
     async def move_lost_jobs(
-        self, node_id: str, generation: int, *, now_ms: int | None = None
+        self, node_id: str, generation: int, *, running: int = 0, now_ms: int | None = None
     ) -> Moves:
-        """The node connected again and reports running no job: the jobs it was given before
-        this connection are lost; move them now (carry out the actions). Raises like
-        :meth:`node_offline`."""
-        return await self._node_moves("move_lost_jobs", node_id, generation, now_ms)
+        """The node connected again and reports ``running`` jobs: fewer than the jobs it was
+        given before this connection means some are lost; they all move now (carry out the
+        actions; a result of one it still runs wins if first). Otherwise nothing moves and
+        ``remaining`` counts them. Raises like :meth:`node_offline`."""
+        return await self._node_moves(
+            "move_lost_jobs", node_id, generation, now_ms, [max(0, int(running))]
+        )
 
     async def _node_moves(
-        self, script: str, node_id: str, generation: int, now_ms: int | None
+        self,
+        script: str,
+        node_id: str,
+        generation: int,
+        now_ms: int | None,
+        extra: Sequence[Any] = (),
     ) -> Moves:
         self._check_id("node_id", node_id)
         c = self.config
@@ -325,9 +334,12 @@ class SchedulingCore(SchedulingReads):
                 c.job_timeout_ms,
                 c.job_retention_ms,
                 c.select_sample_size,
+                *extra,
             ],
         )
-        return _read_actions(script, msgspec.json.decode(body, type=_Actions).actions)
+        reply = msgspec.json.decode(body, type=_Actions)
+        moves = _read_actions(script, reply.actions)
+        return msgspec.structs.replace(moves, remaining=reply.remaining)
 
     # --- jobs ---
 
