@@ -110,4 +110,11 @@ class ReplicaMetrics:
             "Jobs whose wait for a slot ran out (the client got NO_AVAILABLE_NODE)",
             registry=registry,
         )
+        self.drain_unfinished = Counter(
+            "lingua_drain_unfinished_total",
+            "Sockets a drain closed with work still unanswered after server.drain_results_ms: "
+            "a node still running jobs, or a session told its unanswered utterances failed",
+            ["kind"],
+            registry=registry,
+        )
         self.audit = AuditMetrics(registry)

@@ -14,6 +14,9 @@ jobs of its old connection says some were lost (a result ready while its socket 
 discarded): they all move then (:meth:`SchedulingCore.move_lost_jobs`), not at their deadline;
 one it still finishes wins if its result comes first.
 
+A draining replica takes its nodes out of the pools first (:meth:`NodeGateway.drain`), so no
+job is sent to a node it is about to close, and closes each once it runs no job.
+
 The decisions without I/O live in :mod:`scheduler.node_rules`; what a node says about a job
 (ack, start, partial, result) goes to :class:`scheduler.jobs.JobLifecycle`.
 """
@@ -66,6 +69,8 @@ class NodeConnection:
     # registered with an id it had before: jobs of an earlier connection may still be its own
     # until a heartbeat reports it runs none
     may_hold_old_jobs: bool = False
+    # its replica is draining: out of the pools, closed once it runs no job (NodeGateway.drain)
+    draining: bool = False
 
 
 class NodeGateway:
@@ -86,6 +91,8 @@ class NodeGateway:
         self.metrics = metrics
         self.draining = draining
         self.local: dict[str, NodeConnection] = {}
+        self._drain_code = settings.shutdown_close_code
+        self._left = anyio.Event()  # set whenever a connection leaves self.local
 
     def count(self) -> int:
         return len(self.local)
@@ -200,6 +207,8 @@ class NodeGateway:
             await self._heartbeat(conn, message)
         elif isinstance(message, wire.JobResult):
             await self.jobs.on_result(conn.node_id, message)
+            if conn.draining:
+                await self._drain_one(conn)
         elif isinstance(message, wire.NodeAsrPartial):
             await self.jobs.on_partial(conn.node_id, message)
         elif isinstance(message, (wire.JobAck, wire.JobStarted)):
@@ -217,6 +226,8 @@ class NodeGateway:
         try:
             await self.core.heartbeat(conn.node_id, conn.generation, caps=caps, reported_load=load)
         except NodeNotRegistered:
+            if conn.draining:
+                return  # it is leaving: no new registration from this replica
             # Its record expired (silent too long) but the socket lives: register it again.
             registered = await self.core.register_node(conn.node_id, caps or conn.caps)
             conn.generation = registered.generation
@@ -252,6 +263,7 @@ class NodeGateway:
     async def _disconnect(self, conn: NodeConnection, *, draining: bool) -> None:
         if self.local.get(conn.node_id) is conn:
             del self.local[conn.node_id]
+            self._left.set()
         try:
             with anyio.fail_after(self.settings.cleanup_timeout_s):
                 if draining:
@@ -286,6 +298,40 @@ class NodeGateway:
         conn = self.local.pop(node_id, None)
         if conn is not None:
             conn.link.close(code, reason)
+
+    async def drain(self, wait_s: float, code: int) -> None:
+        """This replica is draining: no placement picks our nodes any more (they leave the
+        pools in the core); each node closes (``code``) as soon as it runs no job, so the
+        results of the jobs it was sent still come on its socket; what runs after ``wait_s``
+        is closed anyway (the node reconnects elsewhere; a job it then lost moves at its
+        re-registration)."""
+        self._drain_code = code
+        for conn in list(self.local.values()):
+            await self._drain_one(conn)
+        with anyio.move_on_after(wait_s):
+            while True:
+                left = self._left = anyio.Event()
+                if not self.local:
+                    break
+                await left.wait()
+        busy = len(self.local)
+        if busy:
+            self.metrics.drain_unfinished.labels("node").inc(busy)
+            log.warning("drain: %d node(s) still running jobs closed", busy)
+        self.close_all(code)
+
+    async def _drain_one(self, conn: NodeConnection) -> None:
+        """Out of the pools (once); closed when it runs no job any more."""
+        conn.draining = True
+        try:
+            running = await self.core.drain_node(conn.node_id, conn.generation)
+        except (NodeNotRegistered, StaleGeneration):
+            running = 0  # gone or replaced: nothing of ours runs there
+        except Exception:
+            log.exception("drain: node not taken out of the pools", extra={"node_id": conn.node_id})
+            return  # closed at the end of the drain's wait
+        if running == 0:
+            conn.link.close(self._drain_code, "service restart")
 
     def close_all(self, code: int) -> None:
         for conn in list(self.local.values()):

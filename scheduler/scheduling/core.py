@@ -54,6 +54,10 @@ log = logging.getLogger("lingua.scheduling")
 # --- wire shapes of the script replies (short field names, as the Lua writes them) ---
 
 
+class _Running(msgspec.Struct):
+    running: int
+
+
 class _Reg(msgspec.Struct):
     gen: int
     alive_until_ms: int
@@ -301,6 +305,14 @@ class SchedulingCore(SchedulingReads):
         come). Raises :class:`StaleGeneration` when a newer connection owns the node (then
         nothing changed: just drop the old socket) and :class:`NodeNotRegistered` if gone."""
         return await self._node_moves("take_node_offline", node_id, generation, now_ms)
+
+    async def drain_node(self, node_id: str, generation: int) -> int:
+        """This replica is draining: take the node out of every pool (no placement picks it
+        any more) and keep its jobs, whose results still come on its open socket. Returns its
+        running count. Raises like :meth:`node_offline`."""
+        self._check_id("node_id", node_id)
+        _, body = await self._call("drain_node", [node_id, int(generation)])
+        return msgspec.json.decode(body, type=_Running).running
 
     async def move_lost_jobs(
         self, node_id: str, generation: int, *, running: int = 0, now_ms: int | None = None
