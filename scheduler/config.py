@@ -77,6 +77,18 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ge=0,
         ),
     ] = 2000
+    drain_results_ms: Annotated[
+        int,
+        _doc(
+            "On drain, after the listener closes, the longest the replica waits for the "
+            "results of its sessions' unanswered utterances (delivered before their sockets "
+            "close 1012; what is still unanswered then gets an error frame) and for its nodes "
+            "to finish the jobs they run (taken out of the pools at the drain's start, each "
+            "node closes 1012 once it runs none). Bounded by what runtime.drain_grace_ms "
+            "leaves after server.drain_unready_ms and runtime.route_grace_ms (the hand-over).",
+            ge=0,
+        ),
+    ] = 8000
     shutdown_close_code: Annotated[
         int,
         _doc(
