@@ -181,9 +181,14 @@ class SessionGateway:
                 if session.room_code:
                     await self._leave_room(session)
                 await self.core.end_session(session.session_id)
-                await self.claims.release_session(session.session_id)
         except Exception:
             log.exception("session clean-up failed", extra={"session_id": session.session_id})
+        try:
+            # Its own step: a failed end above must not leave the id owned by this replica.
+            with anyio.fail_after(self.settings.cleanup_timeout_s):
+                await self.claims.release_session(session.session_id)
+        except Exception:
+            log.exception("session release failed", extra={"session_id": session.session_id})
         finally:
             session.jobs.results.close()
             if self.local.get(session.session_id) is session:
