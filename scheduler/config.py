@@ -210,6 +210,17 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         int,
         _doc("How long a session's preferred node is remembered after its last dispatch.", ge=1000),
     ] = 3600000
+    node_orphan_grace_ms: Annotated[
+        int,
+        _doc(
+            "A node whose replica died (its ids released when a live replica takes the dead "
+            "one's inbox over) and that has not registered again by then gets this long to come "
+            "back; then the sweep takes it offline and its jobs move, instead of at "
+            "node_ttl_ms or their deadline. The real node reconnects about 5 s after its "
+            "socket drops, usually before the takeover.",
+            ge=0,
+        ),
+    ] = 3000
     sweep_interval_ms: Annotated[
         int, _doc("How often a replica claims due job deadlines and sweeps dead nodes.", ge=10)
     ] = 500

@@ -61,6 +61,7 @@ class Replica:
             self.deliver,
             on_ownership_lost=self.ownership_lost,
             on_drain_requested=self.drain_requested,
+            on_released=self.released,
             registry=self.registry,
             address=_reachable_address(config.server.host, config.server.port),
             version=_version(),
@@ -255,6 +256,21 @@ class Replica:
             self.nodes.evict(ident)
         else:
             self.sessions.evict(ident)
+
+    async def released(self, kind: str, idents: list[str]) -> None:
+        """The takeover of a dead replica released its ids: its nodes that have not come back
+        get ``scheduling.node_orphan_grace_ms``, then the sweep moves their jobs. Quiet for
+        ``runtime.presence_refresh_ms`` (the dead replica's presence lapsed for longer) tells
+        a node still on the dead replica's connection from one that registered again."""
+        if kind != "node":
+            return
+        cut = await self.core.orphan_nodes(idents, quiet_ms=self.config.runtime.presence_refresh_ms)
+        if cut:
+            log.info(
+                "%d node(s) of a dead replica not back yet: offline in %s ms unless they return",
+                cut,
+                self.config.scheduling.node_orphan_grace_ms,
+            )
 
     # -- failover --------------------------------------------------------------------------
 

@@ -54,6 +54,10 @@ log = logging.getLogger("lingua.scheduling")
 # --- wire shapes of the script replies (short field names, as the Lua writes them) ---
 
 
+class _Cut(msgspec.Struct):
+    cut: int
+
+
 class _Running(msgspec.Struct):
     running: int
 
@@ -313,6 +317,25 @@ class SchedulingCore(SchedulingReads):
         self._check_id("node_id", node_id)
         _, body = await self._call("drain_node", [node_id, int(generation)])
         return msgspec.json.decode(body, type=_Running).running
+
+    async def orphan_nodes(
+        self, node_ids: Sequence[str], *, quiet_ms: int, now_ms: int | None = None
+    ) -> int:
+        """The replica holding ``node_ids`` died (the takeover released them): each one not
+        heard from for ``quiet_ms`` gets ``node_orphan_grace_ms`` to register again, then the
+        sweep takes it offline and its jobs move. Returns how many were cut short."""
+        cut = 0
+        ids = list(node_ids)
+        for start in range(0, len(ids), self.config.sweep_batch):
+            chunk = ids[start : start + self.config.sweep_batch]
+            for node_id in chunk:
+                self._check_id("node_id", node_id)
+            _, body = await self._call(
+                "orphan_nodes",
+                [_arg_now(now_ms), int(quiet_ms), self.config.node_orphan_grace_ms, *chunk],
+            )
+            cut += msgspec.json.decode(body, type=_Cut).cut
+        return cut
 
     async def move_lost_jobs(
         self, node_id: str, generation: int, *, running: int = 0, now_ms: int | None = None

@@ -204,3 +204,32 @@ async def test_a_job_lost_with_a_killed_replica_is_redone_when_its_node_comes_ba
     finally:
         a.stop()
         b.stop()
+
+
+async def test_the_jobs_of_a_node_that_dies_with_its_replica_move_within_seconds(
+    redis_url: str, key_prefix: str, peers
+) -> None:  # type: ignore[no-untyped-def]
+    a = Replica(redis_url, "killed-2", key_prefix, dict(SETTINGS))
+    b = Replica(redis_url, "survivor-2", key_prefix, dict(SETTINGS))
+    await start(a, b)
+    try:
+        node = await peers(SimNode(a.ws + "/ws/node", (["es"], ["it"])))
+        await node.register()
+        browser = await peers(SimBrowser(b.ws + "/ws/session", "es", "it"))
+        await browser.init()
+        await browser.speak(5)
+        job = await node.wait_for(is_job)
+        other = await peers(SimNode(b.ws + "/ws/node", (["es"], ["it"])))
+        await other.register()
+
+        a.kill()  # the node goes down with it and never comes back
+        killed = time.monotonic()
+        moved = await other.wait_type("job_assign", within=10, job_id=job["job_id"])
+        assert moved["attempt_id"] == 2
+        await other.send(other.result_for(moved))
+        await browser.wait_type("translation_result", within=10, job_id=job["job_id"])
+        # presence TTL + takeover + scheduling.node_orphan_grace_ms, far below the 30 s timeout
+        assert time.monotonic() - killed < 10
+    finally:
+        a.stop()
+        b.stop()
