@@ -171,12 +171,19 @@ class Replica:
         unready_s = server_cfg.drain_unready_ms / 1000
         wait_s = self._drain_wait_ms() / 1000
         with anyio.move_on_after(self.config.runtime.drain_grace_ms / 1000) as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self.nodes.drain, unready_s + wait_s, code)
-                # Readiness is already false: give load balancers time to notice before refusing.
-                await anyio.sleep(unready_s)
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self.nodes.drain, unready_s + wait_s, code)
+                    # Readiness is already false: let load balancers notice before refusing.
+                    await anyio.sleep(unready_s)
+                    server.close(close_connections=False)
+                    await self.sessions.drain(wait_s, code)
+            except Exception:
+                # The hand-over below must still run: close what is left and go on.
+                log.exception("drain: waiting for in-flight work failed")
                 server.close(close_connections=False)
-                await self.sessions.drain(wait_s, code)
+                self.nodes.close_all(code)
+                await self.sessions.close_all(code)
             await self.runtime.drain()
         if scope.cancelled_caught:
             log.warning(
