@@ -17,6 +17,7 @@ import anyio
 from redis.exceptions import ResponseError
 
 from cross_instance.claims import DeliveryClaims, is_claim
+from cross_instance.clock import now_ms
 from cross_instance.config import RedisConfig, RuntimeConfig
 from cross_instance.dead_letters import DeadLetters
 from cross_instance.envelope import INTERNAL_KINDS, OWNERSHIP_LOST, Trail
@@ -153,6 +154,7 @@ class Consumer:
                     return
                 await self.inbox.record_failure(entry, exc)
                 return
+            self.metrics.observe_hop(envelope.created_ms, now_ms())
             await self.claims.mark_done(envelope.message_id, claim)
             await self.inbox.ack([entry.id])
             self.metrics.delivered_remote.inc()

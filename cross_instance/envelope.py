@@ -73,11 +73,18 @@ class Envelope(msgspec.Struct, kw_only=True, frozen=True):
     trace_id: str = ""
     created_ms: int = 0
     origin: str = ""  # token of the sending replica
+    # When the work this message serves began (e.g. the utterance's finalize), ms; 0: not given.
+    # The receiver measures an end-to-end latency from it (the daemon's latency histograms).
+    began_ms: int = 0
     # False: the target can never come back under this id (a client session gets a new id on
     # reconnect), so once it is known to have ended (its owner released it) the message is
     # dropped (counted), not held or dead-lettered: nobody could ever replay it anywhere. An
     # owner that merely looks not live is waited for like any other (held, then the DLQ).
     resumable: bool = True
+    # The sender's trace context, opaque to the runtime (a W3C traceparent when the daemon traces,
+    # else ""): carried as is through inboxes, re-routes, takeovers and the DLQ. An envelope
+    # written before the field existed decodes with "".
+    tc: str = ""
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):

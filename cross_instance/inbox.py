@@ -22,6 +22,7 @@ from cross_instance.envelope import Envelope, Failure, Trail, describe
 from cross_instance.errors import RuntimeFenced, RuntimeReply
 from cross_instance.keys import CONSUMER_GROUP, RuntimeKeys
 from cross_instance.lifecycle import Lifecycle
+from cross_instance.lua import ScriptTimer
 from cross_instance.metrics import RuntimeMetrics
 from cross_instance.redis_client import AnyRedis
 from cross_instance.scripts import Scripts, call_script
@@ -32,12 +33,19 @@ log = logging.getLogger("lingua.runtime")
 
 
 async def append_entry(
-    client: AnyRedis, keys: RuntimeKeys, token: str, fields: dict[str, str], maxlen: int
+    client: AnyRedis,
+    keys: RuntimeKeys,
+    token: str,
+    fields: dict[str, str],
+    maxlen: int,
+    timer: ScriptTimer | None = None,
 ) -> tuple[RuntimeReply, str]:
     """Add an entry to ``token``'s inbox within ``maxlen`` entries: ``(OK, entry id)``,
     ``(FULL, "")`` when the inbox is full, ``(UNKNOWN_INBOX, "")`` when it was retired."""
     flat = [part for pair in fields.items() for part in pair]
-    code, data = await call_script(client, keys, "append_entry", [maxlen, *flat], token=token)
+    code, data = await call_script(
+        client, keys, "append_entry", [maxlen, *flat], token=token, timer=timer
+    )
     return code, str(data.get("id", ""))
 
 
@@ -157,6 +165,7 @@ class InboxStream:
             token,
             entry_fields(envelope, trail),
             self.config.inbox_maxlen,
+            self.scripts.timer,
         )
         if code is RuntimeReply.OK and token != self.token:
             self.metrics.forwarded.inc()

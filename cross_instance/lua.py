@@ -14,19 +14,33 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from redis.exceptions import NoScriptError
 
-__all__ = ["LUA_ROOT", "Script", "ScriptError", "ScriptLibrary", "declared_keys", "load_script"]
+__all__ = [
+    "LUA_ROOT",
+    "Script",
+    "ScriptError",
+    "ScriptLibrary",
+    "ScriptTimer",
+    "declared_keys",
+    "load_script",
+]
 
 LUA_ROOT = Path(__file__).resolve().parent.parent / "lua"
 _INCLUDE = re.compile(r'^--@include\s+"([^"]+)"\s*$', re.MULTILINE)
 # A header line declaring a key: ``-- KEYS[i] name ...`` (the one parser of these lines).
 _KEY_DECL = re.compile(r"^--\s*KEYS\[(\d+)\](?:\s+(\w+))?", re.MULTILINE)
+
+
+# Told of every script call: the script's name and the call's duration in seconds (a failed call
+# too; a pipelined batch once, for the whole round trip). The replica's is a metric.
+ScriptTimer = Callable[[str, float], None]
 
 
 class ScriptError(RuntimeError):
@@ -93,6 +107,7 @@ class ScriptLibrary:
     root: Path = LUA_ROOT
     scripts: dict[str, Script] = field(default_factory=dict)
     reloads: int = 0
+    timer: ScriptTimer | None = None  # the default of ``call``'s ``timer``
 
     def __post_init__(self) -> None:
         if not self.scripts:
@@ -113,16 +128,39 @@ class ScriptLibrary:
             raise ScriptError(f"{name} declares {script.num_keys} keys, called with {len(keys)}")
         return script
 
-    async def call(self, client: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def call(
+        self,
+        client: Any,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        timer: ScriptTimer | None = None,
+    ) -> Any:
+        """One call of script ``name``; ``timer`` (default: :attr:`timer`) is told its duration."""
         script = self._checked(name, keys)
+        started = time.perf_counter()
         try:
             return await client.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
             self.reloads += 1
             return await client.eval(script.source, len(keys), *keys, *args)
+        finally:
+            self._timed(timer, name, started)
+
+    def _timed(self, timer: ScriptTimer | None, name: str, started: float) -> None:
+        told = timer if timer is not None else self.timer
+        if told is not None:
+            told(name, time.perf_counter() - started)
 
     async def call_pipelined(
-        self, client: Any, name: str, keys: Sequence[str], arg_lists: Sequence[Sequence[Any]]
+        self,
+        client: Any,
+        name: str,
+        keys: Sequence[str],
+        arg_lists: Sequence[Sequence[Any]],
+        *,
+        timer: ScriptTimer | None = None,
     ) -> list[Any]:
         """One call of script ``name`` per argument list, in one round trip (a pipeline, not a
         transaction); their raw replies in order. On NOSCRIPT the library is loaded again and
@@ -135,9 +173,12 @@ class ScriptLibrary:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             return list(await pipe.execute())
 
+        started = time.perf_counter()
         try:
             return await send()
         except NoScriptError:
             self.reloads += 1
             await self.load(client)
             return await send()
+        finally:
+            self._timed(timer, name, started)

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from typing import get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from cross_instance.envelope import DropReason, LostReason
+from cross_instance.envelope import DeadReason, DropReason, LostReason
 
-__all__ = ["RuntimeMetrics"]
+__all__ = ["INBOX_HOP_BUCKETS", "SCRIPT_BUCKETS", "RuntimeMetrics"]
+
+# A script runs in Redis in well under a millisecond; a slow one (a scan, a big batch) or a busy
+# Redis shows in the upper buckets.
+SCRIPT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# One hop through a peer's inbox: milliseconds when it keeps up, seconds behind a slow handler,
+# up to reclaim_min_idle_ms and beyond for retried entries (above 10 s: +Inf).
+INBOX_HOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class RuntimeMetrics:
@@ -56,6 +63,8 @@ class RuntimeMetrics:
             ["reason"],
             registry=r,
         )
+        for dead_reason in get_args(DeadReason):
+            self.dead_lettered.labels(dead_reason)
         self.dropped = Counter(
             "lingua_runtime_dropped_total",
             "Non-resumable messages dropped because their target ended, by reason (ended: its "
@@ -104,3 +113,29 @@ class RuntimeMetrics:
             "Messages held in memory waiting for their target to get a live owner",
             registry=r,
         )
+        self.script_duration = Histogram(
+            "lingua_script_duration_seconds",
+            "Duration of each Lua script call as the replica sees it (round trip included), by "
+            "script name: runtime, scheduling, rooms and audit scripts",
+            ["script"],
+            buckets=SCRIPT_BUCKETS,
+            registry=r,
+        )
+        self.inbox_hop = Histogram(
+            "lingua_runtime_inbox_hop_seconds",
+            "From a message's creation on the sending replica to its successful handling from "
+            "this replica's inbox (wall clocks of two hosts: keep them in sync)",
+            buckets=INBOX_HOP_BUCKETS,
+            registry=r,
+        )
+
+    def time_script(self, name: str, seconds: float) -> None:
+        """A :data:`~cross_instance.lua.ScriptTimer`: one script call took ``seconds``."""
+        self.script_duration.labels(name).observe(seconds)
+
+    def observe_hop(self, created_ms: int, handled_ms: int) -> None:
+        """A message created at ``created_ms`` (sender's clock) was handled here at
+        ``handled_ms``; a message without a creation time is not counted, a clock step back
+        counts as 0."""
+        if created_ms > 0:
+            self.inbox_hop.observe(max(0, handled_ms - created_ms) / 1000)

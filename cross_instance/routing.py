@@ -98,6 +98,8 @@ class Router:
         payload: str,
         trace_id: str,
         resumable: bool,
+        began_ms: int = 0,
+        tc: str = "",
     ) -> SendResult:
         check_id(f"{target_kind} id", target_id)
         if not kind or kind in INTERNAL_KINDS:
@@ -115,6 +117,8 @@ class Router:
             created_ms=now_ms(),
             origin=self.token,
             resumable=resumable,
+            began_ms=began_ms,
+            tc=tc,
         )
         if self.ownership.owns(target_kind, target_id):
             return await self.deliver_local(envelope, Trail())

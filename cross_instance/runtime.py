@@ -101,7 +101,7 @@ class Runtime:
 
         token, config, metrics = self.token, runtime_config, self.metrics
         self.lifecycle = Lifecycle(token)
-        self.scripts = Scripts(self.keys)
+        self.scripts = Scripts(self.keys, metrics.time_script)
         self.presence = Presence(
             self.identity, config, redis_config, self.scripts, self.lifecycle, metrics
         )
@@ -274,9 +274,21 @@ class Runtime:
     # -- sending ---------------------------------------------------------------------------
 
     async def send_to_node(
-        self, node_id: str, kind: str, payload: str, trace_id: str = "", *, resumable: bool = True
+        self,
+        node_id: str,
+        kind: str,
+        payload: str,
+        trace_id: str = "",
+        *,
+        resumable: bool = True,
+        began_ms: int = 0,
+        tc: str = "",
     ) -> SendResult:
-        return await self.router.send("node", node_id, kind, payload, trace_id, resumable)
+        """``began_ms``: when the work this message serves began (the handler measures from it;
+        see :attr:`Envelope.began_ms`). ``tc``: the sender's trace context, carried opaquely."""
+        return await self.router.send(
+            "node", node_id, kind, payload, trace_id, resumable, began_ms, tc
+        )
 
     async def send_to_session(
         self,
@@ -286,11 +298,15 @@ class Runtime:
         trace_id: str = "",
         *,
         resumable: bool = True,
+        began_ms: int = 0,
+        tc: str = "",
     ) -> SendResult:
         """``resumable=False``: the session cannot come back under this id; once its owner has
         released it the message is dropped (``route="dropped"``, counted) instead of held and
         dead-lettered. An owner that merely looks not live is still waited for."""
-        return await self.router.send("session", session_id, kind, payload, trace_id, resumable)
+        return await self.router.send(
+            "session", session_id, kind, payload, trace_id, resumable, began_ms, tc
+        )
 
     # -- inbox and takeover ----------------------------------------------------------------
 

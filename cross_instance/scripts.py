@@ -13,7 +13,7 @@ import msgspec
 
 from cross_instance.errors import RuntimeReply
 from cross_instance.keys import RuntimeKeys
-from cross_instance.lua import ScriptLibrary
+from cross_instance.lua import ScriptLibrary, ScriptTimer
 from cross_instance.redis_client import AnyRedis
 
 __all__ = ["ScriptData", "Scripts", "call_script", "library"]
@@ -41,12 +41,14 @@ async def call_script(
     token: str = "",
     kind: str = "",
     message_id: str = "",
+    timer: ScriptTimer | None = None,
 ) -> tuple[RuntimeReply, ScriptData]:
-    """Run one ``lua/runtime`` script; its reply as (code, decoded json data)."""
+    """Run one ``lua/runtime`` script; its reply as (code, decoded json data). ``timer`` is
+    told its duration (the library is shared by every runtime of the process)."""
     scripts = library()
     script = scripts.scripts[name]
     script_keys = keys.for_script(script, token=token, kind=kind, message_id=message_id)
-    raw = await scripts.call(client, name, script_keys, args)
+    raw = await scripts.call(client, name, script_keys, args, timer=timer)
     code = RuntimeReply(int(raw[0]))
     data: ScriptData = msgspec.json.decode(raw[1]) if len(raw) > 1 else {}
     return code, data
@@ -55,8 +57,9 @@ async def call_script(
 class Scripts:
     """The runtime's script calls on its main connection (``client`` is set while it runs)."""
 
-    def __init__(self, keys: RuntimeKeys) -> None:
+    def __init__(self, keys: RuntimeKeys, timer: ScriptTimer | None = None) -> None:
         self.keys = keys
+        self.timer = timer  # told the duration of every call (the runtime's metric)
         self.client: AnyRedis | None = None
 
     @property
@@ -77,7 +80,14 @@ class Scripts:
     ) -> tuple[RuntimeReply, ScriptData]:
         target = client if client is not None else self.redis
         return await call_script(
-            target, self.keys, name, args, token=token, kind=kind, message_id=message_id
+            target,
+            self.keys,
+            name,
+            args,
+            token=token,
+            kind=kind,
+            message_id=message_id,
+            timer=self.timer,
         )
 
     async def run_pipelined(
@@ -87,7 +97,9 @@ class Scripts:
         not depend on a token, kind or message id (e.g. ``dead_letter``)."""
         scripts = library()
         script_keys = self.keys.for_script(scripts.scripts[name])
-        raws = await scripts.call_pipelined(self.redis, name, script_keys, arg_lists)
+        raws = await scripts.call_pipelined(
+            self.redis, name, script_keys, arg_lists, timer=self.timer
+        )
         return [
             (RuntimeReply(int(raw[0])), msgspec.json.decode(raw[1]) if len(raw) > 1 else {})
             for raw in raws

@@ -13,8 +13,8 @@ import re
 from enum import IntEnum
 from urllib.parse import urlsplit, urlunsplit
 
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cross_instance.redis_server import RedisServerError
@@ -89,6 +89,18 @@ def describe(exc: BaseException, redis_where: str) -> CliError | None:
             return CliError(
                 f"cannot listen: {_one_line(str(leaf))}; is another serve running there? "
                 "Choose another server.host / server.port (--port, LINGUA_SERVER__PORT)",
+                ExitCode.UNAVAILABLE,
+            )
+        if isinstance(leaf, AuthenticationError):
+            return CliError(
+                f"Redis at {redis_where} refused our credentials: {_one_line(str(leaf))}; "
+                "check the user and password in redis.url (LINGUA_REDIS_URL) against its ACL",
+                ExitCode.UNAVAILABLE,
+            )
+        if isinstance(leaf, NoPermissionError):
+            return CliError(
+                f"Redis at {redis_where} denied a command to our user: {_one_line(str(leaf))}; "
+                "grant it the minimum ACL of docs/security.md",
                 ExitCode.UNAVAILABLE,
             )
         if isinstance(leaf, RedisConnectionError | RedisTimeoutError):

@@ -30,6 +30,7 @@ __all__ = [
     "SchedulingConfig",
     "ServerConfig",
     "SessionConfig",
+    "TracingConfig",
     "iter_keys",
     "load_config",
 ]
@@ -404,6 +405,61 @@ class LoggingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     )
 
 
+class TracingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: Annotated[
+        bool,
+        _doc(
+            "OpenTelemetry spans of dispatch, the inbox hop, the node round trip and the relay "
+            "(docs/operations.md, Tracing). Needs the extra: pip install "
+            "'lingua-scheduler[tracing]'. Off: nothing of OpenTelemetry is imported."
+        ),
+    ] = False
+    service_name: Annotated[
+        str, _doc("service.name of every span (service.instance.id is runtime.instance_id).")
+    ] = "lingua-scheduler"
+    otlp_endpoint: Annotated[
+        str,
+        _doc(
+            "OTLP/HTTP traces endpoint spans are exported to (a collector's /v1/traces); "
+            "headers come from OTEL_EXPORTER_OTLP_HEADERS."
+        ),
+    ] = "http://localhost:4318/v1/traces"
+    sample_ratio: Annotated[
+        float,
+        _doc(
+            "Share of traces recorded, chosen from the trace id (so every replica keeps or "
+            "drops the same utterance); a hop follows its sender's choice.",
+            ge=0,
+            le=1,
+        ),
+    ] = 1.0
+    export_interval_ms: Annotated[
+        int, _doc("Finished spans are exported in a batch at least this often.", ge=1)
+    ] = 5000
+    export_timeout_ms: Annotated[
+        int, _doc("Longest one export (and the flush at exit) may take.", ge=1)
+    ] = 10000
+    queue_max: Annotated[
+        int,
+        _doc(
+            "Finished spans waiting for export; past it new ones are dropped (the exporter "
+            "is down or slow), never the replica's work.",
+            ge=1,
+        ),
+    ] = 2048
+    export_batch: Annotated[
+        int, _doc("Most spans in one export request (at most queue_max).", ge=1)
+    ] = 512
+    open_spans_max: Annotated[
+        int,
+        _doc(
+            "Node round-trip spans open at once on a replica (job_assign sent, no result, "
+            "cancel or disconnect yet); past it the oldest is ended as evicted.",
+            ge=1,
+        ),
+    ] = 10000
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
@@ -412,6 +468,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     session: SessionConfig = msgspec.field(default_factory=SessionConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
 
 
 class ConfigError(ValueError):
@@ -499,6 +556,11 @@ def _validate(raw: dict[str, Any]) -> Config:
         raise ConfigError(
             "server.drain_unready_ms: must be shorter than runtime.drain_grace_ms "
             f"({config.server.drain_unready_ms} >= {rt.drain_grace_ms})"
+        )
+    if config.tracing.export_batch > config.tracing.queue_max:
+        raise ConfigError(
+            "tracing.export_batch: must not exceed tracing.queue_max "
+            f"({config.tracing.export_batch} > {config.tracing.queue_max})"
         )
     if config.redis.mode == "sentinel" and not config.redis.sentinels:
         raise ConfigError("redis.sentinels: mode = sentinel needs at least one host:port")

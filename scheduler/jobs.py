@@ -56,6 +56,7 @@ from scheduler.scheduling.codes import AllNodesFull, NoNodeAvailable, Scheduling
 from scheduler.scheduling.core import SchedulingCore
 from scheduler.scheduling.types import DispatchRequest, FailoverAction, Moves
 from scheduler.session_flow import FinalizeUtterance
+from scheduler.tracing import NO_TRACING, Tracing
 
 __all__ = ["JobLifecycle", "SessionJobs", "failover_code", "failure_message"]
 
@@ -77,6 +78,8 @@ class SessionJobs:
     room: RoomPresence | None = None  # the room this session is in, if any
     # job id -> its utterance index, for the jobs dispatched and not yet answered.
     unanswered: dict[str, int] = field(default_factory=dict)
+    # job id -> when its utterance was finalized (ms), for the same jobs: utterance latency.
+    finalized: dict[str, int] = field(default_factory=dict)
 
 
 class JobLifecycle:
@@ -87,12 +90,14 @@ class JobLifecycle:
         config: SessionConfig,
         metrics: ReplicaMetrics,
         rooms: Rooms,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.core = core
         self.outbox = outbox
         self.config = config
         self.metrics = metrics
         self.rooms = rooms
+        self.tracing = tracing
 
     def open_session(
         self, session_id: str, init: wire.SessionInit, trace_id: str, link: Link
@@ -112,6 +117,14 @@ class JobLifecycle:
         self, session: SessionJobs, utterance: FinalizeUtterance, targets: dict[str, list[str]]
     ) -> None:
         """One job per target language; ``targets`` maps each to the sessions that get it."""
+        with self.tracing.dispatch(
+            session.trace_id, session.session_id, utterance.utterance_index, utterance.reason
+        ):
+            await self._dispatch_all(session, utterance, targets)
+
+    async def _dispatch_all(
+        self, session: SessionJobs, utterance: FinalizeUtterance, targets: dict[str, list[str]]
+    ) -> None:
         init = session.init
         for tgt_lang, recipients in targets.items():
             spec = relay.JobSpec(
@@ -126,6 +139,7 @@ class JobLifecycle:
                 turn_id=utterance.turn_id,
                 reason=utterance.reason,
                 padding_ms=utterance.padding_ms,
+                finalized_ms=utterance.finalized_ms,
             )
             await self._dispatch(session, spec, recipients)
 
@@ -171,10 +185,20 @@ class JobLifecycle:
                 session, spec.job_id, spec.utterance_index, "INTERNAL_ERROR", spec.trace_id
             )
             return
+        self.tracing.note(
+            "job placed",
+            job_id=dispatched.job_id,
+            tgt_lang=spec.tgt_lang,
+            state=dispatched.state,
+            node_id=dispatched.node_id,
+        )
         session.recipients[dispatched.job_id] = recipients
         session.unanswered[dispatched.job_id] = spec.utterance_index
+        session.finalized[dispatched.job_id] = spec.finalized_ms
         while len(session.unanswered) > self.config.result_dedup_max:
             del session.unanswered[next(iter(session.unanswered))]
+        while len(session.finalized) > self.config.result_dedup_max:
+            del session.finalized[next(iter(session.finalized))]
         while len(session.recipients) > self.config.result_dedup_max:
             session.recipients.popitem(last=False)
         await self.carry_out_moves(Moves(dispatched.placed))
@@ -189,7 +213,9 @@ class JobLifecycle:
             assign = msgspec.structs.replace(
                 assign, job_id=dispatched.job_id, attempt_id=dispatched.attempt
             )
-            await self.outbox.assign_to_node(dispatched.node_id, assign)
+            await self.outbox.assign_to_node(
+                dispatched.node_id, assign, finalized_ms=spec.finalized_ms
+            )
         session.link.send(
             wire.encode(
                 relay.dispatched_event(
@@ -338,21 +364,30 @@ class JobLifecycle:
 
     # -- 5. at the session -------------------------------------------------------------------
 
-    async def deliver(self, session: SessionJobs, delivery: SessionDelivery) -> None:
-        """A message for this session from any replica (or this one), as client frames."""
+    async def deliver(
+        self, session: SessionJobs, delivery: SessionDelivery, finalized_ms: int = 0
+    ) -> None:
+        """A message for this session from any replica (or this one), as client frames;
+        ``finalized_ms``: a relayed ``translation_result``'s utterance finalize time."""
         if not isinstance(delivery, RawFrame | wire.NodeAsrPartial):
             session.unanswered.pop(delivery.job_id, None)
+            finalized_ms = session.finalized.pop(delivery.job_id, 0)
         if isinstance(delivery, RawFrame):
-            session.link.send(delivery.data.encode())
+            if session.link.send(delivery.data.encode()):
+                self.metrics.observe_utterance(finalized_ms, now_ms())
             return
         # Every frame carries the session's trace id, whatever the node or the failover knew.
         trace_id = delivery.trace_id or session.trace_id
         if isinstance(delivery, wire.JobResult):
-            recipients = session.recipients.get(delivery.job_id, [session.session_id])
-            frames = session.results.on_result(
-                msgspec.structs.replace(delivery, trace_id=trace_id), now_ms()
-            )
-            await self._fan_out(session, frames, recipients)
+            with self.tracing.relay(
+                session.session_id, delivery.job_id, delivery.utterance_index, trace_id
+            ):
+                recipients = session.recipients.get(delivery.job_id, [session.session_id])
+                frames = session.results.on_result(
+                    msgspec.structs.replace(delivery, trace_id=trace_id), now_ms()
+                )
+                self.tracing.label("lingua.frames", len(frames))
+                await self._fan_out(session, frames, recipients, finalized_ms)
         elif isinstance(delivery, wire.NodeAsrPartial):
             partial = msgspec.structs.replace(delivery, trace_id=trace_id)
             for frame in relay.partial_frames(partial):
@@ -363,19 +398,28 @@ class JobLifecycle:
             )
 
     async def _fan_out(
-        self, session: SessionJobs, frames: list[relay.Frame], recipients: list[str]
+        self,
+        session: SessionJobs,
+        frames: list[relay.Frame],
+        recipients: list[str],
+        finalized_ms: int,
     ) -> None:
         for frame in frames:
             if isinstance(frame, wire.TranslationResult) and recipients != [session.session_id]:
                 for target in recipients:
                     await self.outbox.frame_to_session(
-                        target, msgspec.structs.replace(frame, session_id=target), frame.trace_id
+                        target,
+                        msgspec.structs.replace(frame, session_id=target),
+                        frame.trace_id,
+                        finalized_ms,
                     )
                 await self.room_activity(session)
             elif isinstance(frame, wire.ErrorMessage):
                 self.tell_error(session, frame)
-            else:
-                session.link.send(wire.encode(frame))
+            elif session.link.send(wire.encode(frame)) and isinstance(
+                frame, wire.TranslationResult
+            ):
+                self.metrics.observe_utterance(finalized_ms, now_ms())
 
     async def room_activity(self, session: SessionJobs) -> None:
         """The session did something in its room (spoke, relayed, got a result fanned out):
@@ -405,6 +449,7 @@ class JobLifecycle:
         trace_id: str,
         cause: Exception | None = None,
     ) -> None:
+        self.tracing.note("failure told", job_id=job_id, code=code)
         for frame in relay.failure_frames(
             session.session_id,
             job_id,

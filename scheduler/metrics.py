@@ -1,14 +1,68 @@
-"""The replica's own Prometheus metrics (the runtime registers its own, ``lingua_runtime_*``)."""
+"""The replica's own Prometheus metrics (the runtime registers its own, ``lingua_runtime_*``).
+
+Every labelled counter is exported at 0 for each of its known label values from the start: an
+alert on ``increase(...) > 0`` sees a series go from 0 to 1 at its first event, where a series
+born at 1 shows no increase at all (``tests/unit/test_metrics.py`` walks the registry).
+"""
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Callable
+from typing import Final, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from scheduler.audit import CHECKS, AuditReport
+from scheduler.messages import FailureCode
+from scheduler.protocol import ERROR_CODES
 
-__all__ = ["AuditMetrics", "ReplicaMetrics"]
+__all__ = [
+    "CLIENT_ERROR_CODES",
+    "CONNECTION_KINDS",
+    "DISPATCH_BUCKETS",
+    "JOB_EVENTS",
+    "UTTERANCE_BUCKETS",
+    "AuditMetrics",
+    "ReplicaMetrics",
+]
+
+# lingua_jobs_total{event}: every event the job lifecycle and the gateways count.
+JOB_EVENTS: Final = (
+    "dispatched",  # a job placed on a node (at once, or after waiting for a slot)
+    "waiting",  # every node of its pair was busy: it waits for a slot
+    "completed",  # the first valid result, accepted by the core
+    "result_refused",  # a stale, foreign or repeated result
+    "reassigned",  # failover moved it to another node
+    "held",  # failover kept it for its disconnected node
+    "cancelled",  # a node was told job_cancel
+    "failed",  # it ended without a result (the client was told)
+    "abandoned",  # its session ended before it could move
+    "no_node",  # no node for its pair at dispatch (NO_AVAILABLE_NODE)
+    "move_unreadable",  # a failover move whose stored job could not be read
+    "dispatch_queue_full",  # the session had session.dispatch_queue_max utterances waiting
+    "refused_draining",  # audio a draining replica refused (the session was told once)
+)
+# /ws/node and /ws/session.
+CONNECTION_KINDS: Final = ("node", "session")
+# Every code an error frame to a client can carry: the protocol's, the job failures', and the
+# node's own failure code, relayed.
+CLIENT_ERROR_CODES: Final = tuple(
+    sorted(ERROR_CODES | set(get_args(FailureCode)) | {"PROCESSING_ERROR"})
+)
+# Finalize to job_assign on the node's socket: a script and a hop, milliseconds when healthy.
+DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Finalize to translation_result: the node's ASR, NMT and TTS included, seconds.
+UTTERANCE_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)
 
 
 class AuditMetrics:
@@ -59,13 +113,33 @@ class AuditMetrics:
 
 
 class ReplicaMetrics:
-    def __init__(self, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, ready: Callable[[], bool], version: str = ""
+    ) -> None:
+        # The process (CPU, memory, open fds), the interpreter's GC, the platform: the same
+        # collectors the default registry has, on ours.
+        ProcessCollector(registry=registry)
+        GCCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        self.build_info = Gauge(
+            "lingua_build_info",
+            "Always 1: the version of lingua-scheduler, of Python, and the commit it was built "
+            "from (LINGUA_COMMIT; empty when unknown)",
+            ["version", "python", "commit"],
+            registry=registry,
+        )
+        self.build_info.labels(
+            version, platform.python_version(), os.environ.get("LINGUA_COMMIT", "")
+        ).set(1)
         self.connections = Gauge(
             "lingua_connections", "Open WebSocket connections", ["kind"], registry=registry
         )
         self.frames_in = Counter(
             "lingua_frames_received_total", "Frames received", ["kind"], registry=registry
         )
+        for kind in CONNECTION_KINDS:
+            self.connections.labels(kind)
+            self.frames_in.labels(kind)
         self.errors_sent = Counter(
             "lingua_client_errors_total",
             "error frames sent to clients",
@@ -79,6 +153,9 @@ class ReplicaMetrics:
             ["code"],
             registry=registry,
         )
+        for code in CLIENT_ERROR_CODES:
+            self.errors_sent.labels(code)
+            self.errors_suppressed.labels(code)
         self.rooms_expired = Counter(
             "lingua_rooms_expired_total",
             "rooms expired after session.room_idle_ms without activity",
@@ -92,6 +169,23 @@ class ReplicaMetrics:
         self.ready.set_function(lambda: float(ready()))
         self.jobs = Counter(
             "lingua_jobs_total", "Job lifecycle events", ["event"], registry=registry
+        )
+        for event in JOB_EVENTS:
+            self.jobs.labels(event)
+        self.dispatch_latency = Histogram(
+            "lingua_dispatch_latency_seconds",
+            "From an utterance's finalize to its job_assign handed to the node's socket, on the "
+            "node's replica (a job's first placement; after a wait for a slot or a failover "
+            "it is not counted)",
+            buckets=DISPATCH_BUCKETS,
+            registry=registry,
+        )
+        self.utterance_latency = Histogram(
+            "lingua_utterance_latency_seconds",
+            "From an utterance's finalize to its translation_result handed to a client's socket "
+            "(each room member who gets it), on that client's replica",
+            buckets=UTTERANCE_BUCKETS,
+            registry=registry,
         )
         # Jobs that wait for a slot while every node of their pair is busy (issue 11).
         self.slot_waiting = Gauge(
@@ -117,4 +211,17 @@ class ReplicaMetrics:
             ["kind"],
             registry=registry,
         )
+        for kind in CONNECTION_KINDS:
+            self.drain_unfinished.labels(kind)
         self.audit = AuditMetrics(registry)
+
+    def observe_dispatch(self, finalized_ms: int, sent_ms: int) -> None:
+        """A job_assign was handed to its node's socket; ``finalized_ms`` 0: not a first
+        placement (not counted)."""
+        if finalized_ms > 0:
+            self.dispatch_latency.observe(max(0, sent_ms - finalized_ms) / 1000)
+
+    def observe_utterance(self, finalized_ms: int, sent_ms: int) -> None:
+        """A translation_result was handed to a client's socket; ``finalized_ms`` 0: unknown."""
+        if finalized_ms > 0:
+            self.utterance_latency.observe(max(0, sent_ms - finalized_ms) / 1000)

@@ -32,6 +32,7 @@ import anyio
 import msgspec
 from websockets.exceptions import ConnectionClosed
 
+from cross_instance.clock import now_ms
 from cross_instance.envelope import Envelope, RuntimeDraining, RuntimeFenced
 from scheduler import node_rules
 from scheduler import protocol as wire
@@ -46,6 +47,7 @@ from scheduler.scheduling.codes import (
 )
 from scheduler.scheduling.core import SchedulingCore
 from scheduler.scheduling.types import Moves, NodeCapabilities
+from scheduler.tracing import NO_TRACING, Tracing
 
 __all__ = ["NodeClaims", "NodeGateway"]
 
@@ -83,6 +85,7 @@ class NodeGateway:
         settings: GatewaySettings,
         metrics: ReplicaMetrics,
         draining: Callable[[], bool],
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.core = core
         self.claims = claims
@@ -90,6 +93,7 @@ class NodeGateway:
         self.settings = settings
         self.metrics = metrics
         self.draining = draining
+        self.tracing = tracing
         self.local: dict[str, NodeConnection] = {}
         self._drain_code = settings.shutdown_close_code
         self._left = anyio.Event()  # set whenever a connection leaves self.local
@@ -206,7 +210,10 @@ class NodeGateway:
         if isinstance(message, wire.NodeHeartbeat):
             await self._heartbeat(conn, message)
         elif isinstance(message, wire.JobResult):
-            await self.jobs.on_result(conn.node_id, message)
+            with self.tracing.node_result(
+                conn.node_id, message.job_id, message.attempt_id, message.success, message.trace_id
+            ):
+                await self.jobs.on_result(conn.node_id, message)
             if conn.draining:
                 await self._drain_one(conn)
         elif isinstance(message, wire.NodeAsrPartial):
@@ -264,6 +271,7 @@ class NodeGateway:
         if self.local.get(conn.node_id) is conn:
             del self.local[conn.node_id]
             self._left.set()
+        self.tracing.node_gone(conn.node_id, conn.generation)
         try:
             with anyio.fail_after(self.settings.cleanup_timeout_s):
                 if draining:
@@ -291,6 +299,9 @@ class NodeGateway:
             raise LookupError(f"node {envelope.target_id} is not connected here")
         if not conn.link.send(envelope.payload.encode()):
             raise LookupError(f"node {envelope.target_id} link is closing")
+        # A job_assign sent with its utterance's finalize time: the dispatch latency.
+        self.metrics.observe_dispatch(envelope.began_ms, now_ms())
+        self.tracing.node_sent(conn.node_id, conn.generation, envelope.payload)
 
     def evict(
         self, node_id: str, code: int = CLOSE_POLICY, reason: str = "connected elsewhere"

@@ -81,6 +81,7 @@ class JobSpec(msgspec.Struct, kw_only=True, frozen=True):
     reason: FinalizeReason
     padding_ms: int
     attempt_id: int = 1  # the dispatch's attempt replaces it once the core has chosen a node
+    finalized_ms: int = 0  # when the flow finalized it (the latency metrics measure from it)
     audio_format: str = _CODEC
     sample_rate: int = _SAMPLE_RATE
 

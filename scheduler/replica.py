@@ -42,6 +42,8 @@ from scheduler.rooms import Rooms
 from scheduler.scheduling.core import SchedulingCore
 from scheduler.scheduling.types import Moves
 from scheduler.session_gateway import SessionGateway
+from scheduler.tracing import flushed_at_exit
+from scheduler.tracing import start as start_tracing
 
 __all__ = ["Replica"]
 
@@ -49,7 +51,11 @@ log = logging.getLogger("lingua.replica")
 
 
 class Replica:
-    def __init__(self, config: Config, redis: AnyRedis) -> None:
+    def __init__(
+        self, config: Config, redis: AnyRedis, *, span_exporter: object | None = None
+    ) -> None:
+        """``span_exporter``: with ``tracing.enabled``, an OpenTelemetry ``SpanExporter`` that
+        gets each span as it ends instead of the OTLP exporter (tests, embedding)."""
         self.config = config
         self.redis = redis
         self.registry = CollectorRegistry()
@@ -66,6 +72,8 @@ class Replica:
             address=_reachable_address(config.server.host, config.server.port),
             version=_version(),
         )
+        # One histogram times every script: the runtime's, and the core's, rooms' and audit's.
+        self.core.library.timer = self.rooms.scripts.timer = self.runtime.metrics.time_script
         self.starting = True
         self.draining = False
         self.open_sockets = 0
@@ -73,10 +81,20 @@ class Replica:
         # Redis answered the last sweep (every sweep_interval_ms): readiness without a probe.
         self.redis_ok = False
         self.metrics = ReplicaMetrics(
-            self.registry, ready=lambda: not self.starting and not self.draining and self.redis_ok
+            self.registry,
+            ready=lambda: not self.starting and not self.draining and self.redis_ok,
+            version=_version(),
         )
-        outbox = Outbox(self.runtime)
-        self.jobs = JobLifecycle(self.core, outbox, config.session, self.metrics, self.rooms)
+        self.tracing = start_tracing(
+            config.tracing,
+            self.runtime.instance_id,
+            registry=self.registry,
+            exporter=span_exporter,
+        )
+        outbox = Outbox(self.runtime, self.tracing)
+        self.jobs = JobLifecycle(
+            self.core, outbox, config.session, self.metrics, self.rooms, self.tracing
+        )
         settings = GatewaySettings(
             shutdown_close_code=config.server.shutdown_close_code,
             cleanup_timeout_s=config.redis.command_timeout_ms / 1000,
@@ -88,6 +106,7 @@ class Replica:
             settings=settings,
             metrics=self.metrics,
             draining=lambda: self.draining,
+            tracing=self.tracing,
         )
         self.sessions = SessionGateway(
             core=self.core,
@@ -116,7 +135,7 @@ class Replica:
             admin_token=self.config.server.admin_token,
         )
         server_cfg = self.config.server
-        async with self.runtime, anyio.create_task_group() as tg:
+        async with flushed_at_exit(self.tracing), self.runtime, anyio.create_task_group() as tg:
             async with serve(
                 self.handle_socket,
                 server_cfg.host,
@@ -129,9 +148,11 @@ class Replica:
                 close_timeout=server_cfg.close_timeout_ms / 1000,
             ) as server:
                 tg.start_soon(self._sweep_forever)
+                auditor = Auditor(self.redis, self.config)
+                auditor.library.timer = self.runtime.metrics.time_script
                 tg.start_soon(
                     audit_forever,
-                    Auditor(self.redis, self.config),
+                    auditor,
                     self.metrics.audit,
                     self.config.audit.interval_ms,
                 )
@@ -244,10 +265,11 @@ class Replica:
 
     async def deliver(self, envelope: Envelope) -> None:
         """Runtime handler: raising leaves the message pending (retried, then dead-lettered)."""
-        if envelope.target_kind == "node":
-            self.nodes.deliver(envelope)
-        else:
-            await self.sessions.deliver(envelope)
+        with self.tracing.handle(envelope):
+            if envelope.target_kind == "node":
+                self.nodes.deliver(envelope)
+            else:
+                await self.sessions.deliver(envelope)
 
     async def ownership_lost(self, kind: str, ident: str) -> None:
         """A newer connection claimed this node or session on another replica: close ours (1008).

@@ -199,6 +199,7 @@ class FinalizeUtterance(msgspec.Struct, frozen=True):
     reason: FinalizeReason
     turn_id: str
     padding_ms: int
+    finalized_ms: int = 0  # the ``now`` it was decided at: latencies are measured from it
 
 
 class InputRejected(msgspec.Struct, frozen=True):
@@ -469,7 +470,9 @@ class SessionFlow:
             "manual": self.config.padding_manual_ms,
             "size": 0,
         }.get(reason, self.config.padding_auto_ms)
-        actions.append(FinalizeUtterance(self._next_index, audio, reason, turn_id, padding))
+        actions.append(
+            FinalizeUtterance(self._next_index, audio, reason, turn_id, padding, self._now)
+        )
         self._next_index += 1
         self._turn_id = turn_id if reason in TURN_KEEPING else None
 
@@ -525,7 +528,9 @@ class SessionFlow:
         # flag-less job (§4.3); no hangover or padding (§3.11).
         reason: FinalizeReason = "manual" if event.manual_cut else "silence"
         actions.append(
-            FinalizeUtterance(self._next_index, bytes(event.audio), reason, self._new_turn_id(), 0)
+            FinalizeUtterance(
+                self._next_index, bytes(event.audio), reason, self._new_turn_id(), 0, self._now
+            )
         )
         self._next_index += 1
 

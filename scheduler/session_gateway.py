@@ -341,7 +341,7 @@ class SessionGateway:
             raise LookupError(f"session {envelope.target_id} is not connected here")
         delivery = messages.decode_for_session(envelope.kind, envelope.payload)
         if delivery is not None:
-            await self.jobs.deliver(session.jobs, delivery)
+            await self.jobs.deliver(session.jobs, delivery, envelope.began_ms)
             self._progress.set()
 
     async def expire_rooms(self) -> None:

@@ -15,6 +15,7 @@ import pytest
 from cross_instance.config import RedisConfig
 from cross_instance.redis_client import AnyRedis
 from tests.cli.conftest import clean_env, one_line, run_cli
+from tests.security.tls_redis import TlsAclRedis
 
 
 @pytest.mark.parametrize(
@@ -151,3 +152,14 @@ def test_serve_without_a_redis_server_binary_says_so_in_one_json_line(tmp_path: 
     assert done.returncode == 3
     entry = json.loads(one_line(done.stderr))
     assert entry["msg"].startswith("cannot start the embedded Redis:") and missing in entry["msg"]
+
+
+@pytest.mark.parametrize("command", [["nodes"], ["serve", "--port", "0"]])
+def test_a_wrong_redis_password_says_so_in_one_line_and_exit_3(
+    command: list[str], tls_acl_redis: TlsAclRedis
+) -> None:
+    url = tls_acl_redis.url_for("lingua", "not-the-password")
+    done = run_cli(*command, env=clean_env(LINGUA_REDIS_URL=url))
+    assert done.returncode == 3, done.stderr
+    line = one_line(done.stderr)
+    assert "refused our credentials" in line and "not-the-password" not in line, line

@@ -26,7 +26,9 @@ def test_is_final_cuts_after_the_manual_hangover_with_manual_padding() -> None:
     assert d.flow.state is flow_.SessionState.HANGOVER
     got = d.fire_next()
     assert finals_of(got) == [
-        flow_.FinalizeUtterance(0, A, "manual", d.finals[0].turn_id, padding_ms=280)
+        flow_.FinalizeUtterance(
+            0, A, "manual", d.finals[0].turn_id, padding_ms=280, finalized_ms=300
+        )
     ]
     assert d.flow.state is flow_.SessionState.IDLE and d.flow.buffered_bytes == 0
 
