@@ -122,11 +122,15 @@ class Ownership:
         _, data = await self.scripts.run("resolve_owner", [ident, ""], kind=kind)
         return Target(data.get("owner") or "", bool(data.get("live")), bool(data.get("ended")))
 
-    async def release_all_of(self, token: str) -> None:
-        """Drop every owner entry still naming ``token`` (compare-and-delete, in batches)."""
+    async def release_all_of(self, token: str) -> dict[str, list[str]]:
+        """Drop every owner entry still naming ``token`` (compare-and-delete, in batches); the
+        ids that named it, per kind (one claimed meanwhile by another replica may be among
+        them: its entry was kept)."""
         client = self.scripts.redis
+        named: dict[str, list[str]] = {}
         for kind in KINDS:
             batch: list[str] = []
+            named[kind] = []
             async for ident, owner in client.hscan_iter(
                 self.scripts.keys.owners(kind), count=self.config.inbox_batch
             ):
@@ -134,8 +138,11 @@ class Ownership:
                     batch.append(ident)
                 if len(batch) >= self.config.inbox_batch:
                     await self.release(kind, batch, token)
+                    named[kind] += batch
                     batch = []
             await self.release(kind, batch, token)
+            named[kind] += batch
+        return named
 
     def owned_of(self, kind: str) -> list[str]:
         return [i for k, i in self.owned if k == kind]

@@ -50,7 +50,7 @@ from cross_instance.presence import Presence
 from cross_instance.redis_client import AnyRedis, connect, connect_blocking
 from cross_instance.routing import Router
 from cross_instance.scripts import Scripts, call_script, library
-from cross_instance.takeover import Takeover
+from cross_instance.takeover import OnReleased, Takeover
 
 __all__ = [
     "Envelope",
@@ -77,6 +77,7 @@ class Runtime:
         *,
         on_ownership_lost: OnLost | None = None,
         on_drain_requested: Callable[[], Awaitable[None]] | None = None,
+        on_released: OnReleased | None = None,
         registry: CollectorRegistry | None = None,
         address: str = "",
         version: str = "",
@@ -149,6 +150,7 @@ class Runtime:
             self.consumer,
             self.dead_letters,
             metrics,
+            on_released,
         )
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -31,7 +32,10 @@ from cross_instance.ownership import Ownership
 from cross_instance.routing import Router
 from cross_instance.scripts import Scripts
 
-__all__ = ["Takeover"]
+__all__ = ["OnReleased", "Takeover"]
+
+# (kind, ids): ids a dead replica owned, released by the takeover (they have no owner now)
+OnReleased = Callable[[str, list[str]], Awaitable[None]]
 
 log = logging.getLogger("lingua.runtime")
 
@@ -58,6 +62,7 @@ class Takeover:
         consumer: Consumer,
         dead_letters: DeadLetters,
         metrics: RuntimeMetrics,
+        on_released: OnReleased | None = None,
     ) -> None:
         self.token = token
         self.config = config
@@ -70,6 +75,7 @@ class Takeover:
         self.consumer = consumer
         self.dead_letters = dead_letters
         self.metrics = metrics
+        self.on_released = on_released
 
     async def run(self) -> None:
         """Look for dead inboxes every ``takeover_interval_ms`` until draining or fenced."""
@@ -109,7 +115,8 @@ class Takeover:
             # Fenced for good from here on (its refresh is refused): what it owned has ended.
             # Released first, so its sessions' messages are dropped as ended, not held for the
             # grace (and its nodes' held until they reconnect elsewhere).
-            await self.ownership.release_all_of(dead)
+            released = await self.ownership.release_all_of(dead)
+            await self._tell_released(released)
         lease = _Lease()
         async with anyio.create_task_group() as tg:
             # The lease is renewed beside the work, not between pages: one page may wait for
@@ -131,6 +138,19 @@ class Takeover:
         await self.scripts.run("end_takeover", [dead, self.token])
         log.info("inbox of %s taken over and retired", dead, extra={"instance": self.token})
         return True
+
+    async def _tell_released(self, released: dict[str, list[str]]) -> None:
+        """The owner (say, of the nodes whose replica died) is told which ids it lost; its
+        failure never stops the takeover."""
+        if self.on_released is None:
+            return
+        for kind, idents in released.items():
+            if not idents:
+                continue
+            try:
+                await self.on_released(kind, idents)
+            except Exception:
+                log.exception("released ids not handled", extra={"instance": self.token})
 
     async def _keep_lease(self, dead: str, work: anyio.CancelScope) -> None:
         ttl_s = self.config.takeover_lock_ttl_ms / 1000

@@ -79,6 +79,18 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ge=0,
         ),
     ] = 2000
+    drain_results_ms: Annotated[
+        int,
+        _doc(
+            "On drain, after the listener closes, the longest the replica waits for the "
+            "results of its sessions' unanswered utterances (delivered before their sockets "
+            "close 1012; what is still unanswered then gets an error frame) and for its nodes "
+            "to finish the jobs they run (taken out of the pools at the drain's start, each "
+            "node closes 1012 once it runs none). Bounded by what runtime.drain_grace_ms "
+            "leaves after server.drain_unready_ms and runtime.route_grace_ms (the hand-over).",
+            ge=0,
+        ),
+    ] = 8000
     shutdown_close_code: Annotated[
         int,
         _doc(
@@ -228,6 +240,17 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         int,
         _doc("How long a session's preferred node is remembered after its last dispatch.", ge=1000),
     ] = 3600000
+    node_orphan_grace_ms: Annotated[
+        int,
+        _doc(
+            "A node whose replica died (its ids released when a live replica takes the dead "
+            "one's inbox over) and that has not registered again by then gets this long to come "
+            "back; then the sweep takes it offline and its jobs move, instead of at "
+            "node_ttl_ms or their deadline. The real node reconnects about 5 s after its "
+            "socket drops, usually before the takeover.",
+            ge=0,
+        ),
+    ] = 3000
     sweep_interval_ms: Annotated[
         int, _doc("How often a replica claims due job deadlines and sweeps dead nodes.", ge=10)
     ] = 500

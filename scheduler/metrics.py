@@ -52,6 +52,7 @@ JOB_EVENTS: Final = (
     "no_node",  # no node for its pair at dispatch (NO_AVAILABLE_NODE)
     "move_unreadable",  # a failover move whose stored job could not be read
     "dispatch_queue_full",  # the session had session.dispatch_queue_max utterances waiting
+    "refused_draining",  # audio a draining replica refused (the session was told once)
 )
 # /ws/node and /ws/session.
 CONNECTION_KINDS: Final = ("node", "session")
@@ -220,6 +221,15 @@ class ReplicaMetrics:
             "Jobs whose wait for a slot ran out (the client got NO_AVAILABLE_NODE)",
             registry=registry,
         )
+        self.drain_unfinished = Counter(
+            "lingua_drain_unfinished_total",
+            "Sockets a drain closed with work still unanswered after server.drain_results_ms: "
+            "a node still running jobs, or a session told its unanswered utterances failed",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in CONNECTION_KINDS:
+            self.drain_unfinished.labels(kind)
         self.audit = AuditMetrics(registry)
         self.limit_breaches = Counter(
             "lingua_limit_breaches_total",

@@ -9,9 +9,13 @@ its own generation, so it can never take a newer registration of the same id off
 
 A node that registers again with its id (the real node reconnects ~5 s after a drop, possibly to
 another replica) may still be working on a job of its old connection, and sends that result on
-the new one; the core accepts it. Its first heartbeat that reports ``running_jobs: 0`` says it
-lost every such job: they are moved then (:meth:`SchedulingCore.move_lost_jobs`), not at their
-deadline.
+the new one; the core accepts it. A heartbeat that reports fewer ``running_jobs`` than it had
+jobs of its old connection says some were lost (a result ready while its socket was down is
+discarded): they all move then (:meth:`SchedulingCore.move_lost_jobs`), not at their deadline;
+one it still finishes wins if its result comes first.
+
+A draining replica takes its nodes out of the pools first (:meth:`NodeGateway.drain`), so no
+job is sent to a node it is about to close, and closes each once it runs no job.
 
 The decisions without I/O live in :mod:`scheduler.node_rules`; what a node says about a job
 (ack, start, partial, result) goes to :class:`scheduler.jobs.JobLifecycle`.
@@ -67,6 +71,8 @@ class NodeConnection:
     # registered with an id it had before: jobs of an earlier connection may still be its own
     # until a heartbeat reports it runs none
     may_hold_old_jobs: bool = False
+    # its replica is draining: out of the pools, closed once it runs no job (NodeGateway.drain)
+    draining: bool = False
 
 
 class NodeGateway:
@@ -89,6 +95,8 @@ class NodeGateway:
         self.draining = draining
         self.tracing = tracing
         self.local: dict[str, NodeConnection] = {}
+        self._drain_code = settings.shutdown_close_code
+        self._left = anyio.Event()  # set whenever a connection leaves self.local
 
     def count(self) -> int:
         return len(self.local)
@@ -212,6 +220,8 @@ class NodeGateway:
                 conn.node_id, message.job_id, message.attempt_id, message.success, message.trace_id
             ):
                 await self.jobs.on_result(conn.node_id, message)
+            if conn.draining:
+                await self._drain_one(conn)
         elif isinstance(message, wire.NodeAsrPartial):
             await self.jobs.on_partial(conn.node_id, message)
         elif isinstance(message, (wire.JobAck, wire.JobStarted)):
@@ -229,6 +239,8 @@ class NodeGateway:
         try:
             await self.core.heartbeat(conn.node_id, conn.generation, caps=caps, reported_load=load)
         except NodeNotRegistered:
+            if conn.draining:
+                return  # it is leaving: no new registration from this replica
             # Its record expired (silent too long) but the socket lives: register it again.
             registered = await self.core.register_node(conn.node_id, caps or conn.caps)
             conn.generation = registered.generation
@@ -239,19 +251,20 @@ class NodeGateway:
         except SchedulingError as exc:
             log.warning("heartbeat refused: %s", exc, extra={"node_id": conn.node_id})
             return
-        if conn.may_hold_old_jobs and node_rules.runs_no_job(message):
-            await self._move_lost_jobs(conn)
+        if conn.may_hold_old_jobs:
+            await self._move_lost_jobs(conn, message.resource_usage.running_jobs)
 
-    async def _move_lost_jobs(self, conn: NodeConnection) -> None:
+    async def _move_lost_jobs(self, conn: NodeConnection, running: int) -> None:
         try:
-            moves = await self.core.move_lost_jobs(conn.node_id, conn.generation)
+            moves = await self.core.move_lost_jobs(conn.node_id, conn.generation, running=running)
         except StaleGeneration:
             conn.link.close(CLOSE_POLICY, "replaced by a newer connection")
             return
         except SchedulingError as exc:
             log.warning("lost jobs not moved: %s", exc, extra={"node_id": conn.node_id})
             return
-        conn.may_hold_old_jobs = False
+        # Asked again at the next heartbeat while old jobs may all still run on the node.
+        conn.may_hold_old_jobs = moves.remaining > 0
         if moves.actions:
             log.info(
                 "node reconnected without %d job(s) of its old connection: moved",
@@ -263,6 +276,7 @@ class NodeGateway:
     async def _disconnect(self, conn: NodeConnection, *, draining: bool) -> None:
         if self.local.get(conn.node_id) is conn:
             del self.local[conn.node_id]
+            self._left.set()
         self.tracing.node_gone(conn.node_id, conn.generation)
         try:
             with anyio.fail_after(self.settings.cleanup_timeout_s):
@@ -301,6 +315,40 @@ class NodeGateway:
         conn = self.local.pop(node_id, None)
         if conn is not None:
             conn.link.close(code, reason)
+
+    async def drain(self, wait_s: float, code: int) -> None:
+        """This replica is draining: no placement picks our nodes any more (they leave the
+        pools in the core); each node closes (``code``) as soon as it runs no job, so the
+        results of the jobs it was sent still come on its socket; what runs after ``wait_s``
+        is closed anyway (the node reconnects elsewhere; a job it then lost moves at its
+        re-registration)."""
+        self._drain_code = code
+        for conn in list(self.local.values()):
+            await self._drain_one(conn)
+        with anyio.move_on_after(wait_s):
+            while True:
+                left = self._left = anyio.Event()
+                if not self.local:
+                    break
+                await left.wait()
+        busy = len(self.local)
+        if busy:
+            self.metrics.drain_unfinished.labels("node").inc(busy)
+            log.warning("drain: %d node(s) still running jobs closed", busy)
+        self.close_all(code)
+
+    async def _drain_one(self, conn: NodeConnection) -> None:
+        """Out of the pools (once); closed when it runs no job any more."""
+        conn.draining = True
+        try:
+            running = await self.core.drain_node(conn.node_id, conn.generation)
+        except (NodeNotRegistered, StaleGeneration):
+            running = 0  # gone or replaced: nothing of ours runs there
+        except Exception:
+            log.exception("drain: node not taken out of the pools", extra={"node_id": conn.node_id})
+            return  # closed at the end of the drain's wait
+        if running == 0:
+            conn.link.close(self._drain_code, "service restart")
 
     def close_all(self, code: int) -> None:
         for conn in list(self.local.values()):

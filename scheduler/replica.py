@@ -73,6 +73,7 @@ class Replica:
             self.deliver,
             on_ownership_lost=self.ownership_lost,
             on_drain_requested=self.drain_requested,
+            on_released=self.released,
             registry=self.registry,
             address=_reachable_address(config.server.host, config.server.port),
             version=_version(),
@@ -205,19 +206,45 @@ class Replica:
                 return
 
     async def drain(self, server: Server) -> None:
-        """Readiness off, no new sockets, close ours with 1012, hand the rest over, leave."""
+        """Readiness off; our nodes take no new job and close (1012) once they run none; no new
+        sockets; our sessions take no new utterance and close (1012) once each is answered, or
+        are told what was not translated when the wait ends; then hand the rest over, leave.
+
+        The waits come before :meth:`Runtime.drain`, which gives every id up at its start: a
+        result arriving after that would be dropped as for an ended target."""
         self.draining = True
+        server_cfg = self.config.server
+        code = server_cfg.shutdown_close_code
+        unready_s = server_cfg.drain_unready_ms / 1000
+        wait_s = self._drain_wait_ms() / 1000
         with anyio.move_on_after(self.config.runtime.drain_grace_ms / 1000) as scope:
-            # Readiness is already false: give load balancers time to notice before refusing.
-            await anyio.sleep(self.config.server.drain_unready_ms / 1000)
-            server.close(close_connections=False)
-            self.nodes.close_all(self.config.server.shutdown_close_code)
-            await self.sessions.close_all(self.config.server.shutdown_close_code)
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self.nodes.drain, unready_s + wait_s, code)
+                    # Readiness is already false: let load balancers notice before refusing.
+                    await anyio.sleep(unready_s)
+                    server.close(close_connections=False)
+                    await self.sessions.drain(wait_s, code)
+            except Exception:
+                # The hand-over below must still run: close what is left and go on.
+                log.exception("drain: waiting for in-flight work failed")
+                server.close(close_connections=False)
+                self.nodes.close_all(code)
+                await self.sessions.close_all(code)
             await self.runtime.drain()
         if scope.cancelled_caught:
             log.warning(
                 "drain grace (%s ms) exceeded: exiting anyway", self.config.runtime.drain_grace_ms
             )
+
+    def _drain_wait_ms(self) -> int:
+        """``server.drain_results_ms``, within what the grace leaves for the hand-over."""
+        rt = self.config.runtime
+        wait = self.config.server.drain_results_ms
+        if rt.drain_grace_ms > 0:
+            left = rt.drain_grace_ms - self.config.server.drain_unready_ms - rt.route_grace_ms
+            wait = min(wait, max(0, left))
+        return wait
 
     async def readiness(self) -> tuple[bool, str]:
         if self.starting:
@@ -300,6 +327,21 @@ class Replica:
             self.nodes.evict(ident)
         else:
             self.sessions.evict(ident)
+
+    async def released(self, kind: str, idents: list[str]) -> None:
+        """The takeover of a dead replica released its ids: its nodes that have not come back
+        get ``scheduling.node_orphan_grace_ms``, then the sweep moves their jobs. Quiet for
+        ``runtime.presence_refresh_ms`` (the dead replica's presence lapsed for longer) tells
+        a node still on the dead replica's connection from one that registered again."""
+        if kind != "node":
+            return
+        cut = await self.core.orphan_nodes(idents, quiet_ms=self.config.runtime.presence_refresh_ms)
+        if cut:
+            log.info(
+                "%d node(s) of a dead replica not back yet: offline in %s ms unless they return",
+                cut,
+                self.config.scheduling.node_orphan_grace_ms,
+            )
 
     # -- failover --------------------------------------------------------------------------
 

@@ -73,6 +73,9 @@ class Session:
     dispatch_lock: anyio.Lock = field(default_factory=anyio.Lock)
     closed: bool = False
     rooms_entered: int = 0  # rooms created or joined (limits.rooms_per_session)
+    # the replica drains: the flow is closed, audio now is refused (told once, see drain)
+    draining: bool = False
+    drain_told: bool = False
 
     @property
     def room_code(self) -> str | None:
@@ -103,6 +106,7 @@ class SessionGateway:
         self.settings = settings
         self.metrics = metrics
         self.local: dict[str, Session] = {}
+        self._progress = anyio.Event()  # set when a session got an answer or dispatched
 
     def count(self) -> int:
         return len(self.local)
@@ -205,15 +209,21 @@ class SessionGateway:
                 if session.room_code:
                     await self._leave_room(session)
                 await self.core.end_session(session.session_id)
-                await self.claims.release_session(session.session_id)
         except Exception:
             log.exception("session clean-up failed", extra={"session_id": session.session_id})
+        try:
+            # Its own step: a failed end above must not leave the id owned by this replica.
+            with anyio.fail_after(self.settings.cleanup_timeout_s):
+                await self.claims.release_session(session.session_id)
+        except Exception:
+            log.exception("session release failed", extra={"session_id": session.session_id})
         finally:
             session.jobs.results.close()
             if self.local.get(session.session_id) is session:
                 del self.local[session.session_id]
             session.timer_wakeup.set()
             session.dispatch_wakeup.set()
+            self._progress.set()
 
     # -- client messages -------------------------------------------------------------------
 
@@ -269,6 +279,9 @@ class SessionGateway:
         elif isinstance(action, flow_.InputRejected):
             if action.limit is not None:
                 self.metrics.limit_breaches.labels(action.limit).inc()
+            if session.draining and action.code == "SESSION_CLOSED":
+                self._refused_while_draining(session)
+                return
             self._error(session.link, action.code, action.message)
 
     async def _run_timers(self, session: Session) -> None:
@@ -321,9 +334,9 @@ class SessionGateway:
                 # Shielded: a dispatch cut short could leave a job the client is never told of.
                 with anyio.CancelScope(shield=True):
                     targets = await self._targets(session)
-                    if self._too_many_pending(session, utterance, len(targets)):
-                        continue
-                    await self.jobs.dispatch_utterance(session.jobs, utterance, targets)
+                    if not self._too_many_pending(session, utterance, len(targets)):
+                        await self.jobs.dispatch_utterance(session.jobs, utterance, targets)
+                self._progress.set()
 
     def _too_many_pending(
         self, session: Session, utterance: flow_.FinalizeUtterance, new_jobs: int
@@ -383,6 +396,7 @@ class SessionGateway:
         delivery = messages.decode_for_session(envelope.kind, envelope.payload)
         if delivery is not None:
             await self.jobs.deliver(session.jobs, delivery, envelope.began_ms)
+            self._progress.set()
 
     async def expire_rooms(self) -> None:
         """Sweep step: expire the rooms idle past ``session.room_idle_ms``; tell each member."""
@@ -435,6 +449,66 @@ class SessionGateway:
         for session in list(self.local.values()):
             await self._feed(session, flow_.CloseSession())
             session.link.close(code, "service restart")
+
+    async def drain(self, wait_s: float, code: int) -> None:
+        """This replica is draining: no new utterance (each flow closes, its buffered audio
+        dispatched as a last one); each session closes (``code``) once every utterance it cut
+        is answered, at most ``wait_s`` from now; then the rest are told which utterances were
+        not translated (:meth:`fenced_out`) and closed. Runs before the runtime's drain, which
+        gives the sessions' ids up: a result arriving after that would be dropped."""
+        for session in list(self.local.values()):
+            session.draining = True
+            await self._feed(session, flow_.CloseSession())
+        with anyio.move_on_after(wait_s):
+            while True:
+                progress = self._progress = anyio.Event()
+                busy = False
+                for session in list(self.local.values()):
+                    if self._answered(session):
+                        session.link.close(code, "service restart")
+                    else:
+                        busy = True
+                if not busy:
+                    break
+                await progress.wait()
+        unfinished = [s for s in self.local.values() if not self._answered(s)]
+        if unfinished:
+            self.metrics.drain_unfinished.labels("session").inc(len(unfinished))
+            log.warning("drain: %d session(s) closed with unanswered utterances", len(unfinished))
+        for session in list(self.local.values()):
+            await self.fenced_out(session.session_id, code)
+
+    @staticmethod
+    def _answered(session: Session) -> bool:
+        return not (session.dispatches or session.dispatch_lock.locked() or session.jobs.unanswered)
+
+    def _refused_while_draining(self, session: Session) -> None:
+        """Audio after a drain closed the flow: told once (the browser alerts each ``error``)
+        that what the user says now is not translated; the socket closes 1012 soon."""
+        self.metrics.jobs.labels("refused_draining").inc()
+        if session.drain_told:
+            return
+        session.drain_told = True
+        index = session.flow.next_utterance_index
+        session.link.send(
+            wire.encode(
+                wire.ui_event(
+                    session.session_id,
+                    "",
+                    index,
+                    "ERROR",
+                    session.jobs.trace_id,
+                    error_code=FENCED_CODE,
+                    hint=wire.GENERIC_ERROR_HINT,
+                )
+            )
+        )
+        self._error(
+            session.link,
+            FENCED_CODE,
+            "The server is restarting: what you say now is not translated. You will be "
+            "reconnected in a moment, please repeat it then.",
+        )
 
     # -- rooms and WebRTC --------------------------------------------------------------------
 

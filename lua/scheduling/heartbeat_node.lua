@@ -4,7 +4,7 @@
 -- the node between pools atomically (leave every old member, join every new one); a change of
 -- slots rewrites its node_slots entry. A heartbeat whose capabilities digest equals the stored
 -- one changes no pool and costs O(1), whatever the pairs. A node dropped from the pools as dead
--- (liveness lapsed, not yet swept) rejoins them here.
+-- (liveness lapsed, not yet swept) rejoins them here; a draining one (drain_node.lua) does not.
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
 -- KEYS[1] nodes         HASH node -> json record {gen, digest, max, hardware, ...}
@@ -87,7 +87,7 @@ if ARGV[5] ~= '' and ARGV[6] ~= rec.digest then
   end
   rec.digest = ARGV[6]
 end
-if not joined then
+if not joined and not rec.draining then
   join_pools(K, node, read_langs(K, node), rec.max)
   moved = true
 end

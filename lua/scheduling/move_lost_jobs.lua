@@ -1,7 +1,9 @@
--- move_lost_jobs: a node that connected again reports that it runs no job: every job it was
--- given before this connection registered, and has not answered, was lost with the old
--- connection (the real node drops a result that is ready while its socket is down). They move
--- now instead of at their deadline.
+-- move_lost_jobs: a node that connected again reports how many jobs it runs: when that is
+-- fewer than the jobs it was given before this connection registered and has not answered,
+-- some of those were lost with the old connection (the real node drops a result that is ready
+-- while its socket is down). Which ones it cannot say, so they all move now instead of at
+-- their deadline; a result of one it still finishes wins if it comes first (complete_job:
+-- first valid result of any attempt), and the node the job moved to gets job_cancel.
 --
 -- INVARIANT: only the node's current generation can report. Only jobs assigned to the node
 -- before its current registration move (their `sent` mark is older than registered_ms): a job
@@ -32,8 +34,10 @@
 -- ARGV[6] job_timeout_ms
 -- ARGV[7] job_retention_ms
 -- ARGV[8] select_sample_size
+-- ARGV[9] running: the jobs the node reports running (resource_usage.running_jobs)
 --
--- Reply: {0 OK, {actions = [failover actions, as take_node_offline, cause = job_lost]}}
+-- Reply: {0 OK, {actions = [failover actions, as take_node_offline, cause = job_lost],
+--                remaining}}  remaining: old jobs left on the node (none moved: all may run)
 --        {-1 NOT_REGISTERED} no record for the node
 --        {-2 STALE_GENERATION} a newer connection owns the node: nothing changed
 -- Replay: a second call finds nothing left to move and returns no actions.
@@ -59,7 +63,9 @@ end
 if rec.gen ~= gen then
   return reply(CODE.STALE_GENERATION)
 end
+local running = tonumber(ARGV[9])
 local actions = {}
+local old = {}
 local lo, hi = '[' .. node .. '\0', '(' .. node .. '\1'
 local prefix_len = #node + 1
 for _, member in ipairs(rcall('ZRANGEBYLEX', K.node_jobs, lo, hi)) do
@@ -68,8 +74,14 @@ for _, member in ipairs(rcall('ZRANGEBYLEX', K.node_jobs, lo, hi)) do
   if job and ACTIVE[job.state] and job.node == node then
     local sent_at = rcall('ZSCORE', K.sent, sent_member(node, job.session, job.index))
     if sent_at and tonumber(sent_at) < rec.registered_ms then
-      actions[#actions + 1] = failover_job(K, C, job_id, job, 'job_lost', now)
+      old[#old + 1] = {job_id, job}
     end
   end
 end
-return reply(CODE.OK, {actions = list_or_nil(actions)})
+if #old <= running then
+  return reply(CODE.OK, {remaining = #old})
+end
+for _, entry in ipairs(old) do
+  actions[#actions + 1] = failover_job(K, C, entry[1], entry[2], 'job_lost', now)
+end
+return reply(CODE.OK, {actions = list_or_nil(actions), remaining = 0})

@@ -54,6 +54,14 @@ log = logging.getLogger("lingua.scheduling")
 # --- wire shapes of the script replies (short field names, as the Lua writes them) ---
 
 
+class _Cut(msgspec.Struct):
+    cut: int
+
+
+class _Running(msgspec.Struct):
+    running: int
+
+
 class _Reg(msgspec.Struct):
     gen: int
     alive_until_ms: int
@@ -112,6 +120,7 @@ class _Dispatch(msgspec.Struct):
 
 class _Actions(msgspec.Struct):
     actions: list[msgspec.Raw] = []
+    remaining: int = 0
 
 
 def _read_actions(script: str, raws: list[msgspec.Raw]) -> Moves:
@@ -301,16 +310,51 @@ class SchedulingCore(SchedulingReads):
         nothing changed: just drop the old socket) and :class:`NodeNotRegistered` if gone."""
         return await self._node_moves("take_node_offline", node_id, generation, now_ms)
 
+    async def drain_node(self, node_id: str, generation: int) -> int:
+        """This replica is draining: take the node out of every pool (no placement picks it
+        any more) and keep its jobs, whose results still come on its open socket. Returns its
+        running count. Raises like :meth:`node_offline`."""
+        self._check_id("node_id", node_id)
+        _, body = await self._call("drain_node", [node_id, int(generation)])
+        return msgspec.json.decode(body, type=_Running).running
+
+    async def orphan_nodes(
+        self, node_ids: Sequence[str], *, quiet_ms: int, now_ms: int | None = None
+    ) -> int:
+        """The replica holding ``node_ids`` died (the takeover released them): each one not
+        heard from for ``quiet_ms`` gets ``node_orphan_grace_ms`` to register again, then the
+        sweep takes it offline and its jobs move. Returns how many were cut short."""
+        cut = 0
+        ids = list(node_ids)
+        for start in range(0, len(ids), self.config.sweep_batch):
+            chunk = ids[start : start + self.config.sweep_batch]
+            for node_id in chunk:
+                self._check_id("node_id", node_id)
+            _, body = await self._call(
+                "orphan_nodes",
+                [_arg_now(now_ms), int(quiet_ms), self.config.node_orphan_grace_ms, *chunk],
+            )
+            cut += msgspec.json.decode(body, type=_Cut).cut
+        return cut
+
     async def move_lost_jobs(
-        self, node_id: str, generation: int, *, now_ms: int | None = None
+        self, node_id: str, generation: int, *, running: int = 0, now_ms: int | None = None
     ) -> Moves:
-        """The node connected again and reports running no job: the jobs it was given before
-        this connection are lost; move them now (carry out the actions). Raises like
-        :meth:`node_offline`."""
-        return await self._node_moves("move_lost_jobs", node_id, generation, now_ms)
+        """The node connected again and reports ``running`` jobs: fewer than the jobs it was
+        given before this connection means some are lost; they all move now (carry out the
+        actions; a result of one it still runs wins if first). Otherwise nothing moves and
+        ``remaining`` counts them. Raises like :meth:`node_offline`."""
+        return await self._node_moves(
+            "move_lost_jobs", node_id, generation, now_ms, [max(0, int(running))]
+        )
 
     async def _node_moves(
-        self, script: str, node_id: str, generation: int, now_ms: int | None
+        self,
+        script: str,
+        node_id: str,
+        generation: int,
+        now_ms: int | None,
+        extra: Sequence[Any] = (),
     ) -> Moves:
         self._check_id("node_id", node_id)
         c = self.config
@@ -325,9 +369,12 @@ class SchedulingCore(SchedulingReads):
                 c.job_timeout_ms,
                 c.job_retention_ms,
                 c.select_sample_size,
+                *extra,
             ],
         )
-        return _read_actions(script, msgspec.json.decode(body, type=_Actions).actions)
+        reply = msgspec.json.decode(body, type=_Actions)
+        moves = _read_actions(script, reply.actions)
+        return msgspec.structs.replace(moves, remaining=reply.remaining)
 
     # --- jobs ---
 

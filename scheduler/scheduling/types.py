@@ -124,6 +124,8 @@ class Moves(msgspec.Struct, frozen=True):
 
     actions: list[FailoverAction]
     unreadable: int = 0
+    # move_lost_jobs only: jobs of the node's old connection left on it (it may run them all)
+    remaining: int = 0
 
 
 class Progress(msgspec.Struct, frozen=True):

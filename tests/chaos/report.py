@@ -31,6 +31,7 @@ COLUMNS = [
     ("split", "cuts split"),
     ("recovery_s", "recovery (s)"),
     ("worst_latency_s", "worst latency (s)"),
+    ("audit_clean", "audit"),
     ("promise_holds", "promise"),
 ]
 
@@ -38,6 +39,8 @@ COLUMNS = [
 def _cell(key: str, value: Any) -> str:
     if key == "promise_holds":
         return "PASS" if value else "**FAIL**"
+    if key == "audit_clean" and value is not None:
+        return "clean" if value else "**VIOLATION**"
     if value is None:
         return "-"
     if isinstance(value, float):

@@ -15,8 +15,11 @@ read the slots; account.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -31,6 +34,7 @@ from tests.chaos import state
 from tests.chaos.accounting import Accounting, Observations, account
 from tests.chaos.cluster import OUT, ChaosReplica, Cluster
 from tests.chaos.peers import ChaosClient, ChaosNode, Recorder, RoundRobin
+from tests.e2e.daemons import ROOT
 
 __all__ = ["LATENCY_LIMIT_S", "SCENARIOS", "Run", "Scenario", "run"]
 
@@ -254,6 +258,7 @@ async def run(
             settle_s = await _settle(cluster, recorder)
             slots = await _read(cluster, state.running_slots)
             pending = await _read(cluster, state.pending_messages)
+            audit = await anyio.to_thread.run_sync(_audit, cluster)
             metrics = _metrics(cluster)
             recorder.closing = True
             tg.cancel_scope.cancel()
@@ -273,7 +278,7 @@ async def run(
     summary = _summary(
         name, scenario, accounting, recorder, the_run, slots, pending, metrics,
         traffic_s=load_stopped - fault_at + scenario.warmup_s, settle_s=settle_s,
-        run_s=time.monotonic() - began, module=module,
+        run_s=time.monotonic() - began, module=module, audit=audit,
     )  # fmt: skip
     await anyio.to_thread.run_sync(_write, name, summary)
     return summary
@@ -309,6 +314,43 @@ async def _settle(cluster: Cluster, recorder: Recorder, quiet_s: float = 3.0) ->
         if active == 0 and inboxes == 0 and quiet:
             break
     return round(time.monotonic() - started, 2)
+
+
+def _audit(cluster: Cluster) -> dict[str, Any]:
+    """``lingua-scheduler audit --json`` against the cluster's Redis, as an operator runs it
+    after an incident: its exit code (0 clean, 1 a violation) and the violated checks."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINGUA_")}
+    env.update(
+        {
+            "LINGUA_REDIS_URL": cluster.redis.url,
+            "LINGUA_REDIS__KEY_PREFIX": cluster.prefix,
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler", "audit", "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        report = {}
+    checks = report.get("checks", {}) if isinstance(report, dict) else {}
+    violations = {
+        name: check
+        for name, check in checks.items()
+        if isinstance(check, dict) and not check.get("ok", True)
+    }
+    return {
+        "clean": done.returncode == 0 and report.get("ok") is True and not violations,
+        "exit_code": done.returncode,
+        "violations": violations,
+        "stderr": done.stderr.decode(errors="replace")[-2000:],
+    }
 
 
 _METRICS = (
@@ -376,11 +418,14 @@ def _summary(
     settle_s: float,
     run_s: float,
     module: str,
+    audit: dict[str, Any],
 ) -> dict[str, Any]:
     numbers = {k: v for k, v in asdict(accounting).items() if k != "outcomes"}
     notes = dict(the_run.notes)
     fault_at = notes.pop("fault_at_abs", None)
     broken = accounting.promise_broken(LATENCY_LIMIT_S)
+    if not audit["clean"]:
+        broken.append(f"audit not clean after the settle: {audit['violations']}")
     return {
         "scenario": name,
         "fault": scenario.fault_name,
@@ -390,6 +435,7 @@ def _summary(
         "client_sees": scenario.what_client_sees,
         "config": "defaults (job_timeout_ms 30000, presence_ttl_ms 6000, node_ttl_ms 45000)",
         "promise_holds": not broken,
+        "audit_clean": audit["clean"],
         "broken": broken,
         **numbers,
         "traffic_s": round(traffic_s, 1),
@@ -405,6 +451,7 @@ def _summary(
         "job_cancels": recorder.cancels,
         "slots_after_settle": {k: v for k, v in slots.items() if v},
         "pending_after_settle": pending,
+        "audit": audit,
         "metrics": metrics,
         "log_digest": _log_digest(the_run.cluster),
         "bad_cut_traces": _traces(accounting, recorder, fault_at),

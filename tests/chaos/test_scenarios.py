@@ -2,7 +2,9 @@
 
 The promise, per scenario: no utterance lost (each cut ends in a result or an explicit error),
 none answered twice, every cut answered as the client cut it (none merged or split), no slot
-leaked, worst utterance latency <= 10 s with the default job timeout. ``test_the_suite_catches_a_broken_build`` shows the accounting failing when it must.
+leaked, `lingua-scheduler audit --json` clean after the settle, worst utterance latency <= 10 s with
+the default job timeout. ``test_the_suite_catches_a_broken_build`` shows the accounting (and the
+audit) failing when it must.
 Numbers: ``var/chaos/<scenario>.json``; the table: ``python -m tests.chaos.report``.
 """
 
@@ -22,7 +24,7 @@ def _explain(summary: dict[str, object]) -> str:
     keep = (
         "cut completed errored severed lost duplicated merged split interrupted leaked_slots "
         "worst_latency_s recovery_s error_codes fault_notes node_close_codes "
-        "session_close_codes node_discarded_results metrics log_digest"
+        "session_close_codes node_discarded_results metrics log_digest audit"
     ).split()
     return json.dumps({k: summary.get(k) for k in keep}, indent=1)
 
@@ -44,6 +46,7 @@ async def test_the_suite_catches_a_broken_build() -> None:
     )
     assert summary["lost"] == 1, _explain(summary)
     assert summary["leaked_slots"] == 1, _explain(summary)
+    assert not summary["audit_clean"], summary["audit"]  # the leaked slot: `audit` says so too
     assert summary["duplicated"] == 0, _explain(summary)
     assert summary["completed"] == summary["cut"] - 1, _explain(summary)
     assert not summary["promise_holds"]

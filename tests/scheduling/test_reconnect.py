@@ -139,3 +139,56 @@ async def test_lost_jobs_of_a_reconnected_node_move_and_later_ones_stay(
     assert (await core.move_lost_jobs("a", back.generation, now_ms=T0 + 5200)).actions == []
     assert (await core.job_holder(new.job_id)) is not None
     assert (await core.job_holder(new.job_id)).node_id == "a"  # type: ignore[union-attr]
+
+
+async def test_a_node_back_running_fewer_jobs_than_it_had_gets_all_its_old_jobs_moved(
+    core: SchedulingCore,
+) -> None:
+    """Its replica died (nobody took it offline); it comes back still running one of its two
+    jobs: one was lost, which one it cannot say, so both move; the one it still runs wins if
+    its result comes first."""
+    a = await core.register_node("a", caps(slots=4), now_ms=T0)
+    first = await core.dispatch(req(index=0), now_ms=T0)
+    second = await core.dispatch(req(index=1), now_ms=T0 + 1)
+    assert (first.node_id, second.node_id) == ("a", "a")
+    await core.register_node("b", caps(), now_ms=T0 + 20)
+    back = await core.register_node("a", caps(slots=4), now_ms=T0 + 5000)
+    assert a.generation != back.generation
+    # it runs both: nothing is known lost, nothing moves
+    kept = await core.move_lost_jobs("a", back.generation, running=2, now_ms=T0 + 5100)
+    assert (kept.actions, kept.remaining) == ([], 2)
+    moves = await core.move_lost_jobs("a", back.generation, running=1, now_ms=T0 + 5200)
+    assert sorted((m.job_id, m.new_node, m.attempt) for m in moves.actions) == sorted(
+        [(first.job_id, "b", 2), (second.job_id, "b", 2)]
+    )
+    assert moves.remaining == 0
+    done = await core.complete(second.job_id, "a", 1, ok=True, now_ms=T0 + 6000)
+    assert (done.state, done.cancel_node) == ("completed", "b")
+
+
+async def test_a_node_orphaned_by_a_dead_replica_goes_offline_after_its_grace(
+    core: SchedulingCore,
+) -> None:
+    """The replica holding a's socket died (the takeover released a and b); a never came back,
+    b registered again meanwhile: a's jobs move after node_orphan_grace_ms, b keeps its own."""
+    grace = core.config.node_orphan_grace_ms
+    await core.register_node("a", caps(slots=4), now_ms=T0)
+    job = await core.dispatch(req(index=0), now_ms=T0)
+    assert job.node_id == "a"
+    await core.register_node("b", caps(slots=4), now_ms=T0 + 100)
+    takeover = T0 + 8000
+    await core.register_node("b", caps(slots=4), now_ms=takeover - 500)  # back elsewhere
+    cut = await core.orphan_nodes(["a", "b", "never-seen"], quiet_ms=2000, now_ms=takeover)
+    assert cut == 1
+    alive = core.keys.key("node_alive")
+    assert await core.client.zscore(alive, "a") == takeover + grace
+    assert await core.client.zscore(alive, "b") == takeover - 500 + core.config.node_ttl_ms
+    assert await core.orphan_nodes(["a"], quiet_ms=2000, now_ms=takeover + 10) == 0  # replay
+    assert (await core.sweep(now_ms=takeover + grace - 1)).actions == []
+    [move] = (await core.sweep(now_ms=takeover + grace + 1)).actions
+    assert (move.job_id, move.old_node, move.new_node, move.outcome) == (
+        job.job_id,
+        "a",
+        "b",
+        "reassigned",
+    )
