@@ -70,6 +70,9 @@ def _shown(config: Config) -> dict[str, Any]:
     redis["url"] = redact(redis["url"])
     if data["server"]["admin_token"]:  # say that it is set, never what it is
         data["server"]["admin_token"] = "(set, hidden)"
+    auth = data["auth"]
+    for key in ("node_secrets", "node_token_keys", "session_token_keys"):
+        auth[key] = [f"(set, hidden: {len(auth[key])})"] if auth[key] else []
     return data
 
 
