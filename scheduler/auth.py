@@ -176,7 +176,8 @@ def node_registration(
     :class:`Refusal`. A node that announces no id (the real node's first connection) gets its
     token's ``node_id`` when the token names one, else ``minted``; an announced id must be the
     token's. The token's ``langs`` trim the languages the node announces (a real node announces
-    every language its models share, ~100); nothing left to serve is a refusal."""
+    every language its models share, ~100); a token that leaves it no recognition or no
+    translation language is a refusal."""
     node_id = announced or grant.node_id or minted
     if grant.node_id is not None and node_id != grant.node_id:
         raise Refusal(
@@ -186,7 +187,9 @@ def node_registration(
             "token names another node",
         )
     trimmed = trim_languages(grant, caps)
-    if not trimmed.asr or not trimmed.semantic:
+    # Refused only when the token took every language of a list away: a node that names none
+    # itself registers as before, serving no pair until it names some (docs/protocol.md).
+    if (caps.asr and not trimmed.asr) or (caps.semantic and not trimmed.semantic):
         raise Refusal(
             "languages",
             "UNAUTHORIZED",

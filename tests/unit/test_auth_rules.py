@@ -81,3 +81,11 @@ def test_a_secret_or_no_authentication_leaves_the_registration_as_it_was() -> No
     for grant in (NodeGrant("open"), NodeGrant("secret")):
         assert node_registration(grant, None, "node-MINTED", CAPS) == ("node-MINTED", CAPS)
         assert node_registration(grant, "node-X", "node-MINTED", CAPS) == ("node-X", CAPS)
+
+
+def test_a_node_naming_no_language_registers_as_before_whatever_its_grant() -> None:
+    """Fuzzing found it: with authentication off, a node_register with empty
+    language_capabilities was refused (it registers, serving no pair, on main)."""
+    empty = NodeCapabilities(asr=[], semantic=[])
+    for grant in (NodeGrant("open"), NodeGrant("token", languages=frozenset({"zh"}))):
+        assert node_registration(grant, None, "node-M", empty) == ("node-M", empty)
