@@ -31,7 +31,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -49,6 +49,7 @@ from scheduler.links import CLOSE_POLICY, Link
 from scheduler.scheduling.types import NodeCapabilities
 
 __all__ = [
+    "AUTH_ERROR_CODES",
     "NODE_AUDIENCE",
     "OPEN_NODE",
     "OPEN_SESSION",
@@ -85,6 +86,10 @@ REFUSAL_REASONS: dict[Endpoint, tuple[Reason, ...]] = {
     "session": ("missing", "invalid", "expired", "origin", "tenant_limit", "pair"),
 }
 
+# The codes of the error frames refusals send (lingua_client_errors_total has each from the start).
+AuthErrorCode = Literal["UNAUTHORIZED", "LANGUAGE_NOT_ALLOWED", "TENANT_SESSION_LIMIT"]
+AUTH_ERROR_CODES: tuple[str, ...] = get_args(AuthErrorCode)
+
 _TENANT = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 
 
@@ -94,7 +99,7 @@ class Refusal(Exception):
     or None when the socket stays open (the peer may ask again, e.g. other languages)."""
 
     def __init__(
-        self, reason: Reason, code: str, message: str, close_reason: str | None = None
+        self, reason: Reason, code: AuthErrorCode, message: str, close_reason: str | None = None
     ) -> None:
         super().__init__(message)
         self.reason = reason

@@ -23,6 +23,7 @@ from prometheus_client import (
 )
 
 from scheduler.audit import CHECKS, AuditReport
+from scheduler.auth import AUTH_ERROR_CODES
 from scheduler.messages import FailureCode
 from scheduler.protocol import ERROR_CODES
 
@@ -56,7 +57,7 @@ CONNECTION_KINDS: Final = ("node", "session")
 # Every code an error frame to a client can carry: the protocol's, the job failures', and the
 # node's own failure code, relayed.
 CLIENT_ERROR_CODES: Final = tuple(
-    sorted(ERROR_CODES | set(get_args(FailureCode)) | {"PROCESSING_ERROR"})
+    sorted(ERROR_CODES | set(get_args(FailureCode)) | {"PROCESSING_ERROR"} | set(AUTH_ERROR_CODES))
 )
 # Finalize to job_assign on the node's socket: a script and a hop, milliseconds when healthy.
 DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

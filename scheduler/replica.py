@@ -86,6 +86,7 @@ class Replica:
             registry=self.registry,
             errors_sent=self.metrics.errors_sent,
         )
+        self.auth.tenants.scripts.timer = self.runtime.metrics.time_script
         outbox = Outbox(self.runtime)
         self.jobs = JobLifecycle(self.core, outbox, config.session, self.metrics, self.rooms)
         settings = GatewaySettings(
