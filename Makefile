@@ -14,7 +14,7 @@ CONFIG_FLAG := $(if $(CONFIG),--config $(CONFIG),)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: chaos chaos-report fuzz test-e2e-tls help install install-runtime lock cluster-up cluster-down cluster-status run test check style types bench bench-lua bench-runtime bench-e2e ownership inbox dlq-list dlq-show dlq-replay dlq-purge drain nodes pools jobs audit config-doc clean
+.PHONY: chaos chaos-report fuzz test-e2e-tls help install install-runtime lock cluster-up cluster-down cluster-status run test check style types bench bench-lua bench-runtime bench-e2e ownership inbox dlq-list dlq-show dlq-replay dlq-purge drain ops-log nodes pools jobs audit config-doc clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -117,17 +117,20 @@ dlq-show: $(RUNTIME_STAMP) ## one dead letter in full: make dlq-show ID=<entry o
 	@test -n "$(ID)" || { echo "usage: make dlq-show ID=<entry or message id>"; exit 2; }
 	$(CLI) $(CONFIG_FLAG) dlq show $(ID) $(ARGS)
 
-dlq-replay: $(RUNTIME_STAMP) ## send dead letters again: [ID="a b"] (default all) [TO=<instance>] [ARGS=--dry-run]
-	$(CLI) $(CONFIG_FLAG) dlq replay $(if $(ID),$(ID),--all) $(if $(TO),--to $(TO),) $(ARGS)
+dlq-replay: $(RUNTIME_STAMP) ## send dead letters again: [ID="a b"] (default all) [TO=<instance>] [REASON=...] [CONFIRM=1] [ARGS=--dry-run]
+	$(CLI) $(CONFIG_FLAG) dlq replay $(if $(ID),$(ID),--all) $(if $(TO),--to $(TO),) $(if $(filter 1,$(CONFIRM)),--yes,) $(if $(REASON),--reason "$(REASON)",) $(ARGS)
 
 dlq-purge: $(RUNTIME_STAMP) ## delete dead letters for good: [ID="a b"] (default all); needs CONFIRM=1
 	@test "$(CONFIRM)" = 1 || { echo "dlq-purge deletes for good: add CONFIRM=1 (or ARGS=--dry-run)"; \
 		case "$(ARGS)" in *--dry-run*) ;; *) exit 2;; esac; }
-	$(CLI) $(CONFIG_FLAG) dlq purge $(if $(ID),$(ID),--all) $(if $(filter 1,$(CONFIRM)),--yes,) $(ARGS)
+	$(CLI) $(CONFIG_FLAG) dlq purge $(if $(ID),$(ID),--all) $(if $(filter 1,$(CONFIRM)),--yes,) $(if $(REASON),--reason "$(REASON)",) $(ARGS)
 
-drain: $(RUNTIME_STAMP) ## ask a replica to drain and exit: make drain INSTANCE=<id>
+drain: $(RUNTIME_STAMP) ## ask a replica to drain and exit: make drain INSTANCE=<id> [REASON=...] [CONFIRM=1]
 	@test -n "$(INSTANCE)" || { echo "usage: make drain INSTANCE=<instance id>"; exit 2; }
-	$(CLI) $(CONFIG_FLAG) drain $(INSTANCE) $(ARGS)
+	$(CLI) $(CONFIG_FLAG) drain $(INSTANCE) $(if $(filter 1,$(CONFIRM)),--yes,) $(if $(REASON),--reason "$(REASON)",) $(ARGS)
+
+ops-log: $(RUNTIME_STAMP) ## the operator audit: who replayed, purged or drained what (ARGS=--json --limit N)
+	$(CLI) $(CONFIG_FLAG) ops-log $(ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -81,6 +81,10 @@ class Envelope(msgspec.Struct, kw_only=True, frozen=True):
     # dropped (counted), not held or dead-lettered: nobody could ever replay it anywhere. An
     # owner that merely looks not live is waited for like any other (held, then the DLQ).
     resumable: bool = True
+    # The sender's trace context, opaque to the runtime (a W3C traceparent when the daemon traces,
+    # else ""): carried as is through inboxes, re-routes, takeovers and the DLQ. An envelope
+    # written before the field existed decodes with "".
+    tc: str = ""
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):

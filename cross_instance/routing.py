@@ -99,6 +99,7 @@ class Router:
         trace_id: str,
         resumable: bool,
         began_ms: int = 0,
+        tc: str = "",
     ) -> SendResult:
         check_id(f"{target_kind} id", target_id)
         if not kind or kind in INTERNAL_KINDS:
@@ -117,6 +118,7 @@ class Router:
             origin=self.token,
             resumable=resumable,
             began_ms=began_ms,
+            tc=tc,
         )
         if self.ownership.owns(target_kind, target_id):
             return await self.deliver_local(envelope, Trail())

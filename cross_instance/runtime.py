@@ -280,10 +280,13 @@ class Runtime:
         *,
         resumable: bool = True,
         began_ms: int = 0,
+        tc: str = "",
     ) -> SendResult:
         """``began_ms``: when the work this message serves began (the handler measures from it;
-        see :attr:`Envelope.began_ms`)."""
-        return await self.router.send("node", node_id, kind, payload, trace_id, resumable, began_ms)
+        see :attr:`Envelope.began_ms`). ``tc``: the sender's trace context, carried opaquely."""
+        return await self.router.send(
+            "node", node_id, kind, payload, trace_id, resumable, began_ms, tc
+        )
 
     async def send_to_session(
         self,
@@ -294,12 +297,13 @@ class Runtime:
         *,
         resumable: bool = True,
         began_ms: int = 0,
+        tc: str = "",
     ) -> SendResult:
         """``resumable=False``: the session cannot come back under this id; once its owner has
         released it the message is dropped (``route="dropped"``, counted) instead of held and
         dead-lettered. An owner that merely looks not live is still waited for."""
         return await self.router.send(
-            "session", session_id, kind, payload, trace_id, resumable, began_ms
+            "session", session_id, kind, payload, trace_id, resumable, began_ms, tc
         )
 
     # -- inbox and takeover ----------------------------------------------------------------

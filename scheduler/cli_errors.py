@@ -88,7 +88,8 @@ def describe(exc: BaseException, redis_where: str) -> CliError | None:
         if isinstance(leaf, OSError) and leaf.errno in _CANNOT_LISTEN:
             return CliError(
                 f"cannot listen: {_one_line(str(leaf))}; is another serve running there? "
-                "Choose another server.host / server.port (--port, LINGUA_SERVER__PORT)",
+                "Choose another server.host / server.port (--port, LINGUA_SERVER__PORT) or "
+                "server.ops_port",
                 ExitCode.UNAVAILABLE,
             )
         if isinstance(leaf, AuthenticationError):

@@ -1,15 +1,21 @@
-"""SRE commands: ``ownership``, ``inbox``, ``dlq list|show|replay|purge``, ``drain``.
+"""SRE commands: ``ownership``, ``inbox``, ``dlq list|show|replay|purge``, ``drain``, ``ops-log``.
 
 Each prints a table, or one JSON document with ``--json``; the logic lives in
 ``cross_instance.admin`` (these functions only parse, call and print). Exit codes
 (:class:`scheduler.cli_errors.ExitCode`): 0 ok; 1 the command ran and found a problem (orphans,
-an entry missing or skipped, a replica not live, a purge not confirmed); 2 bad usage. Printed
+an entry missing or skipped, a replica not live, a confirmation declined); 2 bad usage. Printed
 payloads and errors have control characters escaped.
+
+The commands that change state (``dlq replay``, ``dlq purge``, ``drain``) ask for confirmation
+on a terminal; without one they need ``--yes`` (else exit 2 before Redis is touched). Each one
+done (not a dry run) is recorded with who ran it (OS user, host, ``--reason``) in the operator
+audit stream (:mod:`scheduler.ops_audit`), which ``ops-log`` lists.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -21,9 +27,11 @@ from cross_instance import admin
 from cross_instance.envelope import DeadReason
 from cross_instance.redis_client import AnyRedis, connect
 from scheduler.cli_args import add_json, add_limit, duration_ms
-from scheduler.cli_errors import ExitCode
+from scheduler.cli_errors import CliError, ExitCode
 from scheduler.cli_format import ago, duration, escape, relative, table, timestamp, write_json
 from scheduler.config import Config
+from scheduler.logs import is_configured
+from scheduler.ops_audit import OpsRecord, operator, read_records, record
 
 __all__ = ["register"]
 
@@ -42,6 +50,45 @@ def _run(config: Config, action: Callable[[AnyRedis], Awaitable[Any]]) -> Any:
 def _problem(message: str) -> int:
     sys.stderr.write(f"lingua-scheduler: {message}\n")
     return ExitCode.PROBLEM
+
+
+def _confirm(args: argparse.Namespace, what: str) -> bool:
+    """Whether the operator confirmed ``what`` (``--yes``, or ``yes`` typed on a terminal).
+    Without a terminal and without ``--yes``: a usage error (exit 2), before Redis is touched."""
+    if args.yes or getattr(args, "dry_run", False):
+        return True
+    if not sys.stdin.isatty():
+        raise CliError(
+            f"refusing to {what} without confirmation: pass --yes (no terminal to ask)",
+            ExitCode.USAGE,
+        )
+    sys.stderr.write(f"{what}? type 'yes': ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip() == "yes"
+
+
+def _selected(args: argparse.Namespace) -> str:
+    return "all entries" if args.all else f"{len(args.ids)} entries ({' '.join(args.ids)})"
+
+
+async def _audit(
+    redis: AnyRedis, config: Config, args: argparse.Namespace, action: str, target: str,
+    outcome: str,
+) -> None:  # fmt: skip
+    """Record a done action (docs/security.md, "Operator surface"): a log line on stderr, a
+    record in the audit stream."""
+    ops_log = logging.getLogger("lingua.ops")
+    if not is_configured() and not ops_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("lingua-scheduler: %(message)s"))
+        ops_log.addHandler(handler)
+        ops_log.setLevel(logging.INFO)
+    user, host, sudo_user = operator()
+    entry = OpsRecord(
+        action=action, target=target, outcome=outcome, source="cli", user=user, host=host,
+        reason=args.reason or "", sudo_user=sudo_user,
+    )  # fmt: skip
+    await record(redis, config.redis.key_prefix, config.server.ops_audit_max_entries, entry)
 
 
 def _ownership(args: argparse.Namespace, config: Config) -> int:
@@ -176,14 +223,23 @@ def _check_selection(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def _dlq_replay(args: argparse.Namespace, config: Config) -> int:
-    try:
-        report = _run(
-            config,
-            lambda r: admin.dlq_replay(
-                r, config.runtime, config.redis.key_prefix, ids=args.ids, all_entries=args.all,
-                to=args.to, dry_run=args.dry_run, progress=_progress(args),
-            ),
+    if not _confirm(args, f"replay {_selected(args)} of the DLQ"):
+        return _problem("not replayed")
+
+    async def replay(r: AnyRedis) -> Any:
+        report = await admin.dlq_replay(
+            r, config.runtime, config.redis.key_prefix, ids=args.ids, all_entries=args.all,
+            to=args.to, dry_run=args.dry_run, progress=_progress(args),
         )  # fmt: skip
+        if not args.dry_run:
+            outcome = (f"{len(report['replayed'])} replayed, {len(report['skipped'])} skipped, "
+                       f"{len(report['missing'])} missing")  # fmt: skip
+            target = _selected(args) + (f" to {args.to}" if args.to else "")
+            await _audit(r, config, args, "dlq replay", target, outcome)
+        return report
+
+    try:
+        report = _run(config, replay)
     except LookupError as exc:
         return _problem(escape(exc))
     if args.json:
@@ -206,20 +262,20 @@ def _dlq_replay(args: argparse.Namespace, config: Config) -> int:
 
 
 def _dlq_purge(args: argparse.Namespace, config: Config) -> int:
-    if not args.dry_run and not args.yes:
-        what = "ALL DLQ entries" if args.all else f"{len(args.ids)} DLQ entries"
-        if not sys.stdin.isatty():
-            return _problem(f"refusing to purge {what} without --yes (no terminal to ask)")
-        answer = input(f"purge {what} for good? type 'yes': ")
-        if answer.strip() != "yes":
-            return _problem("not purged")
-    report = _run(
-        config,
-        lambda r: admin.dlq_purge(
+    if not _confirm(args, f"purge {_selected(args)} of the DLQ for good"):
+        return _problem("not purged")
+
+    async def purge(r: AnyRedis) -> Any:
+        report = await admin.dlq_purge(
             r, config.redis.key_prefix, ids=args.ids, all_entries=args.all,
             dry_run=args.dry_run, progress=_progress(args),
-        ),
-    )  # fmt: skip
+        )  # fmt: skip
+        if not args.dry_run:
+            outcome = f"{len(report['purged'])} purged, {len(report['missing'])} missing"
+            await _audit(r, config, args, "dlq purge", _selected(args), outcome)
+        return report
+
+    report = _run(config, purge)
     if args.json:
         write_json(report)
     else:
@@ -229,10 +285,16 @@ def _dlq_purge(args: argparse.Namespace, config: Config) -> int:
 
 
 def _drain(args: argparse.Namespace, config: Config) -> int:
+    if not _confirm(args, f"drain replica {escape(args.instance)} (it closes its sockets)"):
+        return _problem("not drained")
+
+    async def drain(r: AnyRedis) -> str:
+        token = await admin.request_drain(r, config.redis.key_prefix, args.instance)
+        await _audit(r, config, args, "drain", f"replica {args.instance}", f"requested for {token}")
+        return token
+
     try:
-        token = _run(
-            config, lambda r: admin.request_drain(r, config.redis.key_prefix, args.instance)
-        )
+        token = _run(config, drain)
     except LookupError as exc:
         return _problem(escape(exc))
     if args.json:
@@ -243,6 +305,23 @@ def _drain(args: argparse.Namespace, config: Config) -> int:
             f"(within {duration(config.runtime.presence_refresh_ms)}) and exits within "
             f"{duration(config.runtime.drain_grace_ms)}\n"
         )
+    return ExitCode.OK
+
+
+def _ops_log(args: argparse.Namespace, config: Config) -> int:
+    limit = args.limit or config.runtime.admin_list_limit
+    records = _run(config, lambda r: read_records(r, config.redis.key_prefix, limit))
+    if args.json:
+        write_json(records)
+        return ExitCode.OK
+    rows = [
+        (timestamp(e.at_ms), e.source, escape(e.user) + (f" (sudo {escape(e.sudo_user)})"
+         if e.sudo_user else ""), escape(e.host), e.action, escape(e.target), escape(e.outcome),
+         escape(e.reason) or "-")
+        for e in records
+    ]  # fmt: skip
+    headers = ("WHEN", "SOURCE", "USER", "HOST", "ACTION", "TARGET", "OUTCOME", "REASON")
+    sys.stdout.write(table(headers, rows))
     return ExitCode.OK
 
 
@@ -262,6 +341,16 @@ def register(sub: Any) -> None:
             "--dry-run", action="store_true", help=f"show what would be {done}, change nothing"
         )
         parser.set_defaults(check=lambda args: _check_selection(parser, args))
+        changes(parser)
+
+    def changes(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--yes", action="store_true", help="do not ask for confirmation (needed without a "
+            "terminal)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--reason", metavar="TEXT", help="why, kept in the operator audit record (ops-log)"
+        )
 
     owners = add(
         sub, "ownership", "replicas, what each owns, and orphans (exit 1 if any)", _ownership
@@ -289,7 +378,12 @@ def register(sub: Any) -> None:
     replay.add_argument("--to", metavar="INSTANCE", help="to this live replica instead")
     purge = add(dlq_sub, "purge", "delete entries for good", _dlq_purge)
     selection(purge, "purge", "purged")
-    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     drain = add(sub, "drain", "ask a replica to drain and exit (like SIGTERM)", _drain)
     drain.add_argument("instance", metavar="INSTANCE", help="instance id of a live replica")
+    changes(drain)
+    ops_log = add(
+        sub, "ops-log", "the operator audit: who replayed, purged or drained what, newest first",
+        _ops_log,
+    )  # fmt: skip
+    add_limit(ops_log, "most records (default: runtime.admin_list_limit)")

@@ -27,10 +27,12 @@ __all__ = [
     "AuthConfig",
     "Config",
     "ConfigError",
+    "LimitsConfig",
     "LoggingConfig",
     "SchedulingConfig",
     "ServerConfig",
     "SessionConfig",
+    "TracingConfig",
     "iter_keys",
     "load_config",
 ]
@@ -97,6 +99,34 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "require; empty disables them (403). Never logged or shown by `config show`."
         ),
     ] = ""
+    ops_read_token: Annotated[
+        str,
+        _doc(
+            "Bearer token the operator reads (/metrics, /api/v1/cluster, /api/v1/stats) require "
+            "(the admin token is accepted too); empty: reads are open (401 without it when set). "
+            "Never logged or shown by `config show`."
+        ),
+    ] = ""
+    ops_port: Annotated[
+        int,
+        _doc(
+            "Port of a separate operator listener (/metrics, /api/v1/*, /dashboard; /readyz "
+            "too); the public port then answers 404 for those. 0: they stay on server.port.",
+            ge=0,
+            le=65535,
+        ),
+    ] = 0
+    ops_host: Annotated[
+        str, _doc("Address of the operator listener (with server.ops_port only).")
+    ] = "127.0.0.1"
+    ops_audit_max_entries: Annotated[
+        int,
+        _doc(
+            "Most records kept in the operator audit stream (`ops-log`: DLQ replay and purge, "
+            "drain, by whom); older ones are trimmed.",
+            ge=1,
+        ),
+    ] = 10000
     dashboard_refresh_ms: Annotated[
         int, _doc("How often the dashboard page reloads the cluster view.", ge=500)
     ] = 5000
@@ -458,6 +488,128 @@ class LoggingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     )
 
 
+class TracingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: Annotated[
+        bool,
+        _doc(
+            "OpenTelemetry spans of dispatch, the inbox hop, the node round trip and the relay "
+            "(docs/operations.md, Tracing). Needs the extra: pip install "
+            "'lingua-scheduler[tracing]'. Off: nothing of OpenTelemetry is imported."
+        ),
+    ] = False
+    service_name: Annotated[
+        str, _doc("service.name of every span (service.instance.id is runtime.instance_id).")
+    ] = "lingua-scheduler"
+    otlp_endpoint: Annotated[
+        str,
+        _doc(
+            "OTLP/HTTP traces endpoint spans are exported to (a collector's /v1/traces); "
+            "headers come from OTEL_EXPORTER_OTLP_HEADERS."
+        ),
+    ] = "http://localhost:4318/v1/traces"
+    sample_ratio: Annotated[
+        float,
+        _doc(
+            "Share of traces recorded, chosen from the trace id (so every replica keeps or "
+            "drops the same utterance); a hop follows its sender's choice.",
+            ge=0,
+            le=1,
+        ),
+    ] = 1.0
+    export_interval_ms: Annotated[
+        int, _doc("Finished spans are exported in a batch at least this often.", ge=1)
+    ] = 5000
+    export_timeout_ms: Annotated[
+        int, _doc("Longest one export (and the flush at exit) may take.", ge=1)
+    ] = 10000
+    queue_max: Annotated[
+        int,
+        _doc(
+            "Finished spans waiting for export; past it new ones are dropped (the exporter "
+            "is down or slow), never the replica's work.",
+            ge=1,
+        ),
+    ] = 2048
+    export_batch: Annotated[
+        int, _doc("Most spans in one export request (at most queue_max).", ge=1)
+    ] = 512
+    open_spans_max: Annotated[
+        int,
+        _doc(
+            "Node round-trip spans open at once on a replica (job_assign sent, no result, "
+            "cancel or disconnect yet); past it the oldest is ended as evicted.",
+            ge=1,
+        ),
+    ] = 10000
+
+
+class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What one address, connection or session may use (docs/security.md, "Limits"); each
+    breach is answered and counted in lingua_limit_breaches_total{limit}. Also limits:
+    server.max_connections, server.max_frame_bytes, session.max_utterance_bytes,
+    session.max_room_members."""
+
+    connections_per_address: Annotated[
+        int,
+        _doc(
+            "Most WebSocket connections from one client address to one replica; one more is "
+            "closed with 1008. 0: no limit (the default: behind a load balancer every "
+            "connection comes from the balancer unless trusted_proxies is set).",
+            ge=0,
+        ),
+    ] = 0
+    trusted_proxies: Annotated[
+        int,
+        _doc(
+            "Proxies (load balancers) in front of the replicas that append the client address "
+            "to X-Forwarded-For: a connection's address is the entry the outermost of them "
+            "appended. 0: the peer address, X-Forwarded-For ignored (anyone can write it).",
+            ge=0,
+        ),
+    ] = 0
+    session_messages_per_second: Annotated[
+        int,
+        _doc(
+            "Messages a /ws/session connection may send per second on average; beyond it (and "
+            "the burst) a message is dropped and answered with error RATE_LIMITED. The real "
+            "browser sends at most ~10 per second.",
+            ge=1,
+        ),
+    ] = 20
+    session_message_burst: Annotated[
+        int, _doc("Messages a /ws/session connection may send at once above the rate.", ge=1)
+    ] = 200
+    node_messages_per_second: Annotated[
+        int,
+        _doc(
+            "Messages a /ws/node connection may send per second on average; beyond it (and the "
+            "burst) the node is closed with 1008 (nodes get no error frames): a result and a "
+            "partial per job and slot fit many times over.",
+            ge=1,
+        ),
+    ] = 200
+    node_message_burst: Annotated[
+        int, _doc("Messages a /ws/node connection may send at once above the rate.", ge=1)
+    ] = 1000
+    rooms_per_session: Annotated[
+        int,
+        _doc(
+            "Rooms one session may create or join over its life; one more is refused with "
+            "room_error ROOM_LIMIT (the browser reconnects with a new session).",
+            ge=1,
+        ),
+    ] = 32
+    pending_jobs_per_session: Annotated[
+        int,
+        _doc(
+            "Jobs of one session dispatched and not answered yet; an utterance whose jobs "
+            "would go beyond it gets error TOO_MANY_PENDING_JOBS and no job. At most "
+            "session.result_dedup_max.",
+            ge=1,
+        ),
+    ] = 256
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
@@ -466,6 +618,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     session: SessionConfig = msgspec.field(default_factory=SessionConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
 
 
@@ -545,6 +699,12 @@ def _validate(raw: dict[str, Any]) -> Config:
             f"({session.room_touch_interval_ms} >= {session.room_idle_ms}), or an active room "
             "expires between two touches"
         )
+    if config.limits.pending_jobs_per_session > session.result_dedup_max:
+        raise ConfigError(
+            "limits.pending_jobs_per_session: must not exceed session.result_dedup_max "
+            f"({config.limits.pending_jobs_per_session} > {session.result_dedup_max}): a "
+            "session forgets older unanswered jobs past it"
+        )
     rt = config.runtime
     try:
         validate_runtime(rt)
@@ -554,6 +714,11 @@ def _validate(raw: dict[str, Any]) -> Config:
         raise ConfigError(
             "server.drain_unready_ms: must be shorter than runtime.drain_grace_ms "
             f"({config.server.drain_unready_ms} >= {rt.drain_grace_ms})"
+        )
+    if config.tracing.export_batch > config.tracing.queue_max:
+        raise ConfigError(
+            "tracing.export_batch: must not exceed tracing.queue_max "
+            f"({config.tracing.export_batch} > {config.tracing.queue_max})"
         )
     auth = config.auth
     for key, values, least in (

@@ -11,6 +11,13 @@ through to the WebSocket handshake.
 string (``?id=...&id=...`` or ``?all=1``: websockets' parser refuses request bodies). They need
 ``Authorization: Bearer <server.admin_token>``; with no token configured they answer 403. Each
 action is logged with what was done, never with the token.
+
+The operator surface (docs/security.md, "Operator surface"): with ``server.ops_read_token`` set,
+the reads (``/metrics``, ``/api/v1/cluster``, ``/api/v1/stats``) need that token or the admin
+token (401 without, 403 for a read token on an action). ``listener`` says which routes one
+listener serves: ``"both"`` (one port, as before), ``"public"`` (``/ws/*`` and the health routes;
+the operator routes answer 404), ``"ops"`` (the operator routes and the health routes; ``/ws/*``
+answers 404). ``/health``, ``/livez`` and ``/readyz`` stay open on every listener.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import msgspec
@@ -32,7 +39,7 @@ from websockets.http11 import Request, Response
 
 from scheduler.cluster_view import ClusterView, DlqAction, DlqActionName, DlqActionResult
 
-__all__ = ["DLQ_ACTIONS", "WS_PATHS", "HttpRoutes"]
+__all__ = ["DLQ_ACTIONS", "OPS_READS", "WS_PATHS", "HttpRoutes", "Listener"]
 
 log = logging.getLogger("lingua.http")
 
@@ -41,6 +48,9 @@ DLQ_ACTIONS: dict[str, DlqActionName] = {
     "/api/v1/dlq/replay": "replay",
     "/api/v1/dlq/purge": "purge",
 }
+OPS_READS = frozenset({"/metrics", "/api/v1/cluster", "/api/v1/stats"})
+_OPS_PAGES = frozenset({"/dashboard", "/"})  # a static page: no data in it, open
+Listener = Literal["both", "public", "ops"]
 
 
 @dataclass
@@ -51,13 +61,21 @@ class HttpRoutes:
     stats: Callable[[], Awaitable[dict[str, Any]]]
     dlq_action: Callable[[DlqActionName, DlqAction], Awaitable[DlqActionResult]]
     admin_token: str = ""
+    read_token: str = ""
+    listener: Listener = "both"
+    # Called with the reason of every refused operator request (a metric label).
+    refused: Callable[[str], None] = lambda reason: None
 
     async def process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
         path, _, query = request.path.partition("?")
-        if path in WS_PATHS:
+        ops_route = path in DLQ_ACTIONS or path in OPS_READS or path in _OPS_PAGES
+        if path in WS_PATHS and self.listener != "ops":
             return None
+        if path in WS_PATHS or (ops_route and self.listener == "public"):  # the other listener's
+            self.refused("other_listener")
+            return _text(HTTPStatus.NOT_FOUND, "not found")
         if path in DLQ_ACTIONS:
             if request.method != "POST":
                 return _error(HTTPStatus.METHOD_NOT_ALLOWED, "method", "use POST")
@@ -69,6 +87,12 @@ class HttpRoutes:
         if path == "/readyz":
             ready, why = await self.readiness()
             return _text(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, why)
+        if path in OPS_READS and self.read_token:
+            refused = self._check_token(request, (self.read_token, self.admin_token))
+            if refused is not None:
+                self.refused("bad_token")
+                log.info("refused %s from %s: %s", path, _peer(connection), refused.status_code)
+                return refused
         if path == "/metrics":
             return _response(
                 HTTPStatus.OK, self.metrics(), "text/plain; version=0.0.4; charset=utf-8"
@@ -90,15 +114,24 @@ class HttpRoutes:
                 "actions_disabled",
                 "Admin actions are disabled: set server.admin_token to enable them.",
             )
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        # Constant time: the comparison must not tell how much of a guess was right.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), self.admin_token.encode()
-        ):
+        read_only = self.read_token and self.read_token != self.admin_token
+        if read_only and _matches(request, self.read_token):
+            return _error(
+                HTTPStatus.FORBIDDEN,
+                "read_only_token",
+                "This is the read token (server.ops_read_token): actions need the admin token.",
+            )
+        return self._check_token(request, (self.admin_token,))
+
+    @staticmethod
+    def _check_token(request: Request, accepted: tuple[str, ...]) -> Response | None:
+        """None when the request carries one of the ``accepted`` tokens (empty ones never
+        match); else the 401 to send."""
+        if not any(token and _matches(request, token) for token in accepted):
             return _error(
                 HTTPStatus.UNAUTHORIZED,
                 "bad_token",
-                "The admin token is missing or wrong: send Authorization: Bearer <token>.",
+                "The token is missing or wrong: send Authorization: Bearer <token>.",
             )
         return None
 
@@ -107,6 +140,7 @@ class HttpRoutes:
     ) -> Response:
         refused = self._authorized(request)
         if refused is not None:
+            self.refused("bad_token" if refused.status_code == 401 else "forbidden")
             log.warning(
                 "refused DLQ %s from %s: %s", action, _peer(connection), refused.status_code
             )
@@ -137,6 +171,14 @@ class HttpRoutes:
             extra={"done": result.done, "skipped": result.skipped, "missing": result.missing},
         )
         return _response(HTTPStatus.OK, msgspec.json.encode(result), "application/json")
+
+
+def _matches(request: Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # Constant time: the comparison must not tell how much of a guess was right.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 def _peer(connection: ServerConnection) -> str:

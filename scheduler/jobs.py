@@ -56,6 +56,7 @@ from scheduler.scheduling.codes import AllNodesFull, NoNodeAvailable, Scheduling
 from scheduler.scheduling.core import SchedulingCore
 from scheduler.scheduling.types import DispatchRequest, FailoverAction, Moves
 from scheduler.session_flow import FinalizeUtterance
+from scheduler.tracing import NO_TRACING, Tracing
 
 __all__ = ["JobLifecycle", "SessionJobs", "failover_code", "failure_message"]
 
@@ -89,12 +90,14 @@ class JobLifecycle:
         config: SessionConfig,
         metrics: ReplicaMetrics,
         rooms: Rooms,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.core = core
         self.outbox = outbox
         self.config = config
         self.metrics = metrics
         self.rooms = rooms
+        self.tracing = tracing
 
     def open_session(
         self, session_id: str, init: wire.SessionInit, trace_id: str, link: Link
@@ -114,6 +117,14 @@ class JobLifecycle:
         self, session: SessionJobs, utterance: FinalizeUtterance, targets: dict[str, list[str]]
     ) -> None:
         """One job per target language; ``targets`` maps each to the sessions that get it."""
+        with self.tracing.dispatch(
+            session.trace_id, session.session_id, utterance.utterance_index, utterance.reason
+        ):
+            await self._dispatch_all(session, utterance, targets)
+
+    async def _dispatch_all(
+        self, session: SessionJobs, utterance: FinalizeUtterance, targets: dict[str, list[str]]
+    ) -> None:
         init = session.init
         for tgt_lang, recipients in targets.items():
             spec = relay.JobSpec(
@@ -174,6 +185,13 @@ class JobLifecycle:
                 session, spec.job_id, spec.utterance_index, "INTERNAL_ERROR", spec.trace_id
             )
             return
+        self.tracing.note(
+            "job placed",
+            job_id=dispatched.job_id,
+            tgt_lang=spec.tgt_lang,
+            state=dispatched.state,
+            node_id=dispatched.node_id,
+        )
         session.recipients[dispatched.job_id] = recipients
         session.unanswered[dispatched.job_id] = spec.utterance_index
         session.finalized[dispatched.job_id] = spec.finalized_ms
@@ -361,11 +379,15 @@ class JobLifecycle:
         # Every frame carries the session's trace id, whatever the node or the failover knew.
         trace_id = delivery.trace_id or session.trace_id
         if isinstance(delivery, wire.JobResult):
-            recipients = session.recipients.get(delivery.job_id, [session.session_id])
-            frames = session.results.on_result(
-                msgspec.structs.replace(delivery, trace_id=trace_id), now_ms()
-            )
-            await self._fan_out(session, frames, recipients, finalized_ms)
+            with self.tracing.relay(
+                session.session_id, delivery.job_id, delivery.utterance_index, trace_id
+            ):
+                recipients = session.recipients.get(delivery.job_id, [session.session_id])
+                frames = session.results.on_result(
+                    msgspec.structs.replace(delivery, trace_id=trace_id), now_ms()
+                )
+                self.tracing.label("lingua.frames", len(frames))
+                await self._fan_out(session, frames, recipients, finalized_ms)
         elif isinstance(delivery, wire.NodeAsrPartial):
             partial = msgspec.structs.replace(delivery, trace_id=trace_id)
             for frame in relay.partial_frames(partial):
@@ -427,6 +449,7 @@ class JobLifecycle:
         trace_id: str,
         cause: Exception | None = None,
     ) -> None:
+        self.tracing.note("failure told", job_id=job_id, code=code)
         for frame in relay.failure_frames(
             session.session_id,
             job_id,

@@ -15,6 +15,9 @@ import anyio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from cross_instance.clock import now_ms
+from scheduler.limits import TokenBucket
+
 __all__ = ["CLOSE_POLICY", "CLOSE_TRY_AGAIN_LATER", "GatewaySettings", "Link"]
 
 log = logging.getLogger("lingua.link")
@@ -32,8 +35,16 @@ class GatewaySettings:
 
 
 class Link:
-    def __init__(self, ws: ServerConnection, *, queue_max: int, kind: str) -> None:
+    def __init__(
+        self,
+        ws: ServerConnection,
+        *,
+        queue_max: int,
+        kind: str,
+        rate: TokenBucket | None = None,
+    ) -> None:
         self.ws = ws
+        self.rate = rate  # the peer's message rate (limits.*_messages_per_second)
         self.kind = kind
         self.queue_max = queue_max
         self.ident = ""
@@ -48,6 +59,10 @@ class Link:
     @property
     def closing(self) -> bool:
         return self._closing is not None
+
+    def within_rate(self) -> bool:
+        """The frame just received is within the peer's message rate."""
+        return self.rate is None or self.rate.take(now_ms())
 
     def send(self, data: bytes) -> bool:
         """Queue one frame; False when the link is closing or the peer is too slow (then it closes)."""

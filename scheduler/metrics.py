@@ -24,6 +24,7 @@ from prometheus_client import (
 
 from scheduler.audit import CHECKS, AuditReport
 from scheduler.auth import AUTH_ERROR_CODES
+from scheduler.limits import LIMITS, PENDING_JOBS_CODE, RATE_LIMITED_CODE
 from scheduler.messages import FailureCode
 from scheduler.protocol import ERROR_CODES
 
@@ -32,6 +33,7 @@ __all__ = [
     "CONNECTION_KINDS",
     "DISPATCH_BUCKETS",
     "JOB_EVENTS",
+    "OPS_REFUSED_REASONS",
     "UTTERANCE_BUCKETS",
     "AuditMetrics",
     "ReplicaMetrics",
@@ -54,10 +56,17 @@ JOB_EVENTS: Final = (
 )
 # /ws/node and /ws/session.
 CONNECTION_KINDS: Final = ("node", "session")
-# Every code an error frame to a client can carry: the protocol's, the job failures', and the
-# node's own failure code, relayed.
+# lingua_ops_requests_refused_total{reason}: why the operator routes refused a request.
+OPS_REFUSED_REASONS: Final = ("other_listener", "bad_token", "forbidden")
+# Every code an error frame to a client can carry: the protocol's, the job failures', the
+# limits' (scheduler/limits.py), and the node's own failure code, relayed.
 CLIENT_ERROR_CODES: Final = tuple(
-    sorted(ERROR_CODES | set(get_args(FailureCode)) | {"PROCESSING_ERROR"} | set(AUTH_ERROR_CODES))
+    sorted(
+        ERROR_CODES
+        | set(get_args(FailureCode))
+        | {RATE_LIMITED_CODE, PENDING_JOBS_CODE, "PROCESSING_ERROR"}
+        | set(AUTH_ERROR_CODES)
+    )
 )
 # Finalize to job_assign on the node's socket: a script and a hop, milliseconds when healthy.
 DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -161,6 +170,15 @@ class ReplicaMetrics:
             "rooms expired after session.room_idle_ms without activity",
             registry=registry,
         )
+        self.ops_refused = Counter(
+            "lingua_ops_requests_refused_total",
+            "Operator HTTP requests refused: other_listener (an operator route asked on the "
+            "public port, or /ws/* on the operator port), bad_token (401), forbidden (403)",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in OPS_REFUSED_REASONS:
+            self.ops_refused.labels(reason)
         self.ready = Gauge(
             "lingua_ready",
             "1 when this replica takes traffic (started, not draining, Redis reachable)",
@@ -205,6 +223,14 @@ class ReplicaMetrics:
             registry=registry,
         )
         self.audit = AuditMetrics(registry)
+        self.limit_breaches = Counter(
+            "lingua_limit_breaches_total",
+            "Requests refused by a limit (docs/security.md, Limits), per limit",
+            ["limit"],
+            registry=registry,
+        )
+        for limit in LIMITS:
+            self.limit_breaches.labels(limit)
 
     def observe_dispatch(self, finalized_ms: int, sent_ms: int) -> None:
         """A job_assign was handed to its node's socket; ``finalized_ms`` 0: not a first

@@ -44,6 +44,7 @@ from scheduler.scheduling.codes import (
 )
 from scheduler.scheduling.core import SchedulingCore
 from scheduler.scheduling.types import Moves, NodeCapabilities
+from scheduler.tracing import NO_TRACING, Tracing
 
 __all__ = ["NodeClaims", "NodeGateway"]
 
@@ -81,6 +82,7 @@ class NodeGateway:
         metrics: ReplicaMetrics,
         draining: Callable[[], bool],
         auth: auth_.Authenticator,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.core = core
         self.claims = claims
@@ -89,6 +91,7 @@ class NodeGateway:
         self.metrics = metrics
         self.draining = draining
         self.auth = auth
+        self.tracing = tracing
         self.local: dict[str, NodeConnection] = {}
 
     def count(self) -> int:
@@ -100,6 +103,12 @@ class NodeGateway:
         try:
             async for frame in link.ws:
                 self.metrics.frames_in.labels("node").inc()
+                if not link.within_rate():
+                    # Nodes get no error frames: the node reconnects, its jobs fail over.
+                    self.metrics.limit_breaches.labels("node_message_rate").inc()
+                    log.warning("message rate limit: closing", extra={"node_id": link.ident})
+                    link.close(CLOSE_POLICY, "message rate limit")
+                    break
                 try:
                     message = wire.decode_node_message(frame)
                 except wire.ProtocolError as exc:
@@ -214,7 +223,10 @@ class NodeGateway:
         if isinstance(message, wire.NodeHeartbeat):
             await self._heartbeat(conn, message)
         elif isinstance(message, wire.JobResult):
-            await self.jobs.on_result(conn.node_id, message)
+            with self.tracing.node_result(
+                conn.node_id, message.job_id, message.attempt_id, message.success, message.trace_id
+            ):
+                await self.jobs.on_result(conn.node_id, message)
         elif isinstance(message, wire.NodeAsrPartial):
             await self.jobs.on_partial(conn.node_id, message)
         elif isinstance(message, (wire.JobAck, wire.JobStarted)):
@@ -267,6 +279,7 @@ class NodeGateway:
     async def _disconnect(self, conn: NodeConnection, *, draining: bool) -> None:
         if self.local.get(conn.node_id) is conn:
             del self.local[conn.node_id]
+        self.tracing.node_gone(conn.node_id, conn.generation)
         try:
             with anyio.fail_after(self.settings.cleanup_timeout_s):
                 if draining:
@@ -296,6 +309,7 @@ class NodeGateway:
             raise LookupError(f"node {envelope.target_id} link is closing")
         # A job_assign sent with its utterance's finalize time: the dispatch latency.
         self.metrics.observe_dispatch(envelope.began_ms, now_ms())
+        self.tracing.node_sent(conn.node_id, conn.generation, envelope.payload)
 
     def evict(
         self, node_id: str, code: int = CLOSE_POLICY, reason: str = "connected elsewhere"

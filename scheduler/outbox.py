@@ -14,6 +14,7 @@ import msgspec
 
 from scheduler import messages
 from scheduler import protocol as wire
+from scheduler.tracing import NO_TRACING, Tracing
 
 __all__ = ["Outbox", "RuntimeSends"]
 
@@ -30,6 +31,7 @@ class RuntimeSends(Protocol):
         *,
         resumable: bool = True,
         began_ms: int = 0,
+        tc: str = "",
     ) -> object: ...
 
     async def send_to_session(
@@ -41,12 +43,14 @@ class RuntimeSends(Protocol):
         *,
         resumable: bool = True,
         began_ms: int = 0,
+        tc: str = "",
     ) -> object: ...
 
 
 class Outbox:
-    def __init__(self, runtime: RuntimeSends) -> None:
+    def __init__(self, runtime: RuntimeSends, tracing: Tracing = NO_TRACING) -> None:
         self._runtime = runtime
+        self._tracing = tracing
 
     # -- to nodes ----------------------------------------------------------------------------
 
@@ -55,18 +59,21 @@ class Outbox:
     ) -> None:
         """``finalized_ms``: when its utterance was finalized (0: unknown, e.g. a failover), for
         the dispatch latency the node's replica measures."""
-        await self._runtime.send_to_node(
-            node_id,
-            messages.FRAME,
-            messages.encode_job_assign(assign),
-            trace_id=assign.trace_id,
-            began_ms=finalized_ms,
+        await self._to_node(
+            node_id, messages.encode_job_assign(assign), assign.trace_id, began_ms=finalized_ms
         )
 
     async def cancel_on_node(self, node_id: str, cancel: wire.JobCancel) -> None:
-        await self._runtime.send_to_node(
-            node_id, messages.FRAME, wire.encode(cancel).decode(), trace_id=cancel.trace_id or ""
-        )
+        await self._to_node(node_id, wire.encode(cancel).decode(), cancel.trace_id or "")
+
+    async def _to_node(
+        self, node_id: str, payload: str, trace_id: str, *, began_ms: int = 0
+    ) -> None:
+        with self._tracing.send(messages.FRAME, "node", node_id, trace_id) as tc:
+            sent = await self._runtime.send_to_node(
+                node_id, messages.FRAME, payload, trace_id=trace_id, began_ms=began_ms, tc=tc
+            )
+            self._tracing.label("lingua.route", getattr(sent, "route", ""))
 
     # -- to sessions -------------------------------------------------------------------------
 
@@ -98,6 +105,14 @@ class Outbox:
         self, session_id: str, kind: str, payload: str, trace_id: str, began_ms: int = 0
     ) -> None:
         # A client session never comes back under its id: once it ended, drop what is left.
-        await self._runtime.send_to_session(
-            session_id, kind, payload, trace_id=trace_id, resumable=False, began_ms=began_ms
-        )
+        with self._tracing.send(kind, "session", session_id, trace_id) as tc:
+            sent = await self._runtime.send_to_session(
+                session_id,
+                kind,
+                payload,
+                trace_id=trace_id,
+                resumable=False,
+                began_ms=began_ms,
+                tc=tc,
+            )
+            self._tracing.label("lingua.route", getattr(sent, "route", ""))

@@ -13,16 +13,20 @@ import importlib.metadata
 import logging
 import signal
 import socket
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 from prometheus_client import CollectorRegistry, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import CloseCode
 
 from cross_instance import admin
+from cross_instance.clock import now_ms
 from cross_instance.envelope import Envelope
 from cross_instance.redis_client import AnyRedis
 from cross_instance.runtime import Runtime
+from scheduler import ops_audit
 from scheduler.audit import Auditor, audit_forever
 from scheduler.auth import Authenticator, Endpoint, Refusal
 from scheduler.cluster_view import (
@@ -33,16 +37,20 @@ from scheduler.cluster_view import (
     read_cluster_view,
 )
 from scheduler.config import Config
-from scheduler.http_routes import HttpRoutes
+from scheduler.http_routes import HttpRoutes, Listener
 from scheduler.jobs import JobLifecycle
-from scheduler.links import CLOSE_TRY_AGAIN_LATER, GatewaySettings, Link
+from scheduler.limits import AddressCounts, client_address, message_bucket
+from scheduler.links import CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, GatewaySettings, Link
 from scheduler.metrics import ReplicaMetrics
 from scheduler.node_gateway import NodeGateway
+from scheduler.ops_audit import OpsRecord
 from scheduler.outbox import Outbox
 from scheduler.rooms import Rooms
 from scheduler.scheduling.core import SchedulingCore
 from scheduler.scheduling.types import Moves
 from scheduler.session_gateway import SessionGateway
+from scheduler.tracing import flushed_at_exit
+from scheduler.tracing import start as start_tracing
 
 __all__ = ["Replica"]
 
@@ -50,7 +58,11 @@ log = logging.getLogger("lingua.replica")
 
 
 class Replica:
-    def __init__(self, config: Config, redis: AnyRedis) -> None:
+    def __init__(
+        self, config: Config, redis: AnyRedis, *, span_exporter: object | None = None
+    ) -> None:
+        """``span_exporter``: with ``tracing.enabled``, an OpenTelemetry ``SpanExporter`` that
+        gets each span as it ends instead of the OTLP exporter (tests, embedding)."""
         self.config = config
         self.redis = redis
         self.registry = CollectorRegistry()
@@ -71,6 +83,7 @@ class Replica:
         self.starting = True
         self.draining = False
         self.open_sockets = 0
+        self.addresses = AddressCounts(config.limits.connections_per_address)
         self._stop = anyio.Event()
         # Redis answered the last sweep (every sweep_interval_ms): readiness without a probe.
         self.redis_ok = False
@@ -78,6 +91,12 @@ class Replica:
             self.registry,
             ready=lambda: not self.starting and not self.draining and self.redis_ok,
             version=_version(),
+        )
+        self.tracing = start_tracing(
+            config.tracing,
+            self.runtime.instance_id,
+            registry=self.registry,
+            exporter=span_exporter,
         )
         self.auth = Authenticator(
             config.auth,
@@ -87,8 +106,10 @@ class Replica:
             errors_sent=self.metrics.errors_sent,
         )
         self.auth.tenants.scripts.timer = self.runtime.metrics.time_script
-        outbox = Outbox(self.runtime)
-        self.jobs = JobLifecycle(self.core, outbox, config.session, self.metrics, self.rooms)
+        outbox = Outbox(self.runtime, self.tracing)
+        self.jobs = JobLifecycle(
+            self.core, outbox, config.session, self.metrics, self.rooms, self.tracing
+        )
         settings = GatewaySettings(
             shutdown_close_code=config.server.shutdown_close_code,
             cleanup_timeout_s=config.redis.command_timeout_ms / 1000,
@@ -101,6 +122,7 @@ class Replica:
             metrics=self.metrics,
             draining=lambda: self.draining,
             auth=self.auth,
+            tracing=self.tracing,
         )
         self.sessions = SessionGateway(
             core=self.core,
@@ -112,6 +134,7 @@ class Replica:
             settings=settings,
             metrics=self.metrics,
             auth=self.auth,
+            limits=config.limits,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -122,21 +145,39 @@ class Replica:
         await self.core.load_scripts()
         await self.rooms.scripts.load(self.redis)
         await self.auth.tenants.scripts.load(self.redis)
-        routes = HttpRoutes(
-            readiness=self.readiness,
-            metrics=lambda: generate_latest(self.registry),
-            cluster=self.cluster_view,
-            stats=self.stats_view,
-            dlq_action=self.dlq_action,
-            admin_token=self.config.server.admin_token,
-        )
         server_cfg = self.config.server
-        async with self.runtime, anyio.create_task_group() as tg:
+        split = server_cfg.ops_port != 0  # operator routes on a listener of their own
+
+        def routes(listener: Listener) -> HttpRoutes:
+            return HttpRoutes(
+                readiness=self.readiness,
+                metrics=lambda: generate_latest(self.registry),
+                cluster=self.cluster_view,
+                stats=self.stats_view,
+                dlq_action=self.dlq_action,
+                admin_token=server_cfg.admin_token,
+                read_token=server_cfg.ops_read_token,
+                listener=listener,
+                refused=lambda reason: self.metrics.ops_refused.labels(reason).inc(),
+            )
+
+        async with (
+            flushed_at_exit(self.tracing),
+            self.runtime,
+            anyio.create_task_group() as tg,
+            AsyncExitStack() as ops,
+        ):
+            if split:
+                await ops.enter_async_context(
+                    serve(self.handle_socket, server_cfg.ops_host, server_cfg.ops_port,
+                          process_request=routes("ops").process_request)
+                )  # fmt: skip
+                log.info("operator routes on %s:%s", server_cfg.ops_host, server_cfg.ops_port)
             async with serve(
                 self.handle_socket,
                 server_cfg.host,
                 server_cfg.port,
-                process_request=routes.process_request,
+                process_request=routes("public" if split else "both").process_request,
                 compression="deflate" if server_cfg.compression else None,
                 max_size=server_cfg.max_frame_bytes,
                 ping_interval=server_cfg.ping_interval_ms / 1000 or None,
@@ -215,9 +256,20 @@ class Replica:
         kind: Endpoint = "node" if path == "/ws/node" else "session"
         if self.open_sockets >= self.config.server.max_connections:
             # 1013 "try again later": the client's reconnect lands on a replica with room.
+            self.metrics.limit_breaches.labels("connections").inc()
             await ws.close(CLOSE_TRY_AGAIN_LATER, "too many connections")
             return
-        link = Link(ws, queue_max=self.config.server.send_queue_max, kind=kind)
+        address = _client_address(ws, self.config.limits.trusted_proxies)
+        if not self.addresses.admit(address):
+            self.metrics.limit_breaches.labels("connections_per_address").inc()
+            await ws.close(CLOSE_POLICY, "too many connections from this address")
+            return
+        link = Link(
+            ws,
+            queue_max=self.config.server.send_queue_max,
+            kind=kind,
+            rate=message_bucket(self.config.limits, kind, now_ms()),
+        )
         self.metrics.connections.labels(kind).inc()
         self.open_sockets += 1
         try:
@@ -235,16 +287,22 @@ class Replica:
                 link.close(1000)
         finally:
             self.open_sockets -= 1
+            self.addresses.release(address)
             self.metrics.connections.labels(kind).dec()
+            sent = ws.protocol.close_sent
+            if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                # websockets closed it (1009): a frame beyond server.max_frame_bytes.
+                self.metrics.limit_breaches.labels("frame_bytes").inc()
 
     # -- cross-instance delivery -----------------------------------------------------------
 
     async def deliver(self, envelope: Envelope) -> None:
         """Runtime handler: raising leaves the message pending (retried, then dead-lettered)."""
-        if envelope.target_kind == "node":
-            self.nodes.deliver(envelope)
-        else:
-            await self.sessions.deliver(envelope)
+        with self.tracing.handle(envelope):
+            if envelope.target_kind == "node":
+                self.nodes.deliver(envelope)
+            else:
+                await self.sessions.deliver(envelope)
 
     async def ownership_lost(self, kind: str, ident: str) -> None:
         """A newer connection claimed this node or session on another replica: close ours (1008).
@@ -299,7 +357,17 @@ class Replica:
                 self.redis, prefix, ids=chosen.ids, all_entries=chosen.all
             )
             done, skipped = report["purged"], []
-        return DlqActionResult(action=action, done=done, skipped=skipped, missing=report["missing"])
+        result = DlqActionResult(
+            action=action, done=done, skipped=skipped, missing=report["missing"]
+        )
+        outcome = f"{len(done)} done, {len(skipped)} skipped, {len(result.missing)} missing"
+        target = (
+            "all entries" if chosen.all else f"{len(chosen.ids)} entries ({' '.join(chosen.ids)})"
+        )
+        entry = OpsRecord(action=f"dlq {action}", target=target, outcome=outcome, source="api",
+                          user="admin token", host=self.runtime.instance_id)  # fmt: skip
+        await ops_audit.record(self.redis, prefix, self.config.server.ops_audit_max_entries, entry)
+        return result
 
     async def stats_view(self) -> dict[str, Any]:
         return {
@@ -307,6 +375,14 @@ class Replica:
             "web_clients": {"active_users": self.sessions.count()},
             "nodes": {"connected_nodes": self.nodes.count()},
         }
+
+
+def _client_address(ws: ServerConnection, trusted_proxies: int) -> str:
+    """The address a connection counts against (limits.connections_per_address)."""
+    remote = ws.remote_address
+    peer = str(remote[0]) if isinstance(remote, tuple) and remote else str(remote)
+    forwarded = ws.request.headers.get_all("X-Forwarded-For") if ws.request else []
+    return client_address(peer, ", ".join(forwarded) or None, trusted_proxies)
 
 
 def _reachable_address(host: str, port: int) -> str:

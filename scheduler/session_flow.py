@@ -51,6 +51,7 @@ from typing import TypeAlias
 import msgspec
 
 from scheduler.config import SessionConfig
+from scheduler.limits import Limit
 from scheduler.scheduling.types import FinalizeReason
 
 __all__ = [
@@ -207,6 +208,7 @@ class InputRejected(msgspec.Struct, frozen=True):
 
     code: str
     message: str
+    limit: Limit | None = None  # the limit the input broke (lingua_limit_breaches_total)
 
 
 Action: TypeAlias = ArmTimer | CancelTimer | FinalizeUtterance | InputRejected
@@ -369,14 +371,18 @@ class SessionFlow:
         if isinstance(event, AudioReceived) and len(event.audio) > limit:
             return InputRejected(
                 "INVALID_MESSAGE",
-                f"audio_chunk of {len(event.audio)} bytes exceeds max_utterance_bytes ({limit})",
+                f"This audio_chunk of {len(event.audio)} bytes is more than one utterance may "
+                f"hold (max_utterance_bytes: {limit}), so it was not used.",
+                "utterance_bytes",
             )
         if isinstance(event, ExplicitUtterance):
             index = event.utterance_index
             if len(event.audio) > limit:
                 return InputRejected(
                     "INVALID_MESSAGE",
-                    f"utterance of {len(event.audio)} bytes exceeds max_utterance_bytes ({limit})",
+                    f"This utterance of {len(event.audio)} bytes is more than one utterance may "
+                    f"hold (max_utterance_bytes: {limit}), so it was not used.",
+                    "utterance_bytes",
                 )
             if index < 0:
                 return InputRejected("INVALID_MESSAGE", f"utterance_index {index} is negative")

@@ -24,16 +24,23 @@ from websockets.exceptions import ConnectionClosed
 from cross_instance.clock import now_ms
 from cross_instance.envelope import Envelope, RuntimeDraining, RuntimeFenced
 from scheduler import auth as auth_
-from scheduler import messages, relay
+from scheduler import limits, messages, relay
 from scheduler import protocol as wire
 from scheduler import session_flow as flow_
-from scheduler.config import SessionConfig
+from scheduler.config import LimitsConfig, SessionConfig
 from scheduler.ids import new_job_id, new_session_id
 from scheduler.jobs import JobLifecycle, SessionJobs
 from scheduler.links import CLOSE_POLICY, GatewaySettings, Link
 from scheduler.metrics import ReplicaMetrics
 from scheduler.outbox import Outbox
-from scheduler.rooms import EXPIRED_MESSAGE, Participant, RoomError, RoomPresence, Rooms
+from scheduler.rooms import (
+    EXPIRED_MESSAGE,
+    Participant,
+    RoomError,
+    RoomFull,
+    RoomPresence,
+    Rooms,
+)
 from scheduler.scheduling.core import SchedulingCore
 
 __all__ = ["SessionClaims", "SessionGateway"]
@@ -69,6 +76,7 @@ class Session:
     # What the session's token allows; its tenant holds a lease while the session lives.
     grant: auth_.SessionGrant = auth_.OPEN_SESSION
     tenant_lease: bool = False
+    rooms_entered: int = 0  # rooms created or joined (limits.rooms_per_session)
 
     @property
     def room_code(self) -> str | None:
@@ -88,7 +96,9 @@ class SessionGateway:
         settings: GatewaySettings,
         metrics: ReplicaMetrics,
         auth: auth_.Authenticator,
+        limits: LimitsConfig | None = None,
     ) -> None:
+        self.limits = limits or LimitsConfig()
         self.core = core
         self.auth = auth
         self.claims = claims
@@ -120,6 +130,9 @@ class SessionGateway:
             async with anyio.create_task_group() as tg:
                 async for frame in link.ws:
                     self.metrics.frames_in.labels("session").inc()
+                    if not link.within_rate():
+                        self._rate_limited(link, session)
+                        continue
                     try:
                         message = wire.decode_client_message(frame)
                     except wire.ProtocolError as exc:
@@ -159,6 +172,21 @@ class SessionGateway:
         # unasked and are rate-limited in JobLifecycle.tell_error).
         self.metrics.errors_sent.labels(code).inc()
         link.send(wire.encode(wire.ErrorMessage(code=code, message=message)))
+
+    def _rate_limited(self, link: Link, session: Session | None) -> None:
+        """A frame beyond the connection's message rate: dropped, counted, and the client told
+        at the first drop in a row (through the session's error throttle once it has one)."""
+        self.metrics.limit_breaches.labels("session_message_rate").inc()
+        bucket = link.rate
+        if bucket is None or bucket.refused != 1:
+            return
+        error = wire.ErrorMessage(
+            code=limits.RATE_LIMITED_CODE, message=limits.rate_limited_message(bucket)
+        )
+        if session is not None:
+            self.jobs.tell_error(session.jobs, error)
+        else:
+            self._error(link, error.code, error.message)
 
     async def _init(
         self, link: Link, message: wire.SessionInit, grant: auth_.SessionGrant
@@ -285,6 +313,8 @@ class SessionGateway:
         elif isinstance(action, flow_.FinalizeUtterance):
             self._queue_dispatch(session, action)
         elif isinstance(action, flow_.InputRejected):
+            if action.limit is not None:
+                self.metrics.limit_breaches.labels(action.limit).inc()
             self._error(session.link, action.code, action.message)
 
     async def _run_timers(self, session: Session) -> None:
@@ -337,7 +367,32 @@ class SessionGateway:
                 # Shielded: a dispatch cut short could leave a job the client is never told of.
                 with anyio.CancelScope(shield=True):
                     targets = await self._targets(session)
+                    if self._too_many_pending(session, utterance, len(targets)):
+                        continue
                     await self.jobs.dispatch_utterance(session.jobs, utterance, targets)
+
+    def _too_many_pending(
+        self, session: Session, utterance: flow_.FinalizeUtterance, new_jobs: int
+    ) -> bool:
+        """An utterance whose jobs would take the session past limits.pending_jobs_per_session:
+        no job, the client told (``ui_event ERROR``, then ``error``), the breach counted."""
+        limit = self.limits.pending_jobs_per_session
+        if limits.pending_jobs_within(len(session.jobs.unanswered), new_jobs, limit):
+            return False
+        self.metrics.limit_breaches.labels("pending_jobs").inc()
+        for frame in relay.failure_frames(
+            session.session_id,
+            new_job_id(),
+            utterance.utterance_index,
+            limits.PENDING_JOBS_CODE,
+            limits.pending_jobs_message(limit),
+            session.jobs.trace_id,
+        ):
+            if isinstance(frame, wire.ErrorMessage):
+                self.jobs.tell_error(session.jobs, frame)
+            else:
+                session.link.send(wire.encode(frame))
+        return True
 
     async def _targets(self, session: Session) -> dict[str, list[str]]:
         own = session.jobs.init.tgt_lang
@@ -458,6 +513,8 @@ class SessionGateway:
     ) -> None:
         rooms = self.rooms
         try:
+            if self._room_limit_reached(session, message):
+                return
             if isinstance(message, wire.RoomCreate):
                 if session.room_code:
                     await self._leave_room(session)
@@ -465,6 +522,7 @@ class SessionGateway:
                     session.session_id, message.display_name, message.preferred_lang
                 )
                 code, room_id = await rooms.create(me)
+                session.rooms_entered += 1
                 session.jobs.room = self._presence(code)
                 session.link.send(wire.encode(wire.RoomCreateAck(room_code=code, room_id=room_id)))
                 await self._broadcast_members(code, [me])
@@ -474,7 +532,9 @@ class SessionGateway:
                 me = rooms.participant(
                     session.session_id, message.display_name, message.preferred_lang
                 )
+                entering = session.room_code != message.room_code
                 members = await rooms.join(message.room_code, me)
+                session.rooms_entered += entering
                 session.jobs.room = self._presence(message.room_code)
                 await self._broadcast_members(message.room_code, members)
             elif isinstance(message, wire.RoomLeave):
@@ -489,7 +549,24 @@ class SessionGateway:
                 )
                 await self._broadcast_members(message.room_code, members)
         except RoomError as exc:
+            if isinstance(exc, RoomFull):
+                self.metrics.limit_breaches.labels("room_members").inc()
             session.link.send(wire.encode(wire.RoomError(code=exc.code, message=exc.message)))
+
+    def _room_limit_reached(self, session: Session, message: wire.ClientMessage) -> bool:
+        """A create or a join of another room past limits.rooms_per_session: refused, counted."""
+        entering = isinstance(message, wire.RoomCreate) or (
+            isinstance(message, wire.RoomJoin) and message.room_code != session.room_code
+        )
+        limit = self.limits.rooms_per_session
+        if not entering or session.rooms_entered < limit:
+            return False
+        self.metrics.limit_breaches.labels("rooms_per_session").inc()
+        refusal = wire.RoomError(
+            code=limits.ROOM_LIMIT_CODE, message=limits.room_limit_message(limit)
+        )
+        session.link.send(wire.encode(refusal))
+        return True
 
     def _presence(self, code: str) -> RoomPresence:
         # Created, joined or updated just now: the script already pushed the deadline back.

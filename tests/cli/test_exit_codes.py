@@ -27,7 +27,9 @@ from tests.security.tls_redis import TlsAclRedis
         ["inbox"],
         ["dlq", "list"],
         ["dlq", "show", "some-id"],
-        ["drain", "some-replica"],
+        ["drain", "some-replica", "--yes"],
+        ["dlq", "purge", "--all", "--yes"],
+        ["ops-log"],
     ],
 )
 def test_an_unreachable_redis_is_one_line_and_exit_3(argv: list[str], closed_url: str) -> None:
@@ -98,7 +100,7 @@ def test_a_missing_dlq_entry_is_exit_1(redis_config: RedisConfig) -> None:
     done = run_cli("dlq", "show", "no-such-message", env=env)
     assert done.returncode == 1
     assert "no DLQ entry no-such-message" in one_line(done.stderr)
-    done = run_cli("drain", "no-such-replica", env=env)
+    done = run_cli("drain", "no-such-replica", "--yes", env=env)
     assert done.returncode == 1
     one_line(done.stderr)
 

@@ -42,7 +42,7 @@ COMMANDS = list(_commands(build_parser()))
 def test_every_command_is_covered() -> None:
     names = {" ".join(path) for path, _ in COMMANDS}
     assert {"serve", "nodes", "pools", "jobs", "ownership", "inbox", "drain", "dlq list",
-            "dlq show", "dlq replay", "dlq purge", "config show"} <= names  # fmt: skip
+            "dlq show", "dlq replay", "dlq purge", "config show", "ops-log"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize(

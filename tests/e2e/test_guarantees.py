@@ -745,7 +745,7 @@ async def test_a_drain_request_stops_readiness_and_closes_sockets_with_1012(
             monkeypatch.delenv(name)
         monkeypatch.setenv("LINGUA_REDIS_URL", redis_url)
         monkeypatch.setenv("LINGUA_REDIS__KEY_PREFIX", prefix)
-        assert await anyio.to_thread.run_sync(main, ["drain", "drainme"]) == 0
+        assert await anyio.to_thread.run_sync(main, ["drain", "drainme", "--yes"]) == 0
         # Readiness goes false first, while sockets are still open (load balancers look first).
         await until(lambda: replica.get("/readyz")[0] == 503)
         assert not browser.closed.is_set()

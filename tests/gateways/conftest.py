@@ -40,11 +40,12 @@ Serve = Callable[..., Awaitable[Served]]
 async def serve(redis: AnyRedis, redis_url: str, key_prefix: str) -> AsyncIterator[Serve]:
     """Factory: ``await serve(session={...}, scheduling={...})`` starts one more replica on the
     test's Redis and key prefix (so two calls make two replicas of one cluster), with those
-    configuration sections merged over the defaults below."""
+    configuration sections merged over the defaults below (``span_exporter``: see
+    :class:`~scheduler.replica.Replica`)."""
     replicas: list[Replica] = []
     async with anyio.create_task_group() as tg:
 
-        async def start(**sections: dict[str, Any]) -> Served:
+        async def start(*, span_exporter: object = None, **sections: dict[str, Any]) -> Served:
             port = free_port()
             overrides: dict[str, dict[str, Any]] = {
                 "server": {"host": "127.0.0.1", "port": port, "drain_unready_ms": 0},
@@ -59,7 +60,8 @@ async def serve(redis: AnyRedis, redis_url: str, key_prefix: str) -> AsyncIterat
             }
             for section, values in sections.items():
                 overrides.setdefault(section, {}).update(values)
-            replica = Replica(load_config(environ={}, overrides=overrides), redis)
+            config = load_config(environ={}, overrides=overrides)
+            replica = Replica(config, redis, span_exporter=span_exporter)
             await tg.start(replica.run)
             replicas.append(replica)
             return Served(replica, f"ws://127.0.0.1:{port}")

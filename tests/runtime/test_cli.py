@@ -92,19 +92,19 @@ async def test_ownership_inbox_and_dlq_commands(
         assert code == 1 and [r["to"] for r in report["replayed"]] == [b.token]
         assert await redis.xlen(a.keys.dlq()) == 2
         rec_b.fail_kinds.clear()
-        code, out, _ = await cli("dlq", "replay", poison.message_id)
+        code, out, _ = await cli("dlq", "replay", poison.message_id, "--yes")
         assert code == 0 and "1 replayed" in out
         await until(lambda: [e.message_id for e in rec_b.delivered] == [poison.message_id])
-        code, out, _ = await cli("dlq", "replay", "--to", "a", lost.message_id)
+        code, out, _ = await cli("dlq", "replay", "--to", "a", lost.message_id, "--yes")
         assert code == 0
         await until(lambda: [e.message_id for e in rec_a.delivered] == [lost.message_id])
 
-        # purge asks for confirmation (no tty here: refused), then --yes
+        # purge asks for confirmation (no tty here: refused, a usage error), then --yes
         await a.dead_letters.add(
             _env("m-x"), "no_owner", Trail(deliveries=0, failure=None), owner=""
         )
         code, _, err = await cli("dlq", "purge", "--all")
-        assert code == 1 and "--yes" in err
+        assert code == 2 and "pass --yes" in err
         code, out, _ = await cli("dlq", "purge", "--all", "--dry-run", "--json")
         assert code == 0 and len(json.loads(out)["purged"]) == 1
         code, out, _ = await cli("dlq", "purge", "--all", "--yes")
@@ -113,12 +113,27 @@ async def test_ownership_inbox_and_dlq_commands(
         assert (await cli("dlq", "purge", "x", "--all"))[0] == 2
 
         # drain: b notices on its next presence refresh and drains itself
-        code, out, _ = await cli("drain", "b")
+        code, out, _ = await cli("drain", "b", "--yes", "--reason", "kernel update")
         assert code == 0 and b.token in out
         await until(lambda: b.lifecycle.drain_done.is_set())
         code, out, _ = await cli("ownership", "--json")
         assert [r["instance_id"] for r in json.loads(out)["replicas"]] == ["a"]
-        assert (await cli("drain", "b"))[0] == 1  # not live any more
+        assert (await cli("drain", "b", "--yes"))[0] == 1  # not live any more
+
+        # every change done, newest first, with who and why (the dry runs changed nothing)
+        code, out, _ = await cli("ops-log", "--json")
+        records = json.loads(out)
+        assert code == 0
+        assert [(r["action"], r["source"]) for r in records] == [
+            ("drain", "cli"),
+            ("dlq purge", "cli"),
+            ("dlq replay", "cli"),
+            ("dlq replay", "cli"),
+        ]
+        assert records[0]["reason"] == "kernel update" and b.token in records[0]["outcome"]
+        assert records[0]["user"] and records[0]["host"]
+        assert records[1]["target"] == "all entries" and records[1]["outcome"].startswith("1 ")
+        assert records[2]["target"].endswith(" to a")
 
 
 def _env(message_id: str) -> Any:

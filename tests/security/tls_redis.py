@@ -70,6 +70,8 @@ DAEMON_COMMANDS: tuple[str, ...] = (
     # streams: inboxes and the DLQ
     "xadd", "xack", "xdel", "xlen", "xrange", "xpending", "xreadgroup", "xautoclaim", "xclaim",
     "xgroup|create", "xinfo|groups",
+    # streams: the operator audit (ops-log lists it newest first)
+    "xrevrange",
 )  # fmt: skip
 
 # The rule for ``redis.key_prefix = "lingua"``; no pub/sub channel is used.

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from cross_instance.envelope import DeadReason, DropReason, LostReason
 from scheduler.audit import CHECKS
 from scheduler.config import load_config
-from scheduler.metrics import CLIENT_ERROR_CODES, CONNECTION_KINDS, JOB_EVENTS
+from scheduler.metrics import CLIENT_ERROR_CODES, CONNECTION_KINDS, JOB_EVENTS, OPS_REFUSED_REASONS
 from scheduler.replica import Replica
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def exported() -> dict[str, list[Sample]]:
     """What a replica exports before anything happened: its /metrics body, parsed. The Redis
     client is never used (a replica connects when it runs, not when it is built)."""
-    replica = Replica(load_config(environ={}), Redis.from_url("redis://127.0.0.1:1/0"))
+    # Tracing on (the test install has the extra): its counter exists only then.
+    config = load_config(environ={}, overrides={"tracing": {"enabled": True}})
+    replica = Replica(config, Redis.from_url("redis://127.0.0.1:1/0"))
     body = generate_latest(replica.registry).decode()
     return {family.name: family.samples for family in text_string_to_metric_families(body)}
 
@@ -69,6 +71,7 @@ def test_known_label_values_are_exported(exported: dict[str, list[Sample]]) -> N
     assert labels("lingua_client_errors", "code") == set(CLIENT_ERROR_CODES)
     assert labels("lingua_client_errors_suppressed", "code") == set(CLIENT_ERROR_CODES)
     assert labels("lingua_frames_received", "kind") == set(CONNECTION_KINDS)
+    assert labels("lingua_ops_requests_refused", "reason") == set(OPS_REFUSED_REASONS)
     assert labels("lingua_audit_runs", "outcome") == {"clean", "violations", "failed"}
     assert _labels(exported["lingua_audit_violations"], "check", "") == set(CHECKS)
     assert _labels(exported["lingua_connections"], "kind", "") == set(CONNECTION_KINDS)
