@@ -71,6 +71,9 @@ def _shown(config: Config) -> dict[str, Any]:
     for secret in ("admin_token", "ops_read_token"):
         if data["server"][secret]:  # say that it is set, never what it is
             data["server"][secret] = "(set, hidden)"
+    auth = data["auth"]
+    for key in ("node_secrets", "node_token_keys", "session_token_keys"):
+        auth[key] = [f"(set, hidden: {len(auth[key])})"] if auth[key] else []
     return data
 
 

@@ -24,6 +24,7 @@ from cross_instance.config import RedisConfig, RuntimeConfig, _doc, validate_run
 
 __all__ = [
     "AuditConfig",
+    "AuthConfig",
     "Config",
     "ConfigError",
     "LimitsConfig",
@@ -37,6 +38,10 @@ __all__ = [
 ]
 
 ENV_PREFIX = "LINGUA_"
+# Shortest auth.node_secrets entry, and HMAC key (HS256: a key shorter than its 256-bit output
+# weakens it; RFC 7518 §3.2).
+MIN_SECRET_CHARS = 16
+MIN_TOKEN_KEY_CHARS = 32
 ENV_ALIASES = {
     "LINGUA_REDIS_URL": ("redis", "url"),
     "LINGUA_INSTANCE_ID": ("runtime", "instance_id"),
@@ -427,6 +432,78 @@ class AuditConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 5
 
 
+class AuthConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Who may connect (docs/security.md). Every switch is off by default: with no key set, any
+    node may register and any browser may open sessions, as before."""
+
+    node_secrets: Annotated[
+        list[str],
+        _doc(
+            "Shared secrets a node may present on /ws/node (`?token=` or `Authorization: Bearer`); "
+            "any one is accepted, so a rotation adds the new one, moves the nodes, then drops the "
+            "old (each at least 16 characters). With this or node_token_keys set, a node "
+            "without a valid credential is refused (1008). Never logged or shown by `config show`."
+        ),
+    ] = msgspec.field(default_factory=list)
+    node_token_keys: Annotated[
+        list[str],
+        _doc(
+            "HMAC keys that verify node tokens (JWT HS256, `aud` = lingua-node, `exp` required, "
+            "optional `node_id` and `langs` claims); any one verifies (rotation). Each at least "
+            "32 characters. Never logged or shown by `config show`."
+        ),
+    ] = msgspec.field(default_factory=list)
+    session_token_keys: Annotated[
+        list[str],
+        _doc(
+            "HMAC keys that verify session tokens (JWT HS256, `aud` = lingua-session, `exp` and "
+            "`tenant` required, optional `pairs` and `max_sessions`); any one verifies "
+            "(rotation); each at least 32 characters. Set: /ws/session requires a token (`?token=` or `Authorization: "
+            "Bearer`). Never logged or shown by `config show`."
+        ),
+    ] = msgspec.field(default_factory=list)
+    token_leeway_ms: Annotated[
+        int,
+        _doc(
+            "Clock skew allowed when checking a token's `exp` (and `nbf`, `iat`) against this "
+            "replica's clock.",
+            ge=0,
+        ),
+    ] = 5000
+    allowed_origins: Annotated[
+        list[str],
+        _doc(
+            "Browser origins (`https://app.example.com`) /ws/session accepts; a socket with "
+            "another or no `Origin` header is refused (1008). Empty: any origin, none included."
+        ),
+    ] = msgspec.field(default_factory=list)
+    sessions_per_tenant: Annotated[
+        int,
+        _doc(
+            "Most open sessions per tenant (the session token's `tenant`) across every replica; "
+            "a token's `max_sessions` can only lower it. 0: no limit but the token's. Sessions "
+            "without a token have no tenant and are not counted.",
+            ge=0,
+        ),
+    ] = 0
+    tenant_lease_ms: Annotated[
+        int,
+        _doc(
+            "A session counts against its tenant this long after its replica last renewed it: "
+            "the sessions of a replica that died stop counting at most this long after.",
+            ge=1000,
+        ),
+    ] = 30000
+    tenant_renew_ms: Annotated[
+        int,
+        _doc(
+            "How often a replica renews the tenant leases of its sessions (shorter than "
+            "tenant_lease_ms).",
+            ge=100,
+        ),
+    ] = 10000
+
+
 class LoggingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _doc("Log level.")] = "INFO"
     json: Annotated[bool, _doc("One JSON object per line (ids as fields); false: plain text.")] = (
@@ -566,6 +643,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
 
 
 class ConfigError(ValueError):
@@ -664,6 +742,20 @@ def _validate(raw: dict[str, Any]) -> Config:
         raise ConfigError(
             "tracing.export_batch: must not exceed tracing.queue_max "
             f"({config.tracing.export_batch} > {config.tracing.queue_max})"
+        )
+    auth = config.auth
+    for key, values, least in (
+        ("node_secrets", auth.node_secrets, MIN_SECRET_CHARS),
+        ("node_token_keys", auth.node_token_keys, MIN_TOKEN_KEY_CHARS),
+        ("session_token_keys", auth.session_token_keys, MIN_TOKEN_KEY_CHARS),
+    ):
+        if any(len(v) < least for v in values):
+            # Which entry is short, never its value.
+            raise ConfigError(f"auth.{key}: every entry must be at least {least} characters")
+    if auth.tenant_renew_ms >= auth.tenant_lease_ms:
+        raise ConfigError(
+            "auth.tenant_renew_ms: must be shorter than tenant_lease_ms "
+            f"({auth.tenant_renew_ms} >= {auth.tenant_lease_ms}), or live sessions stop counting"
         )
     if config.redis.mode == "sentinel" and not config.redis.sentinels:
         raise ConfigError("redis.sentinels: mode = sentinel needs at least one host:port")

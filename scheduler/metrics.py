@@ -23,6 +23,7 @@ from prometheus_client import (
 )
 
 from scheduler.audit import CHECKS, AuditReport
+from scheduler.auth import AUTH_ERROR_CODES
 from scheduler.limits import LIMITS, PENDING_JOBS_CODE, RATE_LIMITED_CODE
 from scheduler.messages import FailureCode
 from scheduler.protocol import ERROR_CODES
@@ -65,6 +66,7 @@ CLIENT_ERROR_CODES: Final = tuple(
         ERROR_CODES
         | set(get_args(FailureCode))
         | {RATE_LIMITED_CODE, PENDING_JOBS_CODE, "PROCESSING_ERROR"}
+        | set(AUTH_ERROR_CODES)
     )
 )
 # Finalize to job_assign on the node's socket: a script and a hop, milliseconds when healthy.

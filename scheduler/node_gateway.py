@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 
 from cross_instance.clock import now_ms
 from cross_instance.envelope import Envelope, RuntimeDraining, RuntimeFenced
+from scheduler import auth as auth_
 from scheduler import node_rules
 from scheduler import protocol as wire
 from scheduler.jobs import JobLifecycle
@@ -68,6 +69,7 @@ class NodeConnection:
     node_id: str
     generation: int
     caps: NodeCapabilities
+    grant: auth_.NodeGrant  # what the node's credential allows (its languages)
     # registered with an id it had before: jobs of an earlier connection may still be its own
     # until a heartbeat reports it runs none
     may_hold_old_jobs: bool = False
@@ -85,6 +87,7 @@ class NodeGateway:
         settings: GatewaySettings,
         metrics: ReplicaMetrics,
         draining: Callable[[], bool],
+        auth: auth_.Authenticator,
         tracing: Tracing = NO_TRACING,
     ) -> None:
         self.core = core
@@ -93,6 +96,7 @@ class NodeGateway:
         self.settings = settings
         self.metrics = metrics
         self.draining = draining
+        self.auth = auth
         self.tracing = tracing
         self.local: dict[str, NodeConnection] = {}
         self._drain_code = settings.shutdown_close_code
@@ -101,7 +105,8 @@ class NodeGateway:
     def count(self) -> int:
         return len(self.local)
 
-    async def serve(self, link: Link) -> None:
+    async def serve(self, link: Link, grant: auth_.NodeGrant = auth_.OPEN_NODE) -> None:
+        """``grant``: what the node's credential allows (the replica admitted the socket)."""
         conn: NodeConnection | None = None
         try:
             async for frame in link.ws:
@@ -124,7 +129,7 @@ class NodeGateway:
                 route = node_rules.route(message, conn.node_id if conn else None)
                 if route == "register":
                     assert isinstance(message, wire.NodeRegister)
-                    conn = await self._register(link, message, conn)
+                    conn = await self._register(link, message, conn, grant)
                 elif route == "foreign":
                     assert conn is not None
                     log.warning(
@@ -150,7 +155,11 @@ class NodeGateway:
         link.close(CLOSE_POLICY, "invalid registration")
 
     async def _register(
-        self, link: Link, message: wire.NodeRegister, previous: NodeConnection | None
+        self,
+        link: Link,
+        message: wire.NodeRegister,
+        previous: NodeConnection | None,
+        grant: auth_.NodeGrant,
     ) -> NodeConnection | None:
         decision = node_rules.registration(message, previous.node_id if previous else None)
         node_id = decision.node_id
@@ -164,7 +173,12 @@ class NodeGateway:
                 )
                 link.close(CLOSE_POLICY, "invalid registration")
             return previous
-        caps = decision.caps
+        try:
+            # The credential's node id and languages, before anything is claimed.
+            node_id, caps = auth_.node_registration(grant, message.node_id, node_id, decision.caps)
+        except auth_.Refusal as refusal:
+            self.auth.refuse(link, "node", refusal, {"node_id": node_id})
+            return previous
         try:
             # Refused before claiming: an invalid registration must not take the id over from
             # the node's valid connection on another replica.
@@ -191,6 +205,7 @@ class NodeGateway:
             node_id=node_id,
             generation=registered.generation,
             caps=caps,
+            grant=grant,
             may_hold_old_jobs=message.node_id is not None,
         )
         self.local[node_id] = conn
@@ -234,6 +249,7 @@ class NodeGateway:
     async def _heartbeat(self, conn: NodeConnection, message: wire.NodeHeartbeat) -> None:
         caps = node_rules.heartbeat_capabilities(message, conn.caps)
         if caps is not None:
+            caps = auth_.trim_languages(conn.grant, caps)
             conn.caps = caps
         load = msgspec.to_builtins(message.resource_usage) if message.resource_usage else None
         try:

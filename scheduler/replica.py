@@ -28,6 +28,7 @@ from cross_instance.redis_client import AnyRedis
 from cross_instance.runtime import Runtime
 from scheduler import ops_audit
 from scheduler.audit import Auditor, audit_forever
+from scheduler.auth import Authenticator, Endpoint, Refusal
 from scheduler.cluster_view import (
     ClusterView,
     DlqAction,
@@ -98,6 +99,14 @@ class Replica:
             registry=self.registry,
             exporter=span_exporter,
         )
+        self.auth = Authenticator(
+            config.auth,
+            redis,
+            key_prefix=config.redis.key_prefix,
+            registry=self.registry,
+            errors_sent=self.metrics.errors_sent,
+        )
+        self.auth.tenants.scripts.timer = self.runtime.metrics.time_script
         outbox = Outbox(self.runtime, self.tracing)
         self.jobs = JobLifecycle(
             self.core, outbox, config.session, self.metrics, self.rooms, self.tracing
@@ -113,6 +122,7 @@ class Replica:
             settings=settings,
             metrics=self.metrics,
             draining=lambda: self.draining,
+            auth=self.auth,
             tracing=self.tracing,
         )
         self.sessions = SessionGateway(
@@ -124,6 +134,7 @@ class Replica:
             config=config.session,
             settings=settings,
             metrics=self.metrics,
+            auth=self.auth,
             limits=config.limits,
         )
 
@@ -134,6 +145,7 @@ class Replica:
     ) -> None:
         await self.core.load_scripts()
         await self.rooms.scripts.load(self.redis)
+        await self.auth.tenants.scripts.load(self.redis)
         server_cfg = self.config.server
         split = server_cfg.ops_port != 0  # operator routes on a listener of their own
 
@@ -183,6 +195,7 @@ class Replica:
                     self.config.audit.interval_ms,
                 )
                 tg.start_soon(self._watch_signals)
+                tg.start_soon(self.auth.tenants.renew_forever, self.sessions.tenant_leases)
                 self.starting = False
                 log.info("replica ready on %s:%s", server_cfg.host, server_cfg.port)
                 task_status.started()
@@ -267,7 +280,7 @@ class Replica:
         if self.draining:
             await ws.close(self.config.server.shutdown_close_code, "draining")
             return
-        kind = "node" if path == "/ws/node" else "session"
+        kind: Endpoint = "node" if path == "/ws/node" else "session"
         if self.open_sockets >= self.config.server.max_connections:
             # 1013 "try again later": the client's reconnect lands on a replica with room.
             self.metrics.limit_breaches.labels("connections").inc()
@@ -289,10 +302,15 @@ class Replica:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(link.run_writer)
-                if kind == "node":
-                    await self.nodes.serve(link)
-                else:
-                    await self.sessions.serve(link)
+                try:
+                    # Authentication first: a refused socket is answered and closed (1008)
+                    # before it can claim or register anything.
+                    if kind == "node":
+                        await self.nodes.serve(link, self.auth.admit_node(ws.request))
+                    else:
+                        await self.sessions.serve(link, self.auth.admit_session(ws.request))
+                except Refusal as refusal:
+                    self.auth.refuse(link, kind, refusal)
                 link.close(1000)
         finally:
             self.open_sockets -= 1

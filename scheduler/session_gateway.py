@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from cross_instance.clock import now_ms
 from cross_instance.envelope import Envelope, RuntimeDraining, RuntimeFenced
+from scheduler import auth as auth_
 from scheduler import limits, messages, relay
 from scheduler import protocol as wire
 from scheduler import session_flow as flow_
@@ -72,6 +73,9 @@ class Session:
     dispatch_wakeup: anyio.Event = field(default_factory=anyio.Event)
     dispatch_lock: anyio.Lock = field(default_factory=anyio.Lock)
     closed: bool = False
+    # What the session's token allows; its tenant holds a lease while the session lives.
+    grant: auth_.SessionGrant = auth_.OPEN_SESSION
+    tenant_lease: bool = False
     rooms_entered: int = 0  # rooms created or joined (limits.rooms_per_session)
     # the replica drains: the flow is closed, audio now is refused (told once, see drain)
     draining: bool = False
@@ -94,10 +98,12 @@ class SessionGateway:
         config: SessionConfig,
         settings: GatewaySettings,
         metrics: ReplicaMetrics,
+        auth: auth_.Authenticator,
         limits: LimitsConfig | None = None,
     ) -> None:
         self.limits = limits or LimitsConfig()
         self.core = core
+        self.auth = auth
         self.claims = claims
         self.jobs = jobs
         self.rooms = rooms
@@ -111,9 +117,18 @@ class SessionGateway:
     def count(self) -> int:
         return len(self.local)
 
+    def tenant_leases(self) -> list[tuple[str, str]]:
+        """``(tenant, session id)`` of the sessions here that count against their tenant."""
+        return [
+            (s.grant.tenant, s.session_id)
+            for s in self.local.values()
+            if s.tenant_lease and s.grant.tenant is not None and not s.closed
+        ]
+
     # -- the socket ------------------------------------------------------------------------
 
-    async def serve(self, link: Link) -> None:
+    async def serve(self, link: Link, grant: auth_.SessionGrant = auth_.OPEN_SESSION) -> None:
+        """``grant``: what the session's token allows (the replica admitted the socket)."""
         session: Session | None = None
         try:
             async with anyio.create_task_group() as tg:
@@ -130,7 +145,7 @@ class SessionGateway:
                     if isinstance(message, wire.SessionInit):
                         if session is not None:
                             await self._end(session)
-                        session = await self._init(link, message)
+                        session = await self._init(link, message, grant)
                         if session is not None:
                             tg.start_soon(self._run_timers, session)
                             tg.start_soon(self._run_dispatches, session)
@@ -177,13 +192,24 @@ class SessionGateway:
         else:
             self._error(link, error.code, error.message)
 
-    async def _init(self, link: Link, message: wire.SessionInit) -> Session | None:
+    async def _init(
+        self, link: Link, message: wire.SessionInit, grant: auth_.SessionGrant
+    ) -> Session | None:
         session_id = new_session_id()
         trace_id = message.trace_id or str(uuid.uuid4())
+        # The token's pairs and its tenant's limit, before the session is claimed.
+        try:
+            auth_.requested_pairs_allowed(grant, message)
+            leased = await self._lease_tenant(grant, session_id)
+        except auth_.Refusal as refusal:
+            self.auth.refuse(link, "session", refusal, {"tenant": grant.tenant})
+            return None
         try:
             await self.claims.claim_session(session_id)
         except (RuntimeDraining, RuntimeFenced):
             # This replica is leaving: the client reconnects through the load balancer.
+            if leased and grant.tenant is not None:
+                await self.auth.tenants.release(grant.tenant, session_id)
             link.close(self.settings.shutdown_close_code, "draining")
             return None
         session = Session(
@@ -191,12 +217,30 @@ class SessionGateway:
             link=link,
             flow=flow_.SessionFlow(self.config, flow_.SessionParams.from_init(message)),
             jobs=self.jobs.open_session(session_id, message, trace_id, link),
+            grant=grant,
+            tenant_lease=leased,
         )
         self.local[session_id] = session
         link.ident = session_id
         link.send(wire.encode(relay.session_init_ack(session_id, trace_id)))
         log.info("session started", extra={"session_id": session_id, "trace_id": trace_id})
         return session
+
+    async def _lease_tenant(self, grant: auth_.SessionGrant, session_id: str) -> bool:
+        """Count the session against its tenant's limit (False: not counted, no limit), or a
+        :class:`~scheduler.auth.Refusal` when the tenant has its limit of sessions open."""
+        limit = self.auth.session_limit(grant)
+        if grant.tenant is None or not limit:
+            return False
+        if await self.auth.tenants.acquire(grant.tenant, session_id, limit) is None:
+            raise auth_.Refusal(
+                "tenant_limit",
+                "TENANT_SESSION_LIMIT",
+                f"Your organisation has its limit of {limit} open sessions: close one and try "
+                "again.",
+                "too many sessions for the tenant",
+            )
+        return True
 
     async def _end(self, session: Session) -> None:
         if session.closed:
@@ -215,6 +259,8 @@ class SessionGateway:
             # Its own step: a failed end above must not leave the id owned by this replica.
             with anyio.fail_after(self.settings.cleanup_timeout_s):
                 await self.claims.release_session(session.session_id)
+                if session.tenant_lease and session.grant.tenant is not None:
+                    await self.auth.tenants.release(session.grant.tenant, session.session_id)
         except Exception:
             log.exception("session release failed", extra={"session_id": session.session_id})
         finally:
@@ -366,10 +412,32 @@ class SessionGateway:
         if session.room_code:
             members = await self.rooms.members(session.room_code)
             if any(m.session_id == session.session_id for m in members):
-                return Rooms.target_languages(members, session.session_id, own)
+                targets = Rooms.target_languages(members, session.session_id, own)
+                return self._allowed_targets(session, targets)
             # Expired (and its code maybe taken by a new room of strangers): not ours any more.
             session.jobs.room = None
         return {own: [session.session_id]}
+
+    def _allowed_targets(
+        self, session: Session, targets: dict[str, list[str]]
+    ) -> dict[str, list[str]]:
+        """A room fan-out without the languages the session's token does not allow: the speaker
+        is told, no job is made for them."""
+        kept, refused = auth_.allowed_targets(session.grant, session.jobs.init, targets)
+        if refused:
+            self.auth.refuse(
+                session.link,
+                "session",
+                auth_.Refusal(
+                    "pair",
+                    "LANGUAGE_NOT_ALLOWED",
+                    "This session's token does not allow translating into "
+                    f"{', '.join(sorted(refused))}: room members asking for it get no "
+                    "translation of this utterance.",
+                ),
+                {"session_id": session.session_id},
+            )
+        return kept
 
     async def _utterance(self, session: Session, message: wire.Utterance) -> None:
         try:
