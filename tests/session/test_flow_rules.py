@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from types import SimpleNamespace
 
@@ -9,6 +10,7 @@ import pytest
 
 from scheduler import session_flow as flow_
 from scheduler.config import SessionConfig
+from tests.realclients.peers import plan_a_payload, recorded
 from tests.session.driver import Driver, finals_of, opus, settings
 
 A, B, C = opus(10, 1), opus(10, 2), opus(10, 3)  # 200 ms each, distinguishable
@@ -463,3 +465,34 @@ def test_the_end_to_end_settings_cut_at_once() -> None:
     d.chunk(opus(5), at=1000)
     d.final(at=1001)
     assert d.finals[2].reason == "manual" and d.finals[2].turn_id != d.finals[0].turn_id
+
+
+def test_the_recorded_burst_of_tiny_cuts_dispatches_every_byte_the_last_cut_included() -> None:
+    """browser_silence_burst.json from 5642 ms, at its recorded times and default settings:
+    seven ``is_final`` end audio the client sent, but the packet at 11094 ms comes 64 ms after
+    the ``is_final`` of 11030 ms, inside its manual hangover, so it joins that utterance and the
+    ``is_final`` of 11129 ms finds it still cutting: six utterances, as the scheduler the
+    recording was made against answered (its ``ui_event``s at 11233 ... 12602 ms). The last
+    cut (``is_final`` at 12396 ms) is dispatched at its hangover, 12596 ms."""
+    d = Driver(mode="two_way_auto")
+    sent = [
+        (e["ms"], base64.b64decode(plan_a_payload(e["frame"]["payload"])), e["frame"]["is_final"])
+        for e in recorded("browser_silence_burst.json")
+        if e["dir"] == "out" and e["frame"]["type"] == "audio_chunk" and e["ms"] >= 5642
+    ]
+    assert sum(1 for _, _, final in sent if final) == 7
+    for at, audio, final in sent:
+        d.run_timers(until=at)
+        d.chunk(audio, at=at, final=final)
+    d.run_timers()
+    assert [(f.utterance_index, f.finalized_ms) for f in d.finals] == [
+        (0, 11230),
+        (1, 11582),
+        (2, 11837),
+        (3, 12091),
+        (4, 12345),
+        (5, 12596),
+    ]
+    assert b"".join(f.audio for f in d.finals) == b"".join(audio for _, audio, _ in sent)
+    assert {f.reason for f in d.finals} == {"manual"}
+    assert d.flow.state is flow_.SessionState.IDLE and d.flow.buffered_bytes == 0
