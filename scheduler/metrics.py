@@ -232,6 +232,13 @@ class ReplicaMetrics:
         )
         for kind in CONNECTION_KINDS:
             self.drain_unfinished.labels(kind)
+        # Deadlines and node liveness that lapsed while Redis was away, given stall_grace_ms.
+        self.stall_extended = Counter(
+            "lingua_stall_extended_total",
+            "Deadlines (kind=job) and node liveness (kind=node) moved on after a Redis stall",
+            ["kind"],
+            registry=registry,
+        )
         self.audit = AuditMetrics(registry)
         self.limit_breaches = Counter(
             "lingua_limit_breaches_total",

@@ -370,6 +370,14 @@ class Replica:
             try:
                 report = await self.core.sweep()
                 self.redis_ok = True
+                if report.stalled_jobs or report.stalled_nodes:
+                    log.warning(
+                        "after a stall: %d deadline(s), %d node(s) given stall_grace_ms",
+                        report.stalled_jobs,
+                        report.stalled_nodes,
+                    )
+                    self.metrics.stall_extended.labels("job").inc(report.stalled_jobs)
+                    self.metrics.stall_extended.labels("node").inc(report.stalled_nodes)
                 self.metrics.slot_waiting.set(report.waiting)
                 await self.jobs.carry_out_moves(Moves(report.actions, report.unreadable))
                 await self.sessions.expire_rooms()
