@@ -232,6 +232,19 @@ class ReplicaMetrics:
         )
         for kind in CONNECTION_KINDS:
             self.drain_unfinished.labels(kind)
+        # Calls that waited for Redis (issue 12): "through" once it answered, "gave_up" after
+        # redis.outage_wait_ms; path: result | dispatch | targets | send.
+        self.redis_waits = Counter(
+            "lingua_redis_waits_total",
+            "Calls that waited for an unavailable Redis, by path and outcome",
+            ["path", "outcome"],
+            registry=registry,
+        )
+        self.redis_waiting = Gauge(
+            "lingua_redis_waiting",
+            "Calls waiting for an unavailable Redis now (readiness is false meanwhile)",
+            registry=registry,
+        )
         # Deadlines and node liveness that lapsed while Redis was away, given stall_grace_ms.
         self.stall_extended = Counter(
             "lingua_stall_extended_total",
