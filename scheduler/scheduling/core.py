@@ -489,7 +489,7 @@ class SchedulingCore(SchedulingReads):
         """A ``job_result`` arrived, from any attempt the node held (first valid result wins).
         Forward it to the session only when ``replayed`` is False; send ``job_cancel`` to
         ``cancel_node`` when set. Raises :class:`StaleAttempt` / :class:`ForeignNode` /
-        :class:`JobNotFound` (drop it)."""
+        :class:`JobNotFound` / :class:`JobFinished` (failed at its deadline; drop it)."""
         code, body = await self._call(
             "complete_job",
             [

@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from scheduler.config import SchedulingConfig
-from scheduler.scheduling import SchedulingCore
+from scheduler.scheduling import JobFinished, SchedulingCore
 from tests.scheduling.conftest import T0, caps, req
 
 pytestmark = pytest.mark.anyio
@@ -175,3 +175,19 @@ async def test_a_deadline_that_lapsed_without_a_stall_fails_over(core: Schedulin
         await core.heartbeat(node, reg, now_ms=now)
     [action] = (await core.sweep(now_ms=now)).actions
     assert (action.job_id, action.cause, action.outcome) == (job.job_id, "timeout", "reassigned")
+
+
+async def test_a_result_after_the_job_failed_at_its_deadline_is_refused_not_replayed(
+    core: SchedulingCore,
+) -> None:
+    """The job failed (JOB_TIMEOUT, the client told): a late result of its node is no replay of
+    an earlier completion (a caller that retried would forward a replay: the client would get
+    an answer after its error)."""
+    reg = await core.register_node("a", caps(), now_ms=T0)  # the only node: no move possible
+    job = await core.dispatch(req(), now_ms=T0)
+    now = T0 + core.config.job_timeout_ms
+    await core.heartbeat("a", reg.generation, now_ms=now)
+    [action] = (await core.sweep(now_ms=now)).actions
+    assert action.outcome == "failed"
+    with pytest.raises(JobFinished):
+        await core.complete(job.job_id, "a", 1, ok=True, now_ms=now + 1)
