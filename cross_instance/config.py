@@ -52,6 +52,15 @@ class RedisConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     retry_attempts: Annotated[int, _doc("Retries of a command after a connection error.", ge=0)] = 3
     retry_backoff_base_ms: Annotated[int, _doc("First retry backoff.", ge=1)] = 50
     retry_backoff_cap_ms: Annotated[int, _doc("Largest retry backoff.", ge=1)] = 1000
+    outage_wait_ms: Annotated[
+        int,
+        _doc(
+            "How long a node's result and a session's dispatch wait for Redis to come back "
+            "(restart, stall), retrying with the backoff above, before the session gets an "
+            "explicit error: outlasts a stall of a few seconds, below the 10 s a user waits.",
+            ge=0,
+        ),
+    ] = 9000
     embedded_binary: Annotated[
         str,
         _doc(

@@ -262,6 +262,23 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     sweep_batch: Annotated[
         int, _doc("Most deadlines or dead nodes one sweep call handles.", ge=1)
     ] = 100
+    stall_ms: Annotated[
+        int,
+        _doc(
+            "No sweep for this long means Redis was away (restarted, stalled) or no replica "
+            "ran: deadlines and node liveness that lapsed meanwhile are moved to now + "
+            "stall_grace_ms instead of failing work whose answer waited for Redis.",
+            ge=1,
+        ),
+    ] = 2000
+    stall_grace_ms: Annotated[
+        int,
+        _doc(
+            "After a stall (stall_ms), how long the results queued on the replicas have to "
+            "complete before the deadlines that lapsed during it are enforced.",
+            ge=0,
+        ),
+    ] = 3000
     sweep_pool_members: Annotated[
         int,
         _doc(

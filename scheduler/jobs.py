@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -51,6 +52,7 @@ from scheduler.messages import (
 )
 from scheduler.metrics import ReplicaMetrics
 from scheduler.outbox import Outbox
+from scheduler.redis_wait import RedisUnavailable, RedisWait
 from scheduler.rooms import RoomPresence, Rooms
 from scheduler.scheduling.codes import AllNodesFull, NoNodeAvailable, SchedulingError
 from scheduler.scheduling.core import SchedulingCore
@@ -90,6 +92,7 @@ class JobLifecycle:
         config: SessionConfig,
         metrics: ReplicaMetrics,
         rooms: Rooms,
+        redis_wait: RedisWait,
         tracing: Tracing = NO_TRACING,
     ) -> None:
         self.core = core
@@ -98,6 +101,8 @@ class JobLifecycle:
         self.metrics = metrics
         self.rooms = rooms
         self.tracing = tracing
+        # A result and a dispatch wait for Redis within redis.outage_wait_ms (issue 12).
+        self.redis_wait = redis_wait
 
     def open_session(
         self, session_id: str, init: wire.SessionInit, trace_id: str, link: Link
@@ -167,7 +172,7 @@ class JobLifecycle:
             job_id=spec.job_id,
         )
         try:
-            dispatched = await self.core.dispatch(request)
+            ridden = await self.redis_wait.ride_out("dispatch", lambda: self.core.dispatch(request))
         except NoNodeAvailable as exc:
             self.metrics.jobs.labels("no_node").inc()
             log.info(
@@ -179,12 +184,26 @@ class JobLifecycle:
                 session, spec.job_id, spec.utterance_index, "NO_AVAILABLE_NODE", spec.trace_id, exc
             )
             return
+        except RedisUnavailable as exc:
+            log.warning("dispatch failed: %s", exc, extra={"session_id": spec.session_id})
+            self._tell_failure(
+                session,
+                spec.job_id,
+                spec.utterance_index,
+                "SCHEDULER_DEPENDENCY_DOWN",
+                spec.trace_id,
+            )
+            return
         except Exception:
             log.exception("dispatch failed", extra={"session_id": spec.session_id})
             self._tell_failure(
                 session, spec.job_id, spec.utterance_index, "INTERNAL_ERROR", spec.trace_id
             )
             return
+        dispatched = ridden.value
+        # A retried dispatch may have created our job on a try whose reply was lost: the
+        # replay names our own job id, which no node has been sent yet.
+        created = dispatched.created or (ridden.retried and dispatched.job_id == spec.job_id)
         self.tracing.note(
             "job placed",
             job_id=dispatched.job_id,
@@ -205,16 +224,19 @@ class JobLifecycle:
         if dispatched.state == "waiting":
             # Every node of the pair is busy: job_assign and DISPATCHED follow when a slot is
             # handed to it; an error when its wait runs out (carry_out_moves, either way).
-            if dispatched.created:
+            if created:
                 self.metrics.jobs.labels("waiting").inc()
             return
         self.metrics.jobs.labels("dispatched").inc()
-        if dispatched.created:
+        if created:
             assign = msgspec.structs.replace(
                 assign, job_id=dispatched.job_id, attempt_id=dispatched.attempt
             )
-            await self.outbox.assign_to_node(
-                dispatched.node_id, assign, finalized_ms=spec.finalized_ms
+            await self._send(
+                "send",
+                lambda: self.outbox.assign_to_node(
+                    dispatched.node_id, assign, finalized_ms=spec.finalized_ms
+                ),
             )
         session.link.send(
             wire.encode(
@@ -223,6 +245,16 @@ class JobLifecycle:
                 )
             )
         )
+
+    async def _send(self, path: str, send: Callable[[], Awaitable[object]]) -> None:
+        """A send through the runtime (an inbox append when the target is on another replica),
+        waiting for Redis like the call before it. Given up after ``redis.outage_wait_ms``:
+        logged and counted; the job then moves or fails at its deadline."""
+        try:
+            await self.redis_wait.ride_out(path, send)
+        except RedisUnavailable as exc:
+            self.metrics.jobs.labels(f"{path}_unsent").inc()
+            log.warning("not sent: %s", exc)
 
     # -- 2. progress on the node -------------------------------------------------------------
 
@@ -260,10 +292,24 @@ class JobLifecycle:
     # -- 3. completion -----------------------------------------------------------------------
 
     async def on_result(self, node_id: str, message: wire.JobResult) -> None:
+        """Waits for Redis (``redis.outage_wait_ms``) rather than failing: the node's socket
+        reads its next frame only after this, so its results complete in order."""
         try:
-            completion = await self.core.complete(
-                message.job_id, node_id, message.attempt_id, ok=message.success
+            ridden = await self.redis_wait.ride_out(
+                "result",
+                lambda: self.core.complete(
+                    message.job_id, node_id, message.attempt_id, ok=message.success
+                ),
             )
+        except RedisUnavailable as exc:
+            # The job stays active: it moves or fails at its deadline like a silent one.
+            self.metrics.jobs.labels("result_unsaved").inc()
+            log.warning(
+                "result not completed: %s",
+                exc,
+                extra={"node_id": node_id, "job_id": message.job_id},
+            )
+            return
         except SchedulingError as exc:
             # Stale attempt, foreign node or unknown job: refused, nothing reaches the client.
             log.info(
@@ -273,9 +319,12 @@ class JobLifecycle:
             )
             self.metrics.jobs.labels("result_refused").inc()
             return
-        if completion.replayed:
+        completion = ridden.value
+        if completion.replayed and not ridden.retried:
             # Already completed by an earlier copy of this result: it reached the session then.
             return
+        # (A replay after a retry may be our own first try, whose reply was lost: forwarded;
+        # the session drops a result it relayed already.)
         self.metrics.jobs.labels("completed").inc()
         # The job record says whose result it is; the node's claim does not (§7.13).
         result = msgspec.structs.replace(
@@ -283,7 +332,9 @@ class JobLifecycle:
             session_id=completion.session_id,
             utterance_index=completion.utterance_index,
         )
-        await self.outbox.result_to_session(completion.session_id, result)
+        await self._send(
+            "result", lambda: self.outbox.result_to_session(completion.session_id, result)
+        )
         if completion.cancel_node is not None:
             # The job had moved on (this node's socket dropped while it worked): its result won,
             # the node working on the later attempt stops.
@@ -478,6 +529,8 @@ _FAILURE_MESSAGES: dict[FailureCode, str] = {
     "again later.",
     "JOB_TIMEOUT": "The translation took too long and was dropped. Please say it again.",
     "INTERNAL_ERROR": "Something went wrong on our side. Please try again.",
+    "SCHEDULER_DEPENDENCY_DOWN": "The translation service lost its database for too long and "
+    "this utterance was not translated. Please say it again.",
 }
 _ALL_BUSY = "All translators for this language are busy. Please try again in a moment."
 

@@ -46,7 +46,9 @@ ASR_PARTIAL: Final = "asr_partial"
 JOB_FAILED: Final = "job_failed"
 
 # The codes a job that ends without a node's result is reported with (scheduler.jobs picks them).
-FailureCode = Literal["NO_AVAILABLE_NODE", "JOB_TIMEOUT", "INTERNAL_ERROR"]
+FailureCode = Literal[
+    "NO_AVAILABLE_NODE", "JOB_TIMEOUT", "INTERNAL_ERROR", "SCHEDULER_DEPENDENCY_DOWN"
+]
 
 
 class RawFrame(msgspec.Struct, frozen=True):

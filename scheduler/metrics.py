@@ -34,6 +34,8 @@ __all__ = [
     "DISPATCH_BUCKETS",
     "JOB_EVENTS",
     "OPS_REFUSED_REASONS",
+    "REDIS_WAIT_OUTCOMES",
+    "REDIS_WAIT_PATHS",
     "UTTERANCE_BUCKETS",
     "AuditMetrics",
     "ReplicaMetrics",
@@ -54,7 +56,18 @@ JOB_EVENTS: Final = (
     "move_unreadable",  # a failover move whose stored job could not be read
     "dispatch_queue_full",  # the session had session.dispatch_queue_max utterances waiting
     "refused_draining",  # audio a draining replica refused (the session was told once)
+    # Redis away past redis.outage_wait_ms (issue 12): a result not completed (the job moves or
+    # fails at its deadline), a result or job_assign not sent; a node frame (heartbeat,
+    # progress) skipped; a registration closed 1013 (the node reconnects)
+    "result_unsaved",
+    "result_unsent",
+    "send_unsent",
+    "node_frame_unsaved",
+    "node_register_unsaved",
 )
+# lingua_redis_waits_total: the calls that wait for Redis (scheduler.redis_wait), and outcomes.
+REDIS_WAIT_PATHS: Final = ("result", "dispatch", "targets", "send")
+REDIS_WAIT_OUTCOMES: Final = ("through", "gave_up")
 # /ws/node and /ws/session.
 CONNECTION_KINDS: Final = ("node", "session")
 # lingua_ops_requests_refused_total{reason}: why the operator routes refused a request.
@@ -232,6 +245,31 @@ class ReplicaMetrics:
         )
         for kind in CONNECTION_KINDS:
             self.drain_unfinished.labels(kind)
+        # Calls that waited for Redis (issue 12): "through" once it answered, "gave_up" after
+        # redis.outage_wait_ms; path: result | dispatch | targets | send.
+        self.redis_waits = Counter(
+            "lingua_redis_waits_total",
+            "Calls that waited for an unavailable Redis, by path and outcome",
+            ["path", "outcome"],
+            registry=registry,
+        )
+        for path in REDIS_WAIT_PATHS:
+            for outcome in REDIS_WAIT_OUTCOMES:
+                self.redis_waits.labels(path, outcome)
+        self.redis_waiting = Gauge(
+            "lingua_redis_waiting",
+            "Calls waiting for an unavailable Redis now (readiness is false meanwhile)",
+            registry=registry,
+        )
+        # Deadlines and node liveness that lapsed while Redis was away, given stall_grace_ms.
+        self.stall_extended = Counter(
+            "lingua_stall_extended_total",
+            "Deadlines (kind=job) and node liveness (kind=node) moved on after a Redis stall",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in ("job", "node"):
+            self.stall_extended.labels(kind)
         self.audit = AuditMetrics(registry)
         self.limit_breaches = Counter(
             "lingua_limit_breaches_total",

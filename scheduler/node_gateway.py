@@ -38,8 +38,9 @@ from scheduler import auth as auth_
 from scheduler import node_rules
 from scheduler import protocol as wire
 from scheduler.jobs import JobLifecycle
-from scheduler.links import CLOSE_POLICY, GatewaySettings, Link
+from scheduler.links import CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, GatewaySettings, Link
 from scheduler.metrics import ReplicaMetrics
+from scheduler.redis_wait import REDIS_AWAY
 from scheduler.scheduling.codes import (
     InvalidInput,
     NodeNotRegistered,
@@ -137,7 +138,17 @@ class NodeGateway:
                     )
                 elif route == "handle":
                     assert conn is not None
-                    await self._handle(conn, message)
+                    try:
+                        await self._handle(conn, message)
+                    except REDIS_AWAY as exc:
+                        # Redis is away (a result waited for it already, see on_result): a
+                        # heartbeat or progress frame is skipped, the socket stays open.
+                        self.metrics.jobs.labels("node_frame_unsaved").inc()
+                        log.warning(
+                            "node frame not handled, redis unavailable: %r",
+                            exc,
+                            extra={"node_id": conn.node_id},
+                        )
         except ConnectionClosed:
             pass
         finally:
@@ -188,11 +199,23 @@ class NodeGateway:
             # This replica is leaving: the node reconnects through the load balancer.
             link.close(self.settings.shutdown_close_code, "draining")
             return previous
+        except REDIS_AWAY:
+            # Readiness is false meanwhile: the node reconnects (1013 "try again later").
+            self.metrics.jobs.labels("node_register_unsaved").inc()
+            log.warning("registration deferred: redis unavailable", extra={"node_id": node_id})
+            link.close(CLOSE_TRY_AGAIN_LATER, "redis unavailable")
+            return previous
         except ValueError as exc:  # InvalidInput, or an id the runtime cannot route
             self._refuse(link, node_id, exc)
             return previous
         try:
             registered = await self.core.register_node(node_id, caps)
+        except REDIS_AWAY:
+            # The same, after the claim: it stays ours until the node reconnects or its TTL.
+            self.metrics.jobs.labels("node_register_unsaved").inc()
+            log.warning("registration deferred: redis unavailable", extra={"node_id": node_id})
+            link.close(CLOSE_TRY_AGAIN_LATER, "redis unavailable")
+            return previous
         except InvalidInput as exc:
             if node_id not in self.local:
                 # Claimed for nothing: give it back (a live connection here keeps its claim).

@@ -45,6 +45,7 @@ from scheduler.metrics import ReplicaMetrics
 from scheduler.node_gateway import NodeGateway
 from scheduler.ops_audit import OpsRecord
 from scheduler.outbox import Outbox
+from scheduler.redis_wait import RedisWait
 from scheduler.rooms import Rooms
 from scheduler.scheduling.core import SchedulingCore
 from scheduler.scheduling.types import Moves
@@ -90,7 +91,12 @@ class Replica:
         self.redis_ok = False
         self.metrics = ReplicaMetrics(
             self.registry,
-            ready=lambda: not self.starting and not self.draining and self.redis_ok,
+            ready=lambda: (
+                not self.starting
+                and not self.draining
+                and self.redis_ok
+                and not self.redis_wait.waiting
+            ),
             version=_version(),
         )
         self.tracing = start_tracing(
@@ -108,9 +114,19 @@ class Replica:
         )
         self.auth.tenants.scripts.timer = self.runtime.metrics.time_script
         outbox = Outbox(self.runtime, self.tracing)
-        self.jobs = JobLifecycle(
-            self.core, outbox, config.session, self.metrics, self.rooms, self.tracing
+        self.redis_wait = RedisWait(
+            config.redis, lambda path, outcome: self.metrics.redis_waits.labels(path, outcome).inc()
         )
+        self.jobs = JobLifecycle(
+            self.core,
+            outbox,
+            config.session,
+            self.metrics,
+            self.rooms,
+            self.redis_wait,
+            self.tracing,
+        )
+        self.metrics.redis_waiting.set_function(lambda: float(self.redis_wait.waiting))
         settings = GatewaySettings(
             shutdown_close_code=config.server.shutdown_close_code,
             cleanup_timeout_s=config.redis.command_timeout_ms / 1000,
@@ -264,6 +280,9 @@ class Replica:
             return False, "starting"
         if self.draining or self.runtime.draining:
             return False, "draining"
+        if self.redis_wait.waiting:
+            # Results or dispatches are waiting for Redis: no new connections meanwhile.
+            return False, "redis unreachable: calls waiting for it"
         try:
             with anyio.fail_after(self.config.redis.command_timeout_ms / 1000):
                 await self.redis.ping()
@@ -370,6 +389,15 @@ class Replica:
             try:
                 report = await self.core.sweep()
                 self.redis_ok = True
+                self.redis_wait.answered()
+                if report.stalled_jobs or report.stalled_nodes:
+                    log.warning(
+                        "after a stall: %d deadline(s), %d node(s) given stall_grace_ms",
+                        report.stalled_jobs,
+                        report.stalled_nodes,
+                    )
+                    self.metrics.stall_extended.labels("job").inc(report.stalled_jobs)
+                    self.metrics.stall_extended.labels("node").inc(report.stalled_nodes)
                 self.metrics.slot_waiting.set(report.waiting)
                 await self.jobs.carry_out_moves(Moves(report.actions, report.unreadable))
                 await self.sessions.expire_rooms()

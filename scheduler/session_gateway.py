@@ -33,6 +33,7 @@ from scheduler.jobs import JobLifecycle, SessionJobs
 from scheduler.links import CLOSE_POLICY, GatewaySettings, Link
 from scheduler.metrics import ReplicaMetrics
 from scheduler.outbox import Outbox
+from scheduler.redis_wait import RedisUnavailable
 from scheduler.rooms import (
     EXPIRED_MESSAGE,
     Participant,
@@ -410,7 +411,14 @@ class SessionGateway:
     async def _targets(self, session: Session) -> dict[str, list[str]]:
         own = session.jobs.init.tgt_lang
         if session.room_code:
-            members = await self.rooms.members(session.room_code)
+            code = session.room_code
+            try:
+                ridden = await self.jobs.redis_wait.ride_out(
+                    "targets", lambda: self.rooms.members(code)
+                )
+            except RedisUnavailable:
+                return {own: [session.session_id]}  # the speaker's own translation at least
+            members = ridden.value
             if any(m.session_id == session.session_id for m in members):
                 targets = Rooms.target_languages(members, session.session_id, own)
                 return self._allowed_targets(session, targets)

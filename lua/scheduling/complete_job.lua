@@ -47,6 +47,8 @@
 --          it before: nothing changed
 --        {-6 JOB_NOT_FOUND} {-7 STALE_ATTEMPT} the node never held this attempt, or another
 --          attempt finished the job {-8 FOREIGN_NODE} the job was never on this node
+--        {-9 JOB_FINISHED} the job failed without a result (at its deadline): the client got
+--          its error, a late result is not a replay of anything
 -- Replay: ALREADY_FINISHED.
 
 --@include "includes/scheduling_codes.lua"
@@ -72,6 +74,10 @@ if refused then
 end
 local info = {session = job.session, index = job.index, tgt = job.tgt}
 if not ACTIVE[job.state] then
+  if job.state == 'failed' and job.result_attempt == nil then
+    -- it ended without a result (failed at its deadline): the client was told so already
+    return reply(CODE.JOB_FINISHED, {state = job.state})
+  end
   if (job.result_attempt or job.attempt) ~= attempt then
     return reply(CODE.STALE_ATTEMPT)
   end

@@ -13,6 +13,11 @@
 -- Waiting jobs (issue 11): a waiter whose wait is due fails (NO_AVAILABLE_NODE, cause
 -- "slot_wait"); then the oldest slot_wait_lookahead waiters, each pair's oldest first, are
 -- offered any usable node (slots that no completion handed off: failover, a node that joined).
+-- Stalls (issue 12): sweep_clock holds the server's clock at the last sweep. No sweep for stall_ms means
+-- Redis was away (restarted, paused) or no replica ran: deadlines and node liveness that lapsed
+-- in that gap lapsed only because nothing could answer, so they move to now + stall_grace_ms
+-- (results queued on the replicas complete meanwhile) instead of failing over answered work.
+-- At most sweep_batch of each per call; a call cut short returns `more` and keeps the clock.
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
 -- KEYS[1]  nodes           HASH node -> json record {gen, digest, max, hardware, ...}
@@ -33,6 +38,7 @@
 -- KEYS[16] session_expiry  ZSET session -> forgotten at (ms)
 -- KEYS[17] waiting         ZSET lex "<pair>\0<ticket>\0<job>" (jobs waiting for a slot)
 -- KEYS[18] waiting_order   ZSET job -> ticket (arrival order of every waiter)
+-- KEYS[19] sweep_clock     STRING the server's clock at the last sweep (ms)
 --
 -- ARGV[1] now (ms) or ""
 -- ARGV[2] max_attempts
@@ -44,10 +50,13 @@
 -- ARGV[8] select_sample_size
 -- ARGV[9] sweep_pool_members
 -- ARGV[10] slot_wait_lookahead
+-- ARGV[11] stall_ms
+-- ARGV[12] stall_grace_ms
 --
 -- Reply: {0 OK, {actions = [failover actions, as take_node_offline], offline = [node ids],
 --                 removed_jobs, removed_sessions, removed_sent, more, waiting = jobs waiting
---                 for a slot after this call}}
+--                 for a slot after this call, stalled_jobs, stalled_nodes = deadlines and
+--                 node liveness moved past a stall}}
 -- Replay: a second call right after finds nothing due and returns no actions.
 
 --@include "includes/scheduling_codes.lua"
@@ -58,7 +67,7 @@ local K = {nodes = KEYS[1], node_langs = KEYS[2], node_slots = KEYS[3], node_fre
   node_running = KEYS[5], node_alive = KEYS[6], pools = KEYS[7], node_jobs = KEYS[8],
   sent = KEYS[9], jobs = KEYS[10], job_payloads = KEYS[11], deadlines = KEYS[12],
   jobs_expiry = KEYS[13], idem = KEYS[14], sessions = KEYS[15], session_expiry = KEYS[16],
-  waiting = KEYS[17], waiting_order = KEYS[18]}
+  waiting = KEYS[17], waiting_order = KEYS[18], sweep_clock = KEYS[19]}
 local now = now_from(ARGV[1])
 local C = {max_attempts = tonumber(ARGV[2]), scan_limit = tonumber(ARGV[3]),
   job_timeout_ms = tonumber(ARGV[4]), retention_ms = tonumber(ARGV[5]),
@@ -68,6 +77,34 @@ local sent_retention_ms = tonumber(ARGV[7])
 local member_budget = tonumber(ARGV[9])
 local actions, offline = {}, {}
 local more = false
+
+-- 0. a stall: what lapsed in the gap since the last sweep gets stall_grace_ms from now. The gap
+-- is measured on the server's clock (a caller's `now` may be a test's clock that jumps).
+local clock = now_from('')
+local last = tonumber(rcall('GET', K.sweep_clock))
+local stalled_jobs, stalled_nodes = {}, {}
+if last and clock - last > tonumber(ARGV[11]) then
+  local since, until_ms = now - (clock - last), now + tonumber(ARGV[12])
+  stalled_jobs = rcall('ZRANGEBYSCORE', K.deadlines, '(' .. since, now, 'LIMIT', 0, batch)
+  for _, job_id in ipairs(stalled_jobs) do
+    local job = read_job(K, job_id)
+    if job then
+      job.deadline_ms = until_ms
+      write_job(K, job_id, job)
+    end
+    rcall('ZADD', K.deadlines, until_ms, job_id)
+  end
+  stalled_nodes = rcall('ZRANGEBYSCORE', K.node_alive, '(' .. since, now, 'LIMIT', 0, batch)
+  for _, node in ipairs(stalled_nodes) do
+    rcall('ZADD', K.node_alive, 'XX', until_ms, node)
+  end
+  if #stalled_jobs == batch or #stalled_nodes == batch then
+    return reply(CODE.OK, {removed_jobs = 0, removed_sessions = 0, removed_sent = 0,
+      more = true, stalled_jobs = #stalled_jobs, stalled_nodes = #stalled_nodes,
+      waiting = rcall('ZCARD', K.waiting_order)})
+  end
+end
+rcall('SET', K.sweep_clock, clock)
 
 -- 1. dead nodes first: their jobs fail over as "node_offline" rather than one by one later
 local dead = rcall('ZRANGEBYSCORE', K.node_alive, '-inf', '(' .. now, 'LIMIT', 0, batch)
@@ -128,4 +165,5 @@ serve_waiters(K, C, now, actions)
 
 return reply(CODE.OK, {actions = list_or_nil(actions), offline = list_or_nil(offline),
   removed_jobs = #expired, removed_sessions = #sessions, removed_sent = #old_sent, more = more,
-  waiting = rcall('ZCARD', K.waiting_order)})
+  waiting = rcall('ZCARD', K.waiting_order), stalled_jobs = #stalled_jobs,
+  stalled_nodes = #stalled_nodes})

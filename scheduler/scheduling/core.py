@@ -159,6 +159,8 @@ class _Sweep(msgspec.Struct):
     actions: list[msgspec.Raw] = []
     offline: list[str] = []
     waiting: int = 0
+    stalled_jobs: int = 0
+    stalled_nodes: int = 0
 
 
 class _EndSession(msgspec.Struct):
@@ -487,7 +489,7 @@ class SchedulingCore(SchedulingReads):
         """A ``job_result`` arrived, from any attempt the node held (first valid result wins).
         Forward it to the session only when ``replayed`` is False; send ``job_cancel`` to
         ``cancel_node`` when set. Raises :class:`StaleAttempt` / :class:`ForeignNode` /
-        :class:`JobNotFound` (drop it)."""
+        :class:`JobNotFound` / :class:`JobFinished` (failed at its deadline; drop it)."""
         code, body = await self._call(
             "complete_job",
             [
@@ -528,6 +530,8 @@ class SchedulingCore(SchedulingReads):
                 c.select_sample_size,
                 c.sweep_pool_members,
                 c.slot_wait_lookahead,
+                c.stall_ms,
+                c.stall_grace_ms,
             ],
         )
         r = msgspec.json.decode(body, type=_Sweep)
@@ -541,6 +545,8 @@ class SchedulingCore(SchedulingReads):
             removed_sent=r.removed_sent,
             more=r.more,
             waiting=r.waiting,
+            stalled_jobs=r.stalled_jobs,
+            stalled_nodes=r.stalled_nodes,
         )
 
     async def end_session(self, session_id: str, *, now_ms: int | None = None) -> bool:

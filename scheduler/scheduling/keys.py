@@ -36,6 +36,7 @@ KEY_NAMES: dict[str, str] = {
     "waiting": "ZSET",
     "waiting_order": "ZSET",
     "wait_seq": "STRING",
+    "sweep_clock": "STRING",
 }
 
 

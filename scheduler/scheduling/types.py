@@ -160,6 +160,9 @@ class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
     more: bool  # a batch was full: sweep again without waiting
     unreadable: int = 0  # actions whose reply could not be read (see Moves)
     waiting: int = 0  # jobs of the domain waiting for a slot after this sweep
+    # deadlines and node liveness that lapsed while no sweep could run (Redis away), moved on
+    stalled_jobs: int = 0
+    stalled_nodes: int = 0
 
 
 class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):

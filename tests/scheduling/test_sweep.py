@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from scheduler.config import SchedulingConfig
-from scheduler.scheduling import SchedulingCore
+from scheduler.scheduling import JobFinished, SchedulingCore
 from tests.scheduling.conftest import T0, caps, req
 
 pytestmark = pytest.mark.anyio
@@ -128,3 +128,66 @@ async def test_dead_nodes_leave_within_a_pool_member_budget(core: SchedulingCore
     assert (second.offline_nodes, second.more) == (["c"], False)
     assert await core.list_nodes() == []
     assert await core.client.zcard(core.keys.key("pools")) == 0
+
+
+async def _server_ms(core: SchedulingCore) -> int:
+    seconds, micros = await core.client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def test_deadlines_that_lapsed_in_a_stall_get_the_grace_instead_of_a_redo(
+    core: SchedulingCore,
+) -> None:
+    """No sweep ran for longer than stall_ms (Redis was away): a job whose deadline passed in
+    that gap is not failed over (its result may be queued on a replica), its deadline and its
+    node's liveness move to now + stall_grace_ms; after the grace the sweep enforces them."""
+    cfg = core.config
+    reg = await core.register_node("a", caps(), now_ms=T0)
+    await core.register_node("b", caps(), now_ms=T0)
+    job = await core.dispatch(req(), now_ms=T0)
+    await core.sweep(now_ms=T0)  # the clock starts
+    clock = core.keys.key("sweep_clock")
+    gap = cfg.node_ttl_ms + cfg.job_timeout_ms
+    await core.client.set(clock, await _server_ms(core) - gap)  # nothing swept for `gap`
+    now = T0 + gap - 1
+    report = await core.sweep(now_ms=now)
+    assert report.actions == [] and report.offline_nodes == []
+    assert (report.stalled_jobs, report.stalled_nodes) == (1, 2)
+    completion = await core.complete(job.job_id, job.node_id, 1, ok=True, now_ms=now + 1)
+    assert completion.session_id == "s1" and not completion.replayed
+    assert all(n.running == 0 for n in await core.list_nodes())
+    # liveness got the grace only: a node silent past it goes offline
+    await core.heartbeat("a", reg.generation, now_ms=now + cfg.stall_grace_ms)
+    report = await core.sweep(now_ms=now + cfg.stall_grace_ms + 1)
+    assert report.offline_nodes == ["b"] and report.stalled_jobs == 0
+
+
+async def test_a_deadline_that_lapsed_without_a_stall_fails_over(core: SchedulingCore) -> None:
+    """Sweeps ran all along (no gap): the lapsed deadline is enforced as before."""
+    cfg = core.config
+    for node in ("a", "b"):
+        await core.register_node(node, caps(), now_ms=T0)
+    job = await core.dispatch(req(), now_ms=T0)
+    await core.sweep(now_ms=T0)
+    now = T0 + cfg.job_timeout_ms
+    for node in ("a", "b"):
+        reg = {n.node_id: n.generation for n in await core.list_nodes()}[node]
+        await core.heartbeat(node, reg, now_ms=now)
+    [action] = (await core.sweep(now_ms=now)).actions
+    assert (action.job_id, action.cause, action.outcome) == (job.job_id, "timeout", "reassigned")
+
+
+async def test_a_result_after_the_job_failed_at_its_deadline_is_refused_not_replayed(
+    core: SchedulingCore,
+) -> None:
+    """The job failed (JOB_TIMEOUT, the client told): a late result of its node is no replay of
+    an earlier completion (a caller that retried would forward a replay: the client would get
+    an answer after its error)."""
+    reg = await core.register_node("a", caps(), now_ms=T0)  # the only node: no move possible
+    job = await core.dispatch(req(), now_ms=T0)
+    now = T0 + core.config.job_timeout_ms
+    await core.heartbeat("a", reg.generation, now_ms=now)
+    [action] = (await core.sweep(now_ms=now)).actions
+    assert action.outcome == "failed"
+    with pytest.raises(JobFinished):
+        await core.complete(job.job_id, "a", 1, ok=True, now_ms=now + 1)
