@@ -114,6 +114,7 @@ class Replica:
             metrics=self.metrics,
             draining=lambda: self.draining,
             tracing=self.tracing,
+            fenced=lambda: self.runtime.fenced,
         )
         self.sessions = SessionGateway(
             core=self.core,
