@@ -42,8 +42,10 @@ TargetKind = Literal["node", "session"]
 Route = Literal["local", "remote", "held", "dead_letter", "dropped"]
 # Why a non-resumable message was dropped: ended: its target's owner released it (routing found
 # the release, within runtime.ended_ttl_ms); not_owned_here: its handler here failed and this
-# replica no longer owns the target (released it, lost it to a newer claim, or was fenced).
-DropReason = Literal["ended", "not_owned_here"]
+# replica no longer owns the target (released it, lost it to a newer claim, or was fenced);
+# obsolete: held past route_grace_ms, and the sender's hook says nothing needs it any more (a
+# job_assign whose job has moved to another node meanwhile), so it is not dead-lettered.
+DropReason = Literal["ended", "not_owned_here", "obsolete"]
 # Why a message was lost although it should have reached the DLQ (counted and logged as an error):
 # dlq_unreachable: a send still held when its replica left, which Redis did not take.
 LostReason = Literal["dlq_unreachable"]

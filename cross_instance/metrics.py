@@ -69,7 +69,7 @@ class RuntimeMetrics:
             "lingua_runtime_dropped_total",
             "Non-resumable messages dropped because their target ended, by reason (ended: its "
             "owner released it; not_owned_here: its handler failed after this replica let the "
-            "target go)",
+            "target go; obsolete: held past the route grace, and no longer needed)",
             ["reason"],
             registry=r,
         )

@@ -14,6 +14,7 @@ an inbox are checked against their delivery claim before a handler runs here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import anyio
@@ -41,13 +42,17 @@ from cross_instance.lifecycle import Lifecycle
 from cross_instance.metrics import RuntimeMetrics
 from cross_instance.ownership import Ownership, Target
 
-__all__ = ["Router", "Step", "next_step"]
+__all__ = ["Obsolete", "Router", "Step", "next_step"]
 
 log = logging.getLogger("lingua.runtime")
 
 # here: the handler in process; inbox: the live owner's inbox; drop: the target ended (counted);
 # hold: wait for a live owner within the grace, then the DLQ.
 Step = Literal["here", "inbox", "drop", "hold"]
+
+# Asked when a held message's grace ends without a live owner: True when nothing needs it any
+# more (say, a job_assign whose job moved to another node), so it is dropped, not dead-lettered.
+Obsolete = Callable[[Envelope], Awaitable[bool]]
 
 
 def next_step(target: Target, resumable: bool, token: str, draining: bool) -> Step:
@@ -79,8 +84,10 @@ class Router:
         dead_letters: DeadLetters,
         holds: Holds,
         metrics: RuntimeMetrics,
+        obsolete: Obsolete | None = None,
     ) -> None:
         self.token = token
+        self.obsolete = obsolete
         self.config = config
         self.lifecycle = lifecycle
         self.ownership = ownership
@@ -267,12 +274,37 @@ class Router:
         elif step == "drop":
             result = self.drop_ended(env, held.last_owner)
         if result is None and holds.expired(held):
-            async with holds.slots:
-                result = await self.dead_letters.add(env, "no_owner", trail, held.last_owner)
+            if await self._is_obsolete(env):
+                result = self.drop_obsolete(env, held.last_owner)
+            else:
+                async with holds.slots:
+                    result = await self.dead_letters.add(env, "no_owner", trail, held.last_owner)
         if result is not None:
             holds.forget(held)
             held.result = result
             held.done.set()
+
+    async def _is_obsolete(self, envelope: Envelope) -> bool:
+        """The sender's hook (see :data:`Obsolete`); a failing hook keeps the message (DLQ)."""
+        if self.obsolete is None:
+            return False
+        try:
+            return await self.obsolete(envelope)
+        except Exception:
+            log.exception("asking whether a held message is still needed failed")
+            return False
+
+    def drop_obsolete(self, envelope: Envelope, owner: str) -> SendResult:
+        """Held past the grace, and nothing needs it any more (counted)."""
+        self.metrics.dropped.labels("obsolete").inc()
+        log.info(
+            "held %s for %s %s no longer needed: dropped, not dead-lettered",
+            envelope.kind,
+            envelope.target_kind,
+            envelope.target_id,
+            extra={"message_id": envelope.message_id, "trace_id": envelope.trace_id},
+        )
+        return SendResult(route="dropped", message_id=envelope.message_id, owner=owner)
 
     async def abandon_held(self) -> None:
         """Leaving with messages still held (the drain ran out of grace): a send's message goes

@@ -48,7 +48,7 @@ from cross_instance.metrics import RuntimeMetrics
 from cross_instance.ownership import KINDS, OnLost, Ownership
 from cross_instance.presence import Presence
 from cross_instance.redis_client import AnyRedis, connect, connect_blocking
-from cross_instance.routing import Router
+from cross_instance.routing import Obsolete, Router
 from cross_instance.scripts import Scripts, call_script, library
 from cross_instance.takeover import OnReleased, Takeover
 
@@ -78,6 +78,7 @@ class Runtime:
         on_ownership_lost: OnLost | None = None,
         on_drain_requested: Callable[[], Awaitable[None]] | None = None,
         on_released: OnReleased | None = None,
+        obsolete: Obsolete | None = None,
         registry: CollectorRegistry | None = None,
         address: str = "",
         version: str = "",
@@ -124,6 +125,7 @@ class Runtime:
             self.dead_letters,
             self.holds,
             metrics,
+            obsolete,
         )
         self.consumer = Consumer(
             token,

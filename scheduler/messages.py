@@ -34,6 +34,7 @@ __all__ = [
     "MessageKind",
     "RawFrame",
     "SessionDelivery",
+    "assigned_job",
     "decode_for_session",
     "encode_job_assign",
     "encode_job_failed",
@@ -71,12 +72,32 @@ SessionDelivery: TypeAlias = RawFrame | wire.JobResult | wire.NodeAsrPartial | J
 _job_failed_decoder = msgspec.json.Decoder(JobFailed)
 
 
+class _Assigned(msgspec.Struct, frozen=True):
+    type: str = ""
+    job_id: str = ""
+    attempt_id: int = -1
+
+
+_assigned_decoder = msgspec.json.Decoder(_Assigned)
+
+
 def encode_job_assign(assign: wire.JobAssign) -> str:
     return wire.encode(assign).decode()
 
 
 def encode_job_failed(failed: JobFailed) -> str:
     return msgspec.json.encode(failed).decode()
+
+
+def assigned_job(payload: str) -> tuple[str, int] | None:
+    """The job and attempt a ``frame`` for a node assigns; None for any other frame."""
+    try:
+        frame = _assigned_decoder.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    if frame.type != "job_assign" or not frame.job_id:
+        return None
+    return frame.job_id, frame.attempt_id
 
 
 def decode_for_session(kind: str, payload: str) -> SessionDelivery | None:

@@ -90,7 +90,10 @@ class NodeGateway:
         draining: Callable[[], bool],
         auth: auth_.Authenticator,
         tracing: Tracing = NO_TRACING,
+        fenced: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``fenced``: this replica was fenced (another took its ids over): a node it closes
+        has its jobs moved at once, as on any disconnect, not kept as on a drain."""
         self.core = core
         self.claims = claims
         self.jobs = jobs
@@ -98,6 +101,7 @@ class NodeGateway:
         self.metrics = metrics
         self.draining = draining
         self.auth = auth
+        self.fenced = fenced
         self.tracing = tracing
         self.local: dict[str, NodeConnection] = {}
         self._drain_code = settings.shutdown_close_code
@@ -154,7 +158,8 @@ class NodeGateway:
         finally:
             if conn is not None:
                 with anyio.CancelScope(shield=True):
-                    await self._disconnect(conn, draining=self.draining())
+                    keep_jobs = self.draining() and not self.fenced()
+                    await self._disconnect(conn, draining=keep_jobs)
 
     def _refuse(self, link: Link, node_id: str, why: ValueError) -> None:
         """A registration that cannot be accepted: an ``error`` frame saying why in a sentence

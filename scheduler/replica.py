@@ -26,7 +26,7 @@ from cross_instance.clock import now_ms
 from cross_instance.envelope import Envelope
 from cross_instance.redis_client import AnyRedis
 from cross_instance.runtime import Runtime
-from scheduler import ops_audit
+from scheduler import messages, ops_audit
 from scheduler.audit import Auditor, audit_forever
 from scheduler.auth import Authenticator, Endpoint, Refusal
 from scheduler.cluster_view import (
@@ -76,6 +76,7 @@ class Replica:
             on_ownership_lost=self.ownership_lost,
             on_drain_requested=self.drain_requested,
             on_released=self.released,
+            obsolete=self.obsolete,
             registry=self.registry,
             address=_reachable_address(config.server.host, config.server.port),
             version=_version(),
@@ -140,6 +141,7 @@ class Replica:
             draining=lambda: self.draining,
             auth=self.auth,
             tracing=self.tracing,
+            fenced=lambda: self.runtime.fenced,
         )
         self.sessions = SessionGateway(
             core=self.core,
@@ -379,6 +381,20 @@ class Replica:
                 cut,
                 self.config.scheduling.node_orphan_grace_ms,
             )
+
+    async def obsolete(self, envelope: Envelope) -> bool:
+        """A message held for a node with no live owner is at the end of its grace: a
+        ``job_assign`` whose job has moved on meanwhile (another node or attempt, or ended:
+        say, the node's replica was stopped and the sweep moved its jobs) is not needed any
+        more and is dropped, not dead-lettered. One the job still waits on is dead-lettered."""
+        if envelope.target_kind != "node" or envelope.kind != messages.FRAME:
+            return False
+        assigned = messages.assigned_job(envelope.payload)
+        if assigned is None:
+            return False
+        job_id, attempt = assigned
+        holder = await self.core.job_holder(job_id)
+        return holder is None or (holder.node_id, holder.attempt) != (envelope.target_id, attempt)
 
     # -- failover --------------------------------------------------------------------------
 

@@ -73,10 +73,14 @@ class Session:
     dispatches: deque[flow_.FinalizeUtterance] = field(default_factory=deque)
     dispatch_wakeup: anyio.Event = field(default_factory=anyio.Event)
     dispatch_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    # the utterance being dispatched now (popped from dispatches, its jobs not known yet)
+    dispatching: flow_.FinalizeUtterance | None = None
     closed: bool = False
     # What the session's token allows; its tenant holds a lease while the session lives.
     grant: auth_.SessionGrant = auth_.OPEN_SESSION
     tenant_lease: bool = False
+    # the replica was fenced: nothing more is dispatched for this session
+    fenced: bool = False
     rooms_entered: int = 0  # rooms created or joined (limits.rooms_per_session)
     # the replica drains: the flow is closed, audio now is refused (told once, see drain)
     draining: bool = False
@@ -376,13 +380,16 @@ class SessionGateway:
 
     async def _dispatch_queued(self, session: Session) -> None:
         async with session.dispatch_lock:
-            while session.dispatches and not session.closed:
-                utterance = session.dispatches.popleft()
+            while session.dispatches and not session.closed and not session.fenced:
+                utterance = session.dispatching = session.dispatches.popleft()
                 # Shielded: a dispatch cut short could leave a job the client is never told of.
                 with anyio.CancelScope(shield=True):
-                    targets = await self._targets(session)
-                    if not self._too_many_pending(session, utterance, len(targets)):
-                        await self.jobs.dispatch_utterance(session.jobs, utterance, targets)
+                    try:
+                        targets = await self._targets(session)
+                        if not self._too_many_pending(session, utterance, len(targets)):
+                            await self.jobs.dispatch_utterance(session.jobs, utterance, targets)
+                    finally:
+                        session.dispatching = None
                 self._progress.set()
 
     def _too_many_pending(
@@ -491,8 +498,16 @@ class SessionGateway:
         if session is None:
             return
         await self._feed(session, flow_.CloseSession())
+        # Nothing more is dispatched; a dispatch in flight (a cut that came in with the wake-up)
+        # is waited for, so its jobs are among the unanswered ones told below.
+        session.fenced = True
+        with anyio.move_on_after(self.settings.cleanup_timeout_s):
+            await session.dispatch_lock.acquire()
+            session.dispatch_lock.release()
         # utterance index -> its job id ("" when not dispatched yet)
         lost = {u.utterance_index: "" for u in session.dispatches}
+        if session.dispatching is not None:
+            lost[session.dispatching.utterance_index] = ""
         lost.update({index: job_id for job_id, index in session.jobs.unanswered.items()})
         session.dispatches.clear()
         trace_id = session.jobs.trace_id

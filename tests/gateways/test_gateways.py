@@ -294,3 +294,57 @@ async def test_a_fenced_replica_tells_its_sessions_then_closes_with_1012(
     assert [e["code"] for e in errors] == ["SCHEDULER_DEPENDENCY_DOWN"]
     assert "2 utterance(s)" in errors[0]["message"]
     assert browser.closed_code == 1012 and node.closed_code == 1012
+
+
+async def test_a_fenced_replica_tells_of_the_cut_it_was_dispatching_at_the_wake_up(
+    served: Served, peers: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGSTOP past the TTL, then SIGCONT: the cut buffered on the socket is being dispatched
+    # when the replica learns it was fenced. That utterance cannot be finished here either.
+    core, life = served.replica.core, served.replica.runtime.lifecycle
+    dispatch, entered = core.dispatch, []
+
+    async def until_fenced(request: DispatchRequest) -> Dispatched:
+        entered.append(request.utterance_index)
+        await life.fenced_event.wait()
+        return await dispatch(request)
+
+    monkeypatch.setattr(core, "dispatch", until_fenced)
+    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
+    await browser.init()
+    await browser.speak(10)
+    await until(lambda: entered == [0])
+    life.fence("test: presence refresh refused")
+    await until(lambda: browser.closed_code is not None)
+    told = [e for e in browser.of_type("ui_event") if e["event"] == "ERROR"]
+    assert [e["utterance_index"] for e in told] == [0]
+    errors = browser.of_type("error")
+    assert [e["code"] for e in errors] == ["SCHEDULER_DEPENDENCY_DOWN"]
+    assert "1 utterance(s)" in errors[0]["message"]
+    assert browser.closed_code == 1012
+
+
+async def test_a_fenced_replica_moves_the_jobs_of_the_nodes_it_closes(
+    served: Served, serve: Any, peers: Connect
+) -> None:
+    # A fenced replica closes its nodes at once (1012): nothing of it waits for their results,
+    # so their jobs move now, not at the orphan grace, the node TTL or the job deadline.
+    other = await serve()
+    stopped = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
+    await stopped.register()
+    browser = await connected(peers, SimBrowser(other.session_url, SRC, TGT))
+    await browser.init()
+    await browser.speak(10)
+    first = await stopped.wait_for(is_job)
+    spare = await connected(peers, SimNode(other.node_url, ([SRC], [TGT])))
+    await spare.register()
+    served.replica.runtime.lifecycle.fence("test: presence refresh refused")
+    await until(lambda: stopped.closed_code is not None)
+    assert stopped.closed_code == 1012
+    moved = await spare.wait_for(lambda m: is_job(m) and m["job_id"] == first["job_id"])
+    assert moved["attempt_id"] == first["attempt_id"] + 1
+    await spare.send(spare.result_for(moved))
+    result = await browser.wait_type("translation_result", job_id=first["job_id"])
+    assert result["utterance_index"] == 0
