@@ -36,10 +36,10 @@ _deliver = JobLifecycle.deliver
 _on_result = JobLifecycle.on_result
 
 
-async def _broken_deliver(self: JobLifecycle, session: Any, delivery: Any) -> None:
+async def _broken_deliver(self: JobLifecycle, session: Any, delivery: Any, *rest: Any) -> None:
     if "drop_result" in BREAKS and isinstance(delivery, wire.JobResult) and _first("drop"):
         return
-    await _deliver(self, session, delivery)
+    await _deliver(self, session, delivery, *rest)
 
 
 async def _broken_on_result(self: JobLifecycle, node_id: str, message: wire.JobResult) -> None:
