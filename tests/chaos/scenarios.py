@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from scheduler.config import SchedulingConfig
 from tests.chaos import state
 from tests.chaos.accounting import Accounting, Observations, account
 from tests.chaos.cluster import OUT, ChaosReplica, Cluster
@@ -43,10 +44,12 @@ LATENCY_LIMIT_S = 10.0
 JOB_TIMEOUT_S = 30.0  # scheduling.job_timeout_ms, default (kept)
 PRESENCE_TTL_S = 6.0  # runtime.presence_ttl_ms, default (kept)
 NODES = 6
+# The real node never sends max_concurrent_jobs: each gets the default.
+SLOTS = SchedulingConfig().default_max_concurrent_jobs
 CLIENTS = 12
 JOB_TIME_S = 1.2
 LOAD = (
-    f"3 replicas, {NODES} nodes (4 slots, {JOB_TIME_S} s/job), {CLIENTS} sessions "
+    f"3 replicas, {NODES} nodes ({SLOTS} slots, {JOB_TIME_S} s/job), {CLIENTS} sessions "
     "(manual cuts of 3-6 chunks, 0.4-1 s apart)"
 )
 
