@@ -380,7 +380,7 @@ class JobLifecycle:
                 move.old_node,
                 wire.JobCancel(job_id=move.job_id, trace_id=trace_id, reason="job_timeout"),
             )
-        if move.cause == "slot_wait" and move.outcome == "failed":
+        if move.cause == "slot_wait" and move.outcome == "failed" and move.error != "SESSION_ENDED":
             self.metrics.slot_wait_expired.inc()
         if move.outcome == "reassigned" and move.new_node and assign is not None:
             await self.outbox.assign_to_node(

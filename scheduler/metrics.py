@@ -51,7 +51,7 @@ JOB_EVENTS: Final = (
     "held",  # failover kept it for its disconnected node
     "cancelled",  # a node was told job_cancel
     "failed",  # it ended without a result (the client was told)
-    "abandoned",  # its session ended before it could move
+    "abandoned",  # its session ended first: not moved on, nor placed after a slot wait
     "no_node",  # no node for its pair at dispatch (NO_AVAILABLE_NODE)
     "move_unreadable",  # a failover move whose stored job could not be read
     "dispatch_queue_full",  # the session had session.dispatch_queue_max utterances waiting

@@ -9,9 +9,13 @@
 --                  (which serves many pairs) to find the oldest waiter it can take without
 --                  looking at its pairs one by one.
 -- INVARIANT: a job is in both indexes exactly while its state is "waiting"; a pair's waiters
--- are placed oldest first (a new job of a pair with waiters queues behind them).
+-- are placed oldest first (a new job of a pair with waiters queues behind them); a waiter whose
+-- session ended is never placed (nobody would read its result): the sweep ends it quietly
+-- (SESSION_ENDED), and a freed slot passes over it to the next waiter.
+-- K.sessions is needed by every script that includes this file.
 --@include "includes/select_node.lua"
 --@include "includes/jobs.lua"
+--@include "includes/sessions.lua"
 
 local TICKET_FORMAT = '%015d'
 
@@ -85,12 +89,13 @@ local function place_waiter(K, C, job_id, job, node, now)
   return action
 end
 
--- The wait ran out (its deadline is due): the job fails, as a dispatch that found no slot.
+-- The wait ran out (its deadline is due): the job fails, as a dispatch that found no slot,
+-- or quietly when its session ended meanwhile.
 local function expire_waiter(K, C, job_id, job, now)
   local waited = leave_queue(K, job_id, job, now)
   finish_job(K, job_id, job, 'failed', now, C.retention_ms)
   local action = waiter_action(job_id, job, 'failed', waited)
-  action.error = 'ALL_FULL'
+  action.error = session_ended(K, job.session) and 'SESSION_ENDED' or 'ALL_FULL'
   return action
 end
 
@@ -98,8 +103,8 @@ end
 local function serve_pair(K, C, pair, now)
   local job_id = oldest_waiter(K, pair)
   local job = job_id and read_job(K, job_id)
-  if not job then
-    return nil
+  if not job or session_ended(K, job.session) then
+    return nil -- an ended session's waiter: the sweep ends it, then serves the next
   end
   local node = select_node(K, C, pair, job.session, job.index, {}, {}, job_id, now)
   if not node then
@@ -110,7 +115,7 @@ end
 
 -- node has just freed a slot: the oldest of the first C.wait_lookahead waiters whose pair
 -- the node serves takes it (FIFO per pair: once a pair's oldest waiter cannot go to this node,
--- its later ones do not either). O(1) when nobody waits (one ZCARD), else O(wait_lookahead),
+-- its later ones do not either; a waiter whose session ended is passed over). O(1) when nobody waits (one ZCARD), else O(wait_lookahead),
 -- whatever the pairs the node serves. Waiters beyond the look-ahead: the sweep serves them.
 local function hand_off_slot(K, C, node, now)
   if rcall('ZCARD', K.waiting_order) == 0 then
@@ -123,7 +128,8 @@ local function hand_off_slot(K, C, node, now)
   local passed = {}
   for _, job_id in ipairs(rcall('ZRANGE', K.waiting_order, 0, C.wait_lookahead - 1)) do
     local job = read_job(K, job_id)
-    if job and job.state == 'waiting' and not passed[job.pair] then
+    if job and job.state == 'waiting' and not passed[job.pair]
+        and not session_ended(K, job.session) then
       if rcall('ZSCORE', K.pools, pool_member(job.pair, node)) ~= false
           and not was_sent(K, node, job.session, job.index) then
         return place_waiter(K, C, job_id, job, node, now)
@@ -135,13 +141,16 @@ local function hand_off_slot(K, C, node, now)
 end
 
 -- The sweep's hand-off: the oldest C.wait_lookahead waiters, each pair's oldest first, go to
--- any usable node (slots freed by failover, a node that joined, a look-ahead that missed).
+-- any usable node (slots freed by failover, a node that joined, a look-ahead that missed);
+-- those whose session ended are ended quietly (SESSION_ENDED) instead.
 local function serve_waiters(K, C, now, actions)
   local blocked = {}
   for _, job_id in ipairs(rcall('ZRANGE', K.waiting_order, 0, C.wait_lookahead - 1)) do
     local job = read_job(K, job_id)
     if not job or job.state ~= 'waiting' then
       rcall('ZREM', K.waiting_order, job_id)
+    elseif session_ended(K, job.session) then
+      actions[#actions + 1] = expire_waiter(K, C, job_id, job, now)
     elseif not blocked[job.pair] then
       local node = select_node(K, C, job.pair, job.session, job.index, {}, {}, job_id, now)
       if node then

@@ -11,9 +11,9 @@
 -- then the sweeper removes it. O(1): the slot is one count (and node_free when the node had
 -- been full), no pool member changes.
 -- Hand-off (issue 11): when jobs wait for a slot, the freed slot goes at once to the oldest
--- waiter (of the first slot_wait_lookahead) whose pair the holder serves (never a holder out of
--- the pools, such as an offline node's held job): one ZCARD when nobody waits,
--- O(slot_wait_lookahead) otherwise, never O(the node's pairs).
+-- waiter (of the first slot_wait_lookahead) whose pair the holder serves and whose session has
+-- not ended (never a holder out of the pools, such as an offline node's held job): one ZCARD
+-- when nobody waits, O(slot_wait_lookahead) otherwise, never O(the node's pairs).
 -- Hash tag: every key is {prefix}:{domain}:<name> (one slot).
 --
 -- KEYS[1] node_slots    HASH node -> max slots, while the node is in the pools
@@ -29,6 +29,7 @@
 -- KEYS[11] waiting      ZSET lex "<pair>\0<ticket>\0<job>" (jobs waiting for a slot)
 -- KEYS[12] waiting_order ZSET job -> ticket (arrival order of every waiter)
 -- KEYS[13] nodes        HASH node -> json record (is the current holder connected?)
+-- KEYS[14] sessions     HASH session -> json {node, turns} or {ended} (a waiter's session ended?)
 --
 -- ARGV[1] job id
 -- ARGV[2] node id
@@ -60,7 +61,7 @@
 local K = {node_slots = KEYS[1], node_free = KEYS[2], node_running = KEYS[3],
   node_jobs = KEYS[4], jobs = KEYS[5], job_payloads = KEYS[6], deadlines = KEYS[7],
   jobs_expiry = KEYS[8], pools = KEYS[9], sent = KEYS[10], waiting = KEYS[11],
-  waiting_order = KEYS[12], nodes = KEYS[13]}
+  waiting_order = KEYS[12], nodes = KEYS[13], sessions = KEYS[14]}
 local job_id, node, attempt = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ok = ARGV[4] == '1'
 local now = now_from(ARGV[5])

@@ -165,6 +165,63 @@ async def test_the_sweep_places_waiters_a_slot_is_free_for(core: SchedulingCore)
     assert placed.waited_ms == 3 and report.waiting == 0
 
 
+async def test_a_freed_slot_passes_over_a_waiter_whose_session_ended(
+    core: SchedulingCore,
+) -> None:
+    # the user closed the tab while the utterance waited: no node works on it, the next waiter
+    # gets the slot, and the sweep ends it quietly (nobody is left to tell)
+    await core.register_node("a", caps(slots=1), now_ms=T0)
+    running = await core.dispatch(req("s0"), now_ms=T0)
+    gone = await core.dispatch(req("s1"), now_ms=T0 + 1)
+    live = await core.dispatch(req("s2"), now_ms=T0 + 2)
+    await core.end_session("s1", now_ms=T0 + 3)
+    done = await core.complete(running.job_id, "a", 1, ok=True, now_ms=T0 + 4)
+    assert done.handed is not None
+    assert (done.handed.job_id, done.handed.new_node) == (live.job_id, "a")
+    report = await core.sweep(now_ms=T0 + 5)
+    [ended] = report.actions
+    assert (ended.job_id, ended.cause, ended.outcome, ended.error) == (
+        gone.job_id,
+        "slot_wait",
+        "failed",
+        "SESSION_ENDED",
+    )
+    assert report.waiting == 0 and await waiting_jobs(core) == []
+    [job] = [j for j in await core.list_jobs() if j.job_id == gone.job_id]
+    assert job.state == "failed"
+
+
+async def test_a_waiter_whose_session_ended_is_never_placed(core: SchedulingCore) -> None:
+    await core.register_node("a", caps(slots=1), now_ms=T0)
+    await core.dispatch(req("s0"), now_ms=T0)
+    gone = await core.dispatch(req("s1"), now_ms=T0 + 1)
+    await core.end_session("s1", now_ms=T0 + 2)
+    # a slot appears without a completion: neither a dispatch of the pair nor the sweep puts
+    # the ended session's job on it; the new job takes it once the sweep ended the old one
+    await core.register_node("b", caps(slots=1), now_ms=T0 + 3)
+    behind = await core.dispatch(req("s2"), now_ms=T0 + 4)
+    assert (behind.state, behind.placed) == ("waiting", [])
+    report = await core.sweep(now_ms=T0 + 5)
+    by_job = {a.job_id: a for a in report.actions}
+    assert (by_job[gone.job_id].outcome, by_job[gone.job_id].error) == ("failed", "SESSION_ENDED")
+    assert by_job[gone.job_id].new_node is None
+    assert (by_job[behind.job_id].outcome, by_job[behind.job_id].new_node) == ("reassigned", "b")
+    assert await waiting_jobs(core) == []
+
+
+async def test_a_wait_that_runs_out_after_its_session_ended_fails_quietly(
+    core: SchedulingCore,
+) -> None:
+    await core.register_node("a", caps(slots=1), now_ms=T0)
+    await core.dispatch(req("s0"), now_ms=T0)
+    gone = await core.dispatch(req("s1"), now_ms=T0 + 1)
+    # its wait runs out after the session ended: the expiry names SESSION_ENDED, not
+    # NO_AVAILABLE_NODE (the client is gone)
+    await core.end_session("s1", now_ms=T0 + 2)
+    [expired] = (await core.sweep(now_ms=T0 + 1 + core.config.slot_wait_ms)).actions
+    assert (expired.job_id, expired.error) == (gone.job_id, "SESSION_ENDED")
+
+
 async def waiting_costs(client: AnyRedis, key_prefix: str, languages: list[str]) -> list[int]:
     """Commands Redis runs for: a complete with nobody waiting, a dispatch that waits, a
     dispatch queued behind waiters, a complete that hands its slot to a waiter."""
