@@ -26,7 +26,8 @@ class RedisConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         str,
         _doc(
             "Redis URL (redis://, rediss://, unix://). Empty: `serve` starts an embedded "
-            "redis-server child process on a free port."
+            "redis-server child process on a free port (mode = standalone; mode = sentinel asks "
+            "the sentinels, mode = cluster needs a URL)."
         ),
     ] = ""
     mode: Annotated[

@@ -178,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.redis.url:
             check_redis_url(config.redis.url)
             where = f"{redact(config.redis.url)} (redis.url)"
+        elif config.redis.mode == "sentinel":  # the Sentinels name the master: nothing embedded
+            where = (
+                f"the master {config.redis.sentinel_master!r} of the Sentinels "
+                f"{', '.join(config.redis.sentinels)} (redis.sentinels)"
+            )
         elif getattr(args, "needs_redis", False):
             config, where = _with_discovered_redis(config)
         func: Command = args.func

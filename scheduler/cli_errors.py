@@ -13,6 +13,7 @@ import re
 from enum import IntEnum
 from urllib.parse import urlsplit, urlunsplit
 
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -102,6 +103,13 @@ def describe(exc: BaseException, redis_where: str) -> CliError | None:
             return CliError(
                 f"Redis at {redis_where} denied a command to our user: {_one_line(str(leaf))}; "
                 "grant it the minimum ACL of docs/security.md",
+                ExitCode.UNAVAILABLE,
+            )
+        if isinstance(leaf, MasterNotFoundError):
+            # its text ends in the repr of a whole client: the sentence is ours
+            return CliError(
+                f"cannot reach {redis_where}: no Sentinel named its address; check "
+                "redis.sentinels and redis.sentinel_master, and that the Sentinels run",
                 ExitCode.UNAVAILABLE,
             )
         if isinstance(leaf, RedisConnectionError | RedisTimeoutError):

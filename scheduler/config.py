@@ -776,6 +776,11 @@ def _validate(raw: dict[str, Any]) -> Config:
         )
     if config.redis.mode == "sentinel" and not config.redis.sentinels:
         raise ConfigError("redis.sentinels: mode = sentinel needs at least one host:port")
+    if config.redis.mode == "cluster" and not config.redis.url:
+        raise ConfigError(
+            "redis.url: mode = cluster needs the URL of a seed node (the embedded Redis of an "
+            "empty redis.url is a single server)"
+        )
     return config
 
 

@@ -74,7 +74,7 @@ async def run(config: Config) -> None:
     embedded: RedisServerProcess | None = None
     published: Path | None = None
     url = config.redis.url
-    if not url:
+    if not url and config.redis.mode == "standalone":  # sentinel mode finds its master itself
         embedded = RedisServerProcess(
             binary=config.redis.embedded_binary,
             port=config.redis.embedded_port,

@@ -157,6 +157,33 @@ def test_serve_without_a_redis_server_binary_says_so_in_one_json_line(tmp_path: 
 
 
 @pytest.mark.parametrize("command", [["nodes"], ["serve", "--port", "0"]])
+def test_sentinel_mode_without_a_url_asks_the_sentinels_and_starts_no_embedded_redis(
+    command: list[str], closed_url: str, tmp_path: Path
+) -> None:
+    # an embedded Redis would be a server nobody else sees; the binary is missing so that
+    # starting one would show
+    sentinel = closed_url.removeprefix("redis://").split("/")[0]
+    env = clean_env(
+        LINGUA_REDIS__MODE="sentinel",
+        LINGUA_REDIS__SENTINELS=json.dumps([sentinel]),
+        LINGUA_REDIS__EMBEDDED_BINARY=str(tmp_path / "redis-server"),
+        LINGUA_REDIS__RETRY_ATTEMPTS="0",
+    )
+    done = run_cli(*command, env=env, cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    line = one_line(done.stderr)
+    message = json.loads(line)["msg"] if command[0] == "serve" else line.removeprefix(
+        "lingua-scheduler: "
+    )
+    assert "embedded" not in message
+    assert message.startswith(
+        f"cannot reach the master 'mymaster' of the Sentinels {sentinel} (redis.sentinels): "
+        "no Sentinel named its address; check redis.sentinels"
+    ), message
+
+
+@pytest.mark.parametrize("command", [["nodes"], ["serve", "--port", "0"]])
 def test_a_wrong_redis_password_says_so_in_one_line_and_exit_3(
     command: list[str], tls_acl_redis: TlsAclRedis
 ) -> None:

@@ -64,6 +64,7 @@ def test_env_list_value_is_json() -> None:
         ({"LINGUA_REDIS__MODE": "mesh"}, "redis.mode"),
         ({"LINGUA_REDIS__KEY_PREFIX": "a{b}"}, "redis.key_prefix"),
         ({"LINGUA_REDIS__MODE": "sentinel"}, "redis.sentinels"),
+        ({"LINGUA_REDIS__MODE": "cluster"}, "redis.url"),
         ({"LINGUA_RUNTIME__PRESENCE_REFRESH_MS": "5000"}, "runtime.presence_refresh_ms"),
         # a third of the TTL at most: presence must survive one failed refresh
         ({"LINGUA_RUNTIME__PRESENCE_REFRESH_MS": "2500"}, "runtime.presence_refresh_ms"),
