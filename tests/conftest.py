@@ -106,13 +106,20 @@ def _delete_prefix(url: str, prefix: str) -> None:
 
 
 @pytest.fixture
-async def redis(redis_config: RedisConfig) -> AsyncIterator[AnyRedis]:
+async def redis(
+    redis_config: RedisConfig, request: pytest.FixtureRequest
+) -> AsyncIterator[AnyRedis]:
     client = connect(redis_config)
     try:
         yield client
     finally:
         await client.aclose()
-        _delete_prefix(redis_config.url, redis_config.key_prefix)
+        if os.environ.get("LINGUA_TEST_REDIS_TLS_ACL"):
+            # the daemon's user may not SCAN (its minimum ACL): the admin cleans up
+            server: TlsAclRedis = request.getfixturevalue("tls_acl_redis")
+            server.delete_prefix(redis_config.key_prefix)
+        else:
+            _delete_prefix(redis_config.url, redis_config.key_prefix)
 
 
 @pytest.fixture
