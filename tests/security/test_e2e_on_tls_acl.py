@@ -1,7 +1,8 @@
 """A representative part of the end-to-end suite, every run, against the TLS-only, ACL-only Redis.
 
 The tests are the e2e suite's own (imported, so they are the same tests): the happy path with the
-session and the node on different replicas, and a node failover mid-job. ``redis_url`` is the
+session and the node on different replicas, a node failover mid-job, and the HTTP routes (the
+operator API reads what no script reads: a command missing from the ACL shows there). ``redis_url`` is the
 ``tls_acl_redis`` server's (tests/security/conftest.py): the replicas get its TLS files and the
 daemon's user as ``redis.*`` keys, and after each test Redis's ACL LOG must be empty. The whole
 suite runs the same way with ``LINGUA_TEST_REDIS_TLS_ACL=1 pytest tests/e2e``; the DLQ path is in
@@ -21,6 +22,7 @@ import pytest
 from tests.e2e.conftest import FAST_SETTINGS, cluster_prefix, pair
 from tests.e2e.daemons import Replica
 from tests.e2e.test_flows import (
+    test_http_routes,
     test_node_disconnect_mid_job_fails_over,
     test_session_and_node_on_different_replicas,
 )
@@ -28,6 +30,7 @@ from tests.e2e.test_flows import (
 __all__ = [
     "cluster_prefix",
     "pair",
+    "test_http_routes",
     "test_node_disconnect_mid_job_fails_over",
     "test_session_and_node_on_different_replicas",
 ]

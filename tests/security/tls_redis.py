@@ -61,9 +61,9 @@ DAEMON_COMMANDS: tuple[str, ...] = (
     # strings: dedup marks, counters
     "get", "set", "del", "exists", "incr", "pexpire",
     # hashes
-    "hget", "hgetall", "hmget", "hset", "hdel", "hexists", "hincrby", "hlen", "hscan",
+    "hget", "hgetall", "hmget", "hset", "hdel", "hexists", "hincrby", "hlen", "hscan", "hvals",
     # sets: nodes with a free slot
-    "sadd", "srem", "sismember", "srandmember",
+    "sadd", "srem", "sismember", "srandmember", "scard",
     # sorted sets
     "zadd", "zrem", "zscore", "zmscore", "zrange", "zrangebylex", "zrangebyscore", "zrank", "zcard",
     "zlexcount", "zremrangebyscore", "zscan",
