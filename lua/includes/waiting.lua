@@ -115,8 +115,9 @@ end
 
 -- node has just freed a slot: the oldest of the first C.wait_lookahead waiters whose pair
 -- the node serves takes it (FIFO per pair: once a pair's oldest waiter cannot go to this node,
--- its later ones do not either; a waiter whose session ended is passed over). O(1) when nobody waits (one ZCARD), else O(wait_lookahead),
--- whatever the pairs the node serves. Waiters beyond the look-ahead: the sweep serves them.
+-- its later ones do not either; a waiter whose session ended is passed over). O(1) when nobody
+-- waits (one ZCARD), else O(wait_lookahead), whatever the pairs the node serves. Waiters
+-- beyond the look-ahead: the sweep serves them.
 local function hand_off_slot(K, C, node, now)
   if rcall('ZCARD', K.waiting_order) == 0 then
     return nil
