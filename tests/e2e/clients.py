@@ -31,6 +31,11 @@ def opus_plan_a(packets: int, packet_bytes: int = 58) -> bytes:
     return b"".join(struct.pack("<H", len(packet)) + packet for _ in range(packets))
 
 
+def is_job(m: Message) -> bool:
+    """A ``job_assign`` frame (what a node's wait_for looks for)."""
+    return m.get("type") == "job_assign"
+
+
 class _Peer:
     # Set (then replaced) whenever any peer receives a frame: lets a test wait on several peers.
     any_arrived = anyio.Event()

@@ -22,7 +22,7 @@ import pytest
 from cross_instance.redis_client import AnyRedis
 from scheduler.config import SchedulingConfig
 from scheduler.scheduling.keys import SchedulingKeys
-from tests.e2e.clients import SimBrowser, SimNode, opus_plan_a
+from tests.e2e.clients import SimBrowser, SimNode, is_job, opus_plan_a
 from tests.e2e.conftest import FAST_SETTINGS
 from tests.e2e.daemons import Replica
 from tests.waiting import until
@@ -32,10 +32,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 # The default job timeout: a job moved only at its deadline shows up as 30 s, far past the
 # limit these tests assert.
 SETTINGS = {**FAST_SETTINGS, "LINGUA_SCHEDULING__JOB_TIMEOUT_MS": "30000"}
-
-
-def is_job(m: dict[str, Any]) -> bool:
-    return m.get("type") == "job_assign"
 
 
 def dropped(replica: Replica) -> float:

@@ -16,7 +16,7 @@ import pytest
 
 from cross_instance.keys import RuntimeKeys
 from cross_instance.redis_client import AnyRedis
-from tests.e2e.clients import SimBrowser, SimNode
+from tests.e2e.clients import SimBrowser, SimNode, is_job
 from tests.e2e.conftest import FAST_SETTINGS
 from tests.e2e.daemons import Replica
 from tests.waiting import until
@@ -29,10 +29,6 @@ SETTINGS = {
     "LINGUA_SCHEDULING__NODE_ORPHAN_GRACE_MS": "300",
     "LINGUA_RUNTIME__TAKEOVER_INTERVAL_MS": "300",
 }
-
-
-def is_job(m: dict[str, Any]) -> bool:
-    return m.get("type") == "job_assign"
 
 
 def counter(replica: Replica, line_start: str) -> float:

@@ -11,15 +11,11 @@ import pytest
 from redis.asyncio import Redis
 
 from cross_instance.keys import RuntimeKeys
-from tests.e2e.clients import SimBrowser, SimNode, opus_plan_a, wait_any
+from tests.e2e.clients import SimBrowser, SimNode, is_job, opus_plan_a, wait_any
 from tests.e2e.daemons import Replica
 from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
-
-
-def is_job(m: dict) -> bool:  # type: ignore[type-arg]
-    return m.get("type") == "job_assign"
 
 
 async def test_happy_path_on_one_replica(replicas: list[Replica], peers, pair) -> None:  # type: ignore[no-untyped-def]

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from cross_instance.keys import RuntimeKeys
 from scheduler.scheduling.keys import SchedulingKeys
-from tests.e2e.clients import SimBrowser, SimNode, opus_plan_a, wait_any
+from tests.e2e.clients import SimBrowser, SimNode, is_job, opus_plan_a, wait_any
 from tests.e2e.conftest import FAST_SETTINGS
 from tests.e2e.daemons import Replica
 from tests.waiting import until
@@ -42,10 +42,6 @@ MAX_FRAME_BYTES = 2 * 1024 * 1024
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def is_job(m: Message) -> bool:
-    return m.get("type") == "job_assign"
 
 
 def job_of(index: int, session_id: str | None = None) -> Callable[[Message], bool]:

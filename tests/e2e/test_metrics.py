@@ -9,13 +9,12 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.clients import SimBrowser, SimNode
+from tests.e2e.clients import SimBrowser, SimNode, is_job
 from tests.e2e.conftest import FAST_SETTINGS
 from tests.e2e.daemons import Replica
 from tests.waiting import until
@@ -80,10 +79,6 @@ class Histogram:
         count, total = self.read()
         assert count == self.count0 + n, f"{self.name}{self.labels}: {count - self.count0} new"
         return total - self.sum0
-
-
-def is_job(m: dict[str, Any]) -> bool:
-    return m.get("type") == "job_assign"
 
 
 # -- the series every replica exports from the start -----------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.e2e.clients import SimBrowser, SimNode
+from tests.e2e.clients import SimBrowser, SimNode, is_job
 from tests.e2e.daemons import Replica
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -63,10 +63,6 @@ class RecordedNode(SimNode):
             trace_id=job["trace_id"],
         )
         return frame
-
-
-def is_job(m: dict[str, Any]) -> bool:
-    return m.get("type") == "job_assign"
 
 
 async def test_a_result_sent_after_reconnecting_to_another_replica_reaches_the_browser_once(

@@ -16,10 +16,9 @@ import orjson
 import pytest
 
 from tests.cli.conftest import clean_env, run_cli
-from tests.e2e.clients import SimBrowser, SimNode
+from tests.e2e.clients import SimBrowser, SimNode, is_job
 from tests.e2e.conftest import FAST_SETTINGS
 from tests.e2e.daemons import Replica
-from tests.e2e.test_flows import is_job
 from tests.security.tls_redis import TlsAclRedis
 
 pytestmark = pytest.mark.anyio
