@@ -45,6 +45,8 @@ __all__ = ["FuzzTarget", "HonestPair", "LogWatch", "Outcome", "honest_traffic"]
 
 Message = dict[str, Any]
 WAIT_S = 10.0
+# The real browser's chunk interval (docs/protocol.md, "What the real clients do").
+CHUNK_S = 0.256
 OPENING_ACK = {"session": "session_init_ack", "node": "node_register_ack"}
 
 
@@ -95,8 +97,10 @@ class HonestPair:
                 return
             if self.sent % 10 == 0:
                 await self.node.send(self.node.heartbeat_message())
-            # Paced, not flat out: the fuzzer and two replicas share two cores.
-            await anyio.sleep(0.05)
+            # Paced as the real browser sends (one ~256 ms chunk at a time): flat out, the
+            # honest pair itself would pass limits.session_messages_per_second once the burst
+            # is spent (the long profile did), and the fuzzer and the replicas share two cores.
+            await anyio.sleep(CHUNK_S)
 
     async def one_utterance(self) -> None:
         session = self.browser.session_id
