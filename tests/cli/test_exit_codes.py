@@ -173,8 +173,10 @@ def test_sentinel_mode_without_a_url_asks_the_sentinels_and_starts_no_embedded_r
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr
     line = one_line(done.stderr)
-    message = json.loads(line)["msg"] if command[0] == "serve" else line.removeprefix(
-        "lingua-scheduler: "
+    message = (
+        json.loads(line)["msg"]
+        if command[0] == "serve"
+        else line.removeprefix("lingua-scheduler: ")
     )
     assert "embedded" not in message
     assert message.startswith(
