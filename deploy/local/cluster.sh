@@ -151,6 +151,7 @@ up() {
   say "haproxy pid $(<"$DIR/haproxy.pid"): public $PUBLIC_BIND (/ws/node, /ws/session), ops $OPS_BIND"
   trap - EXIT
   say "logs and pids in $DIR; stop with make cluster-down"
+  say "ops commands reach its Redis with LINGUA_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0, e.g. LINGUA_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0 make nodes"
 }
 
 ready() { # ready HOST PORT NAME: /readyz answers 200; fails the script if NAME has exited
