@@ -7,7 +7,7 @@ Pure decisions, ``now`` in: the gateways and the replica ask, answer the peer (a
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from scheduler.config import LimitsConfig
 
@@ -39,17 +39,7 @@ Limit = Literal[
     "pending_jobs",
 ]
 # Every label of lingua_limit_breaches_total, present at 0 from the start.
-LIMITS: Final[tuple[Limit, ...]] = (
-    "connections",
-    "connections_per_address",
-    "session_message_rate",
-    "node_message_rate",
-    "frame_bytes",
-    "utterance_bytes",
-    "rooms_per_session",
-    "room_members",
-    "pending_jobs",
-)
+LIMITS: Final[tuple[Limit, ...]] = get_args(Limit)
 
 RATE_LIMITED_CODE: Final = "RATE_LIMITED"
 ROOM_LIMIT_CODE: Final = "ROOM_LIMIT"
