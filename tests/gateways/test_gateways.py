@@ -29,6 +29,19 @@ def is_job(message: dict[str, Any]) -> bool:
     return message.get("type") == "job_assign"
 
 
+async def spoken(
+    peers: Connect, node_url: str, session_url: str, **init: Any
+) -> tuple[SimNode, SimBrowser, dict[str, Any]]:
+    """A node registered, a browser initialised (``init``: its session_init fields) that spoke
+    one utterance, and the node's job_assign for it."""
+    node = await connected(peers, SimNode(node_url, ([SRC], [TGT])))
+    await node.register()
+    browser = await connected(peers, SimBrowser(session_url, SRC, TGT))
+    await browser.init(**init)
+    await browser.speak(10)
+    return node, browser, await node.wait_for(is_job)
+
+
 async def test_session_init_is_acknowledged_with_a_new_session(
     served: Served, peers: Connect
 ) -> None:
@@ -62,12 +75,7 @@ async def test_a_malformed_frame_gets_an_error_frame_and_the_socket_stays(
 async def test_an_utterance_reaches_the_node_and_its_result_the_client(
     served: Served, peers: Connect
 ) -> None:
-    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
-    await node.register()
-    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
-    await browser.init()
-    await browser.speak(10)
-    job = await node.wait_for(is_job)
+    node, browser, job = await spoken(peers, served.node_url, served.session_url)
     assert job["session_id"] == browser.session_id and job["attempt_id"] == 1
     await browser.wait_type("ui_event", event="DISPATCHED", job_id=job["job_id"])
     await node.send(node.result_for(job))
@@ -90,12 +98,7 @@ async def test_a_registration_without_languages_is_closed_with_1008(
 
 
 async def test_a_frame_naming_another_node_is_not_acted_on(served: Served, peers: Connect) -> None:
-    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
-    await node.register()
-    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
-    await browser.init()
-    await browser.speak(10)
-    job = await node.wait_for(is_job)
+    node, browser, job = await spoken(peers, served.node_url, served.session_url)
     forged = node.result_for(job) | {"node_id": "node-SOMEONEELSE"}
     await node.send(forged)
     await node.send(node.partial_for(job))  # a frame after it, to know the first was read
@@ -134,12 +137,7 @@ async def test_a_session_with_no_node_for_its_pair_is_told_at_once(
 
 
 async def test_a_job_ack_tells_the_client_the_node_accepted(served: Served, peers: Connect) -> None:
-    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
-    await node.register()
-    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
-    await browser.init()
-    await browser.speak(10)
-    job = await node.wait_for(is_job)
+    node, browser, job = await spoken(peers, served.node_url, served.session_url)
     await node.send(
         {
             "type": "job_ack",
@@ -182,12 +180,7 @@ async def test_a_frame_naming_another_session_is_refused(served: Served, peers: 
 
 
 async def test_a_result_of_another_attempt_is_refused(served: Served, peers: Connect) -> None:
-    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
-    await node.register()
-    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
-    await browser.init()
-    await browser.speak(10)
-    job = await node.wait_for(is_job)
+    node, browser, job = await spoken(peers, served.node_url, served.session_url)
     await node.send(node.result_for(job | {"attempt_id": job["attempt_id"] + 1}))
     await node.send(node.partial_for(job))  # read after the result: the result was handled
     await browser.wait_type("asr_partial")

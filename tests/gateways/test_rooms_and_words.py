@@ -15,7 +15,7 @@ from cross_instance.clock import now_ms
 from scheduler.rooms import EXPIRED_MESSAGE
 from tests.e2e.clients import SimBrowser, SimNode, opus_plan_a, wait_any
 from tests.gateways.conftest import Serve, Served
-from tests.gateways.test_gateways import Connect, connected, is_job
+from tests.gateways.test_gateways import Connect, connected, is_job, spoken
 from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -184,12 +184,9 @@ async def test_a_timed_out_job_carries_the_sessions_trace_on_its_cancel_and_its_
     served = await serve(
         scheduling={"job_timeout_ms": 1000, "max_attempts": 1, "sweep_interval_ms": 50}
     )
-    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
-    await node.register()
-    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
-    await browser.init(trace_id="trace-timeout")
-    await browser.speak(10)
-    job = await node.wait_for(is_job)
+    node, browser, job = await spoken(
+        peers, served.node_url, served.session_url, trace_id="trace-timeout"
+    )
     cancel = await node.wait_type("job_cancel", job_id=job["job_id"])
     assert cancel["trace_id"] == "trace-timeout"
     event = await browser.wait_type("ui_event", event="ERROR", job_id=job["job_id"])

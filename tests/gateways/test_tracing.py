@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 from scheduler.tracing_otel import otel_trace_id
 from tests.e2e.clients import SimBrowser, SimNode
 from tests.gateways.conftest import Serve
-from tests.gateways.test_gateways import Connect, connected, is_job
+from tests.gateways.test_gateways import Connect, connected, is_job, spoken
 from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -57,12 +57,7 @@ async def test_one_utterance_across_two_replicas_is_one_trace_of_the_clients_tra
     a_out, b_out = InMemorySpanExporter(), InMemorySpanExporter()
     a = await serve(tracing=TRACING, span_exporter=a_out)
     b = await serve(tracing=TRACING, span_exporter=b_out)
-    node = await connected(peers, SimNode(b.node_url, ([SRC], [TGT])))
-    await node.register()
-    browser = await connected(peers, SimBrowser(a.session_url, SRC, TGT))
-    await browser.init(trace_id=client_trace_id)
-    await browser.speak(10)
-    job = await node.wait_for(is_job)
+    node, browser, job = await spoken(peers, b.node_url, a.session_url, trace_id=client_trace_id)
     await node.send(node.result_for(job))
     await browser.wait_type("translation_result", job_id=job["job_id"])
     # The frame is on its way before the relay's span (and the handling around it) ends.
@@ -142,12 +137,7 @@ async def test_a_round_trip_the_node_never_answers_ends_when_its_socket_closes(
 ) -> None:
     out = InMemorySpanExporter()
     served = await serve(tracing=TRACING, span_exporter=out)
-    node = await connected(peers, SimNode(served.node_url, ([SRC], [TGT])))
-    await node.register()
-    browser = await connected(peers, SimBrowser(served.session_url, SRC, TGT))
-    await browser.init()
-    await browser.speak(10)
-    job = await node.wait_for(is_job)
+    node, _browser, job = await spoken(peers, served.node_url, served.session_url)
     assert not any(s.name == "node round trip" for s in out.get_finished_spans())
     await node.close()
     await until(lambda: any(s.name == "node round trip" for s in out.get_finished_spans()))
