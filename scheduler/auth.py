@@ -249,15 +249,27 @@ def requested_pairs_allowed(grant: SessionGrant, init: wire.SessionInit) -> None
 
 
 def allowed_targets(
-    grant: SessionGrant, init: wire.SessionInit, targets: dict[str, list[str]]
+    grant: SessionGrant,
+    init: wire.SessionInit,
+    targets: dict[str, list[str]],
+    speaker: str = "",
 ) -> tuple[dict[str, list[str]], list[str]]:
-    """A room fan-out's targets split into those the token allows (from every source language
-    of the session) and the target languages it does not."""
+    """A room fan-out's targets split into those the token allows (from every other source
+    language of the session: two-way auto never translates a language into itself) and the
+    target languages it does not. A ``speaker`` grouped under a refused language keeps its own
+    ``tgt_lang`` (allowed at ``session_init``)."""
     if grant.pairs is None:
         return targets, []
     pairs, sources = grant.pairs, _sources(init)
-    kept = {t: r for t, r in targets.items() if all(_allowed(pairs, s, t) for s in sources)}
-    return kept, [t for t in targets if t not in kept]
+    kept = {
+        t: list(r)
+        for t, r in targets.items()
+        if all(s == t or _allowed(pairs, s, t) for s in sources)
+    }
+    refused = [t for t in targets if t not in kept]
+    if speaker and not any(speaker in r for r in kept.values()):
+        kept.setdefault(init.tgt_lang, []).insert(0, speaker)
+    return kept, refused
 
 
 # -- handshake --------------------------------------------------------------------------------

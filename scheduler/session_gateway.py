@@ -436,21 +436,21 @@ class SessionGateway:
     def _allowed_targets(
         self, session: Session, targets: dict[str, list[str]]
     ) -> dict[str, list[str]]:
-        """A room fan-out without the languages the session's token does not allow: the speaker
-        is told, no job is made for them."""
-        kept, refused = auth_.allowed_targets(session.grant, session.jobs.init, targets)
+        """A room fan-out without the languages the session's token does not allow: no job is
+        made for them; each utterance's refusal is counted, and the speaker told (once per
+        session.error_repeat_window_ms, as any repeated error)."""
+        kept, refused = auth_.allowed_targets(
+            session.grant, session.jobs.init, targets, session.session_id
+        )
         if refused:
-            self.auth.refuse(
-                session.link,
-                "session",
-                auth_.Refusal(
-                    "pair",
-                    "LANGUAGE_NOT_ALLOWED",
-                    "This session's token does not allow translating into "
-                    f"{', '.join(sorted(refused))}: room members asking for it get no "
-                    "translation of this utterance.",
-                ),
-                {"session_id": session.session_id},
+            self.auth.refusals.labels("session", "pair").inc()
+            message = (
+                "This session's token does not allow translating into "
+                f"{', '.join(sorted(refused))}: room members asking for it get no "
+                "translation of this utterance."
+            )
+            self.jobs.tell_error(
+                session.jobs, wire.ErrorMessage(code="LANGUAGE_NOT_ALLOWED", message=message)
             )
         return kept
 

@@ -60,6 +60,24 @@ def test_room_targets_keep_only_allowed_languages() -> None:
     assert kept == {"en": ["a"], "de": ["c"]} and refused == ["fr"]
 
 
+def test_room_targets_of_a_two_way_session_need_only_the_pairs_it_translates() -> None:
+    # two-way auto zh<->en: "en" is translated from zh (zh:en), never from en itself
+    two_way = _init("auto", "en", lang_a="zh", lang_b="en")
+    grant = _grant("zh:en", "en:zh")
+    assert allowed_targets(grant, two_way, {"en": ["me", "a"]}) == ({"en": ["me", "a"]}, [])
+    kept, refused = allowed_targets(grant, two_way, {"en": ["me"], "fr": ["b"]})
+    assert kept == {"en": ["me"]} and refused == ["fr"]
+
+
+def test_a_speaker_grouped_under_a_refused_language_keeps_its_own_translation() -> None:
+    # Rooms.target_languages put the speaker under the members' language when nobody asked
+    # for its own; that language refused, the speaker still gets what its session asked for
+    kept, refused = allowed_targets(
+        _grant("zh:en"), _init("zh", "en"), {"fr": ["me", "b"]}, speaker="me"
+    )
+    assert kept == {"en": ["me"]} and refused == ["fr"]
+
+
 CAPS = NodeCapabilities(asr=["zh", "en", "fr"], semantic=["zh", "en", "fr"], tts=["en", "fr"])
 
 
