@@ -213,10 +213,14 @@ class SessionGateway:
             await self.claims.claim_session(session_id)
         except (RuntimeDraining, RuntimeFenced):
             # This replica is leaving: the client reconnects through the load balancer.
-            if leased and grant.tenant is not None:
-                await self.auth.tenants.release(grant.tenant, session_id)
+            if leased:
+                await self._release_tenant(grant, session_id)
             link.close(self.settings.shutdown_close_code, "draining")
             return None
+        except Exception:
+            if leased:
+                await self._release_tenant(grant, session_id)
+            raise
         session = Session(
             session_id=session_id,
             link=link,
@@ -261,13 +265,15 @@ class SessionGateway:
         except Exception:
             log.exception("session clean-up failed", extra={"session_id": session.session_id})
         try:
-            # Its own step: a failed end above must not leave the id owned by this replica.
-            with anyio.fail_after(self.settings.cleanup_timeout_s):
-                await self.claims.release_session(session.session_id)
-                if session.tenant_lease and session.grant.tenant is not None:
-                    await self.auth.tenants.release(session.grant.tenant, session.session_id)
-        except Exception:
-            log.exception("session release failed", extra={"session_id": session.session_id})
+            try:
+                # Its own step: a failed end above must not leave the id owned by this replica.
+                with anyio.fail_after(self.settings.cleanup_timeout_s):
+                    await self.claims.release_session(session.session_id)
+            except Exception:
+                log.exception("session release failed", extra={"session_id": session.session_id})
+            # And its own step too: the tenant's place comes back whatever happened to the id.
+            if session.tenant_lease:
+                await self._release_tenant(session.grant, session.session_id)
         finally:
             session.jobs.results.close()
             if self.local.get(session.session_id) is session:
@@ -275,6 +281,20 @@ class SessionGateway:
             session.timer_wakeup.set()
             session.dispatch_wakeup.set()
             self._progress.set()
+
+    async def _release_tenant(self, grant: auth_.SessionGrant, session_id: str) -> None:
+        """Give the session's place in its tenant's count back; on failure its lease lapses
+        after auth.tenant_lease_ms instead."""
+        if grant.tenant is None:
+            return
+        try:
+            with anyio.fail_after(self.settings.cleanup_timeout_s):
+                await self.auth.tenants.release(grant.tenant, session_id)
+        except Exception:
+            log.exception(
+                "tenant lease release failed",
+                extra={"session_id": session_id, "tenant": grant.tenant},
+            )
 
     # -- client messages -------------------------------------------------------------------
 

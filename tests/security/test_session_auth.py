@@ -179,6 +179,39 @@ async def test_a_tenant_at_its_limit_is_refused_on_another_replica_until_a_sessi
     await fourth.init()
 
 
+async def test_a_failed_release_of_the_session_id_still_gives_the_tenants_place_back(
+    serve: Serve, peers: Connect, redis: AnyRedis
+) -> None:
+    served = await serve(auth=TOKENS | {"sessions_per_tenant": 1})
+    gateway = served.replica.sessions
+
+    async def release_fails(session_id: str) -> bool:
+        raise ConnectionError("Redis went away during the release")
+
+    gateway.claims = _ReleaseFails(gateway.claims, release_fails)  # type: ignore[assignment]
+    token = session_token(tenant="acme")
+    first: SimBrowser = await peers(SimBrowser(f"{served.session_url}?token={token}"))
+    await first.init()
+    await first.close()
+    await until(lambda: gateway.count() == 0)
+    # Not refused for auth.tenant_lease_ms: the lease went with the session.
+    assert await redis.zrange(served.replica.auth.tenants.key("acme"), 0, -1) == []
+    second: SimBrowser = await peers(SimBrowser(f"{served.session_url}?token={token}"))
+    await second.init()
+
+
+class _ReleaseFails:
+    """The runtime's session claims with a release that raises."""
+
+    def __init__(self, claims: Any, release: Any) -> None:
+        self._claims = claims
+        self.release_session = release
+
+    async def claim_session(self, session_id: str) -> str | None:
+        result: str | None = await self._claims.claim_session(session_id)
+        return result
+
+
 async def test_a_tokens_max_sessions_lowers_the_limit(serve: Serve, peers: Connect) -> None:
     served = await serve(auth=TOKENS | {"sessions_per_tenant": 5})
     token = session_token(tenant="small", max_sessions=1)
