@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -41,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter
 from websockets.http11 import Request
 
 from cross_instance.clock import now_ms
+from cross_instance.ids import check_id
 from cross_instance.lua import ScriptLibrary
 from cross_instance.redis_client import AnyRedis
 from scheduler import protocol as wire
@@ -89,8 +89,8 @@ REFUSAL_REASONS: dict[Endpoint, tuple[Reason, ...]] = {
 # The codes of the error frames refusals send (lingua_client_errors_total has each from the start).
 AuthErrorCode = Literal["UNAUTHORIZED", "LANGUAGE_NOT_ALLOWED", "TENANT_SESSION_LIMIT"]
 AUTH_ERROR_CODES: tuple[str, ...] = get_args(AuthErrorCode)
-
-_TENANT = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+# A tenant names a Redis key and a log field: an id, at most this long (docs/security.md).
+TENANT_MAX_LENGTH = 64
 
 
 class Refusal(Exception):
@@ -365,8 +365,12 @@ class Authenticator:
             claims = msgspec.convert(payload, _SessionClaims)
         except msgspec.ValidationError as exc:
             raise _invalid(f"bad claim ({exc})") from None
-        if not _TENANT.match(claims.tenant):
-            raise _invalid("the tenant claim must be 1 to 64 characters of [A-Za-z0-9_.:@-]")
+        try:
+            check_id("tenant claim", claims.tenant, TENANT_MAX_LENGTH)
+        except ValueError:
+            raise _invalid(
+                "the tenant claim must be 1 to 64 characters of [A-Za-z0-9_.:@-]"
+            ) from None
         pairs: tuple[tuple[str, str], ...] | None = None
         if claims.pairs is not None:
             split = [p.split(":") for p in claims.pairs]

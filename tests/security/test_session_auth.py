@@ -101,6 +101,12 @@ async def test_a_wrongly_signed_or_expired_token_is_refused(serve: Serve, peers:
     message = await _refused_at_handshake(late, served.replica, "UNAUTHORIZED")
     assert "expired" in message
     assert refusals(served.replica, "session", "expired") == 1
+    # A tenant names a Redis key: a trailing newline is not a tenant (re.match with $ let it in)
+    odd = session_token(tenant="acme\n")
+    odd_tenant: SimBrowser = await peers(SimBrowser(f"{served.session_url}?token={odd}"))
+    message = await _refused_at_handshake(odd_tenant, served.replica, "UNAUTHORIZED")
+    assert "tenant claim" in message
+    assert refusals(served.replica, "session", "invalid") == 2
 
 
 async def test_origins_outside_the_allow_list_are_refused(serve: Serve, peers: Connect) -> None:
