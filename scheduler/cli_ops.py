@@ -31,7 +31,7 @@ from scheduler.cli_errors import CliError, ExitCode
 from scheduler.cli_format import ago, duration, escape, relative, table, timestamp, write_json
 from scheduler.config import Config
 from scheduler.logs import is_configured
-from scheduler.ops_audit import OpsRecord, operator, read_records, record
+from scheduler.ops_audit import OpsRecord, dlq_selection, operator, read_records, record
 
 __all__ = ["register"]
 
@@ -68,7 +68,7 @@ def _confirm(args: argparse.Namespace, what: str) -> bool:
 
 
 def _selected(args: argparse.Namespace) -> str:
-    return "all entries" if args.all else f"{len(args.ids)} entries ({' '.join(args.ids)})"
+    return dlq_selection(args.all, args.ids)
 
 
 async def _audit(

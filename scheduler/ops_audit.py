@@ -16,10 +16,11 @@ import socket
 from typing import Any
 
 import msgspec
+from redis.exceptions import RedisError
 
 from cross_instance.redis_client import AnyRedis
 
-__all__ = ["OpsRecord", "audit_key", "operator", "read_records", "record"]
+__all__ = ["OpsRecord", "audit_key", "dlq_selection", "operator", "read_records", "record"]
 
 log = logging.getLogger("lingua.ops")
 
@@ -42,6 +43,11 @@ def audit_key(key_prefix: str) -> str:
     return f"{key_prefix}:{{ops}}:audit"
 
 
+def dlq_selection(all_entries: bool, ids: list[str]) -> str:
+    """An audit record's target for a DLQ action."""
+    return "all entries" if all_entries else f"{len(ids)} entries ({' '.join(ids)})"
+
+
 def operator() -> tuple[str, str, str]:
     """The CLI's OS user, host and ``$SUDO_USER`` (empty when not under sudo)."""
     try:
@@ -53,7 +59,8 @@ def operator() -> tuple[str, str, str]:
 
 async def record(redis: AnyRedis, key_prefix: str, max_entries: int, entry: OpsRecord) -> str:
     """Log ``entry`` and append it to the audit stream (trimmed to ``max_entries``); the
-    stream entry id."""
+    stream entry id, or "" when Redis refused the append: the action is done (an operator told
+    it failed would repeat a replay or a purge), and the log line above still records it."""
     fields = msgspec.to_builtins(entry)
     fields.pop("at_ms")
     by = entry.user + (f" (sudo from {entry.sudo_user})" if entry.sudo_user else "")
@@ -69,9 +76,17 @@ async def record(redis: AnyRedis, key_prefix: str, max_entries: int, entry: OpsR
     )
     data = msgspec.json.encode(fields)
     client: Any = redis
-    ident = await client.xadd(
-        audit_key(key_prefix), {"record": data}, maxlen=max_entries, approximate=False
-    )
+    try:
+        ident = await client.xadd(
+            audit_key(key_prefix), {"record": data}, maxlen=max_entries, approximate=False
+        )
+    except RedisError as exc:
+        log.error(
+            "operator action done, but its audit record was not stored: %s",
+            exc,
+            extra={"ops_action": entry.action, "ops_target": entry.target},
+        )
+        return ""
     return ident.decode() if isinstance(ident, bytes) else str(ident)
 
 

@@ -447,9 +447,7 @@ class Replica:
             action=action, done=done, skipped=skipped, missing=report["missing"]
         )
         outcome = f"{len(done)} done, {len(skipped)} skipped, {len(result.missing)} missing"
-        target = (
-            "all entries" if chosen.all else f"{len(chosen.ids)} entries ({' '.join(chosen.ids)})"
-        )
+        target = ops_audit.dlq_selection(chosen.all, chosen.ids)
         entry = OpsRecord(action=f"dlq {action}", target=target, outcome=outcome, source="api",
                           user="admin token", host=self.runtime.instance_id)  # fmt: skip
         await ops_audit.record(self.redis, prefix, self.config.server.ops_audit_max_entries, entry)

@@ -127,3 +127,21 @@ async def test_the_audit_stream_keeps_at_most_its_bound(
         lambda: run_cli("ops-log", "--limit", "1", "--json", env=env)
     )
     assert [e["reason"] for e in json.loads(done.stdout)] == ["third"]
+
+
+@pytest.mark.anyio
+async def test_an_action_done_is_reported_done_when_its_audit_record_cannot_be_stored(
+    redis: AnyRedis, redis_config: RedisConfig
+) -> None:
+    # The audit key holds something else (WRONGTYPE from Redis): the purge happened, so the
+    # operator is told it did (exit 0), and the log line says the record is missing.
+    env = env_for(redis_config)
+    await add_dead_letter(redis_config, "m-1")
+    await redis.set(audit_key(redis_config.key_prefix), "not a stream")
+    done = await anyio.to_thread.run_sync(
+        lambda: run_cli("dlq", "purge", "--all", "--yes", env=env)
+    )
+    assert done.returncode == 0 and "1 purged" in done.stdout, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "audit record was not stored" in done.stderr
+    assert await redis.xlen(RuntimeKeys(redis_config.key_prefix).dlq()) == 0
