@@ -6,8 +6,8 @@ and only then imports :mod:`scheduler.tracing_otel` and with it OpenTelemetry (t
 ``lingua-scheduler[tracing]`` extra). So a replica without the extra, or with tracing off,
 never imports it.
 
-The spans of one utterance (docs/operations.md, "Tracing"), all in one trace whose id comes from
-the client's ``trace_id``:
+The spans of one utterance (docs/operations.md, "Tracing"), in the trace of its session, whose id
+comes from the client's ``trace_id``:
 
 * ``dispatch`` (session's replica): the finalized utterance until its jobs are placed;
 * ``inbox send`` / ``inbox handle``: a message between replicas (or in process), the context

@@ -8,9 +8,12 @@ import uuid
 
 import msgspec
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision
+from prometheus_client import CollectorRegistry
 
 from cross_instance.envelope import Envelope
-from scheduler.config import ConfigError, load_config
+from scheduler.config import ConfigError, TracingConfig, load_config
 from scheduler.tracing import NO_TRACING, start
 from scheduler.tracing_otel import OtelTracing, otel_trace_id
 
@@ -81,3 +84,23 @@ def test_tracing_is_off_by_default_and_configured_by_environment() -> None:
 def test_bad_tracing_values_name_the_key(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(environ=environ)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.5, 0.9])
+def test_the_sample_ratio_holds_for_uuid_trace_ids(ratio: float) -> None:
+    # Browsers' trace ids are UUIDs: their low 64 bits start with the variant bits, on which a
+    # plain TraceIdRatioBased decided (0.1 and 0.5 kept none, 0.9 kept all).
+    tracing = OtelTracing(
+        TracingConfig(sample_ratio=ratio),
+        "r",
+        registry=CollectorRegistry(),
+        exporter=InMemorySpanExporter(),
+    )
+    sampler = tracing.provider.sampler
+    ids = [uuid.UUID(int=(n * 0x9E3779B97F4A7C15) % 2**128, version=4) for n in range(1, 2001)]
+    kept = sum(
+        sampler.should_sample(None, otel_trace_id(str(i)), "dispatch").decision
+        is Decision.RECORD_AND_SAMPLE
+        for i in ids
+    )
+    assert abs(kept / len(ids) - ratio) < 0.05, kept
