@@ -267,7 +267,8 @@ class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         _doc(
             "No sweep for this long means Redis was away (restarted, stalled) or no replica "
             "ran: deadlines and node liveness that lapsed meanwhile are moved to now + "
-            "stall_grace_ms instead of failing work whose answer waited for Redis.",
+            "stall_grace_ms instead of failing work whose answer waited for Redis. More than "
+            "twice sweep_interval_ms.",
             ge=1,
         ),
     ] = 2000
@@ -727,6 +728,12 @@ def _validate(raw: dict[str, Any]) -> Config:
             "scheduling.sent_retention_ms: must outlast every attempt of a job "
             f"({sched.sent_retention_ms} <= job_timeout_ms x max_attempts = "
             f"{sched.job_timeout_ms * sched.max_attempts})"
+        )
+    if sched.stall_ms <= 2 * sched.sweep_interval_ms:
+        raise ConfigError(
+            "scheduling.stall_ms: must be more than twice sweep_interval_ms "
+            f"({sched.stall_ms} <= 2 x {sched.sweep_interval_ms}), or ordinary sweeps count as "
+            "Redis stalls and deadlines keep moving on"
         )
     if sched.default_max_concurrent_jobs > sched.max_concurrent_jobs_limit:
         raise ConfigError(

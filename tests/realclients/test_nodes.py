@@ -177,7 +177,12 @@ async def test_lapsed_nodes_do_not_hide_a_live_node(
 ) -> None:
     # Liveness lapses after 1 s; the sweep that would take lapsed nodes offline waits 60 s.
     (replica,) = await replicas(
-        1, {"scheduling.node_ttl_ms": 1000, "scheduling.sweep_interval_ms": 60000}
+        1,
+        {
+            "scheduling.node_ttl_ms": 1000,
+            "scheduling.sweep_interval_ms": 60000,
+            "scheduling.stall_ms": 180000,
+        },
     )
     scan_limit = 16  # scheduling.select_scan_limit's default
 

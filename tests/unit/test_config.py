@@ -65,6 +65,8 @@ def test_env_list_value_is_json() -> None:
         ({"LINGUA_REDIS__KEY_PREFIX": "a{b}"}, "redis.key_prefix"),
         ({"LINGUA_REDIS__MODE": "sentinel"}, "redis.sentinels"),
         ({"LINGUA_REDIS__MODE": "cluster"}, "redis.url"),
+        # every sweep would look like a Redis stall
+        ({"LINGUA_SCHEDULING__SWEEP_INTERVAL_MS": "1000"}, "scheduling.stall_ms"),
         ({"LINGUA_RUNTIME__PRESENCE_REFRESH_MS": "5000"}, "runtime.presence_refresh_ms"),
         # a third of the TTL at most: presence must survive one failed refresh
         ({"LINGUA_RUNTIME__PRESENCE_REFRESH_MS": "2500"}, "runtime.presence_refresh_ms"),
