@@ -50,7 +50,7 @@ from scheduler.messages import (
     SessionDelivery,
     encode_job_assign,
 )
-from scheduler.metrics import ReplicaMetrics
+from scheduler.metrics import ReplicaMetrics, error_code_label
 from scheduler.outbox import Outbox
 from scheduler.redis_wait import RedisUnavailable, RedisWait
 from scheduler.rooms import RoomPresence, Rooms
@@ -485,10 +485,11 @@ class JobLifecycle:
     def tell_error(self, session: SessionJobs, error: wire.ErrorMessage) -> None:
         """Every ``error`` frame of a session goes out here: a repeat of a code sent less than
         ``session.error_repeat_window_ms`` ago is dropped and counted."""
+        label = error_code_label(error.code)
         if not session.errors.allow(error.code, now_ms()):
-            self.metrics.errors_suppressed.labels(error.code).inc()
+            self.metrics.errors_suppressed.labels(label).inc()
             return
-        self.metrics.errors_sent.labels(error.code).inc()
+        self.metrics.errors_sent.labels(label).inc()
         session.link.send(wire.encode(error))
 
     def _tell_failure(

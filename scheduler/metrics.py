@@ -34,11 +34,13 @@ __all__ = [
     "DISPATCH_BUCKETS",
     "JOB_EVENTS",
     "OPS_REFUSED_REASONS",
+    "OTHER_ERROR_CODE",
     "REDIS_WAIT_OUTCOMES",
     "REDIS_WAIT_PATHS",
     "UTTERANCE_BUCKETS",
     "AuditMetrics",
     "ReplicaMetrics",
+    "error_code_label",
 ]
 
 # lingua_jobs_total{event}: every event the job lifecycle and the gateways count.
@@ -73,15 +75,22 @@ CONNECTION_KINDS: Final = ("node", "session")
 # lingua_ops_requests_refused_total{reason}: why the operator routes refused a request.
 OPS_REFUSED_REASONS: Final = ("other_listener", "bad_token", "forbidden")
 # Every code an error frame to a client can carry: the protocol's, the job failures', the
-# limits' (scheduler/limits.py), and the node's own failure code, relayed.
+# limits' (scheduler/limits.py), and the node's own failure code, relayed; a code a node made
+# up is counted as OTHER (a node must not grow the label set).
+OTHER_ERROR_CODE: Final = "OTHER"
 CLIENT_ERROR_CODES: Final = tuple(
     sorted(
         ERROR_CODES
         | set(get_args(FailureCode))
-        | {RATE_LIMITED_CODE, PENDING_JOBS_CODE, "PROCESSING_ERROR"}
+        | {RATE_LIMITED_CODE, PENDING_JOBS_CODE, "PROCESSING_ERROR", OTHER_ERROR_CODE}
         | set(AUTH_ERROR_CODES)
     )
 )
+
+
+def error_code_label(code: str) -> str:
+    """The ``code`` label of an error frame's counters."""
+    return code if code in CLIENT_ERROR_CODES else OTHER_ERROR_CODE
 # Finalize to job_assign on the node's socket: a script and a hop, milliseconds when healthy.
 DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Finalize to translation_result: the node's ASR, NMT and TTS included, seconds.

@@ -341,3 +341,24 @@ async def test_a_fenced_replica_moves_the_jobs_of_the_nodes_it_closes(
     await spare.send(spare.result_for(moved))
     result = await browser.wait_type("translation_result", job_id=first["job_id"])
     assert result["utterance_index"] == 0
+
+
+async def test_an_error_code_a_node_made_up_reaches_the_client_and_is_counted_as_other(
+    served: Served, peers: Connect
+) -> None:
+    node, browser, job = await spoken(peers, served.node_url, served.session_url)
+    failed = node.result_for(job) | {
+        "success": False,
+        "error": {"code": "GPU_OOM_7f3a9c", "message": "CUDA out of memory"},
+    }
+    await node.send(failed)
+    error = await browser.wait_type("error")
+    assert error["code"] == "GPU_OOM_7f3a9c"  # relayed as the node said it
+    samples = {
+        s.labels["code"]: s.value
+        for metric in served.replica.registry.collect()
+        if metric.name == "lingua_client_errors"
+        for s in metric.samples
+        if s.name == "lingua_client_errors_total"
+    }
+    assert samples["OTHER"] == 1 and "GPU_OOM_7f3a9c" not in samples
