@@ -91,6 +91,8 @@ CLIENT_ERROR_CODES: Final = tuple(
 def error_code_label(code: str) -> str:
     """The ``code`` label of an error frame's counters."""
     return code if code in CLIENT_ERROR_CODES else OTHER_ERROR_CODE
+
+
 # Finalize to job_assign on the node's socket: a script and a hop, milliseconds when healthy.
 DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Finalize to translation_result: the node's ASR, NMT and TTS included, seconds.
