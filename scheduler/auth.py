@@ -476,14 +476,16 @@ class TenantSessions:
         ran out, the replica being stalled that long, is not taken again behind the limit)."""
         lease = self.config.tenant_lease_ms
         expiry = now_ms() + lease
-        pipe = self.redis.pipeline(transaction=False)
-        queued = False
+        by_tenant: dict[str, dict[str, int]] = {}
         for tenant, session_id in held:
-            pipe.zadd(self.key(tenant), {session_id: expiry}, xx=True)
+            by_tenant.setdefault(tenant, {})[session_id] = expiry
+        if not by_tenant:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant, leases in by_tenant.items():  # two commands per tenant, not per session
+            pipe.zadd(self.key(tenant), leases, xx=True)
             pipe.pexpire(self.key(tenant), lease)
-            queued = True
-        if queued:
-            await pipe.execute()
+        await pipe.execute()
 
     async def renew_forever(self, held: Callable[[], list[tuple[str, str]]]) -> None:
         """The replica's renewal loop; a failed round is logged and retried at the next."""
