@@ -31,6 +31,7 @@ The core (Redis scripts) decides every transition; this module carries out what 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -172,7 +173,9 @@ class JobLifecycle:
             job_id=spec.job_id,
         )
         try:
-            ridden = await self.redis_wait.ride_out("dispatch", lambda: self.core.dispatch(request))
+            dispatched = await self.redis_wait.ride_out(
+                "dispatch", lambda: self.core.dispatch(request)
+            )
         except NoNodeAvailable as exc:
             self.metrics.jobs.labels("no_node").inc()
             log.info(
@@ -200,10 +203,10 @@ class JobLifecycle:
                 session, spec.job_id, spec.utterance_index, "INTERNAL_ERROR", spec.trace_id
             )
             return
-        dispatched = ridden.value
-        # A retried dispatch may have created our job on a try whose reply was lost: the
-        # replay names our own job id, which no node has been sent yet.
-        created = dispatched.created or (ridden.retried and dispatched.job_id == spec.job_id)
+        # A try whose reply was lost (retried by us or by the Redis client) may have created
+        # our job: the replay names our own job id, minted for this call, which no node has
+        # been sent yet.
+        created = dispatched.created or dispatched.job_id == spec.job_id
         self.tracing.note(
             "job placed",
             job_id=dispatched.job_id,
@@ -294,11 +297,14 @@ class JobLifecycle:
     async def on_result(self, node_id: str, message: wire.JobResult) -> None:
         """Waits for Redis (``redis.outage_wait_ms``) rather than failing: the node's socket
         reads its next frame only after this, so its results complete in order."""
+        # One nonce for every try (ours and the Redis client's): a try that finds the job
+        # completed by an earlier one, whose reply was lost, still forwards the result.
+        nonce = secrets.token_hex(8)
         try:
-            ridden = await self.redis_wait.ride_out(
+            completion = await self.redis_wait.ride_out(
                 "result",
                 lambda: self.core.complete(
-                    message.job_id, node_id, message.attempt_id, ok=message.success
+                    message.job_id, node_id, message.attempt_id, ok=message.success, nonce=nonce
                 ),
             )
         except RedisUnavailable as exc:
@@ -319,12 +325,9 @@ class JobLifecycle:
             )
             self.metrics.jobs.labels("result_refused").inc()
             return
-        completion = ridden.value
-        if completion.replayed and not ridden.retried:
+        if completion.replayed:
             # Already completed by an earlier copy of this result: it reached the session then.
             return
-        # (A replay after a retry may be our own first try, whose reply was lost: forwarded;
-        # the session drops a result it relayed already.)
         self.metrics.jobs.labels("completed").inc()
         # The job record says whose result it is; the node's claim does not (§7.13).
         result = msgspec.structs.replace(
@@ -380,7 +383,15 @@ class JobLifecycle:
                 move.old_node,
                 wire.JobCancel(job_id=move.job_id, trace_id=trace_id, reason="job_timeout"),
             )
-        if move.cause == "slot_wait" and move.outcome == "failed" and move.error != "SESSION_ENDED":
+        if move.error == "SESSION_ENDED":
+            # Nobody is left to read a result or an error: the slot is free, the node told.
+            self.metrics.jobs.labels("abandoned").inc()
+            log.info(
+                "job of an ended session dropped",
+                extra={"job_id": move.job_id, "session_id": move.session_id},
+            )
+            return
+        if move.cause == "slot_wait" and move.outcome == "failed":
             self.metrics.slot_wait_expired.inc()
         if move.outcome == "reassigned" and move.new_node and assign is not None:
             await self.outbox.assign_to_node(
@@ -395,14 +406,6 @@ class JobLifecycle:
                 move.session_id, move.job_id, move.utterance_index, trace_id
             )
             await self.outbox.frame_to_session(move.session_id, event, trace_id)
-            return
-        if move.error == "SESSION_ENDED":
-            # Nobody is left to read a result or an error: the slot is free, the node told.
-            self.metrics.jobs.labels("abandoned").inc()
-            log.info(
-                "job of an ended session dropped",
-                extra={"job_id": move.job_id, "session_id": move.session_id},
-            )
             return
         self.metrics.jobs.labels("failed").inc()
         failed = JobFailed(

@@ -8,9 +8,9 @@ an explicit error. Only errors that say Redis is away are retried (connection re
 a timeout, a server still loading its AOF); a script's refusal is an answer and is raised at once.
 
 A retried call may have run before its reply was lost (a timeout, a reset after the command
-was sent): :class:`Ridden` says whether it was retried, so the caller can read a replay as its
-own first run (``complete_job`` answering ALREADY_FINISHED, ``dispatch_job`` answering the job it
-created). While a call is waiting, :attr:`RedisWait.waiting` is non-zero and readiness is false.
+was sent), here or in the Redis client's own retries: the scripts tell a caller's own earlier
+run from another's (``complete_job``'s nonce, ``dispatch_job`` answering the job id the caller
+minted). While a call is waiting, :attr:`RedisWait.waiting` is non-zero and readiness is false.
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import anyio
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
 from cross_instance.config import RedisConfig
 
-__all__ = ["REDIS_AWAY", "RedisUnavailable", "RedisWait", "Ridden"]
+__all__ = ["REDIS_AWAY", "RedisUnavailable", "RedisWait"]
 
 log = logging.getLogger("lingua.redis_wait")
 
@@ -46,12 +45,6 @@ class RedisUnavailable(Exception):
     """Redis did not answer within ``redis.outage_wait_ms``."""
 
 
-@dataclass(frozen=True)
-class Ridden(Generic[T]):
-    value: T
-    retried: bool  # an earlier try may have run: a replay may be our own first run
-
-
 class RedisWait:
     def __init__(
         self, config: RedisConfig, on_outcome: Callable[[str, str], None] | None = None
@@ -68,7 +61,7 @@ class RedisWait:
         """Redis answered another call (the sweep): the outage is over."""
         self.down_since = None
 
-    async def ride_out(self, path: str, call: Callable[[], Awaitable[T]]) -> Ridden[T]:
+    async def ride_out(self, path: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` until it answers or ``redis.outage_wait_ms`` has passed (then raise
         :class:`RedisUnavailable`). ``path`` names the caller in logs and metrics.
 
@@ -98,7 +91,7 @@ class RedisWait:
                             if tries:
                                 self.on_outcome(path, "through")
                                 log.info("redis answered after %d tries (%s)", tries + 1, path)
-                            return Ridden(value, retried=tries > 0)
+                            return value
                 if self.down_since is None or start < self.down_since:
                     self.down_since = start
                 if tries == 0:

@@ -440,12 +440,11 @@ class SessionGateway:
         if session.room_code:
             code = session.room_code
             try:
-                ridden = await self.jobs.redis_wait.ride_out(
+                members = await self.jobs.redis_wait.ride_out(
                     "targets", lambda: self.rooms.members(code)
                 )
             except RedisUnavailable:
                 return {own: [session.session_id]}  # the speaker's own translation at least
-            members = ridden.value
             if any(m.session_id == session.session_id for m in members):
                 targets = Rooms.target_languages(members, session.session_id, own)
                 return self._allowed_targets(session, targets)

@@ -39,13 +39,16 @@
 -- ARGV[6] job_retention_ms
 -- ARGV[7] job_timeout_ms (of a waiter handed the slot)
 -- ARGV[8] slot_wait_lookahead
+-- ARGV[9] the caller's nonce or "": kept with the result, so that a call retried after its
+--         reply was lost (the Redis client re-runs the script) learns the completion was its own
 --
 -- Reply: {0 OK, {state, session, index, tgt, handed?, cancel_node?}} completed now; `handed`
 --          (absent when nobody took the slot) is the waiter placed on the freed slot's node, as
 --          a failover action (cause "slot_wait") for the caller to carry out; cancel_node: the
 --          node holding the job's current attempt, when it is another one and connected
---        {2 ALREADY_FINISHED, {state, session, index, tgt}} the same (node, attempt) completed
---          it before: nothing changed
+--        {2 ALREADY_FINISHED, {state, session, index, tgt, own?}} the same (node, attempt)
+--          completed it before: nothing changed; own: that completion was this caller's (its
+--          nonce), whose reply was lost, so the result has not been forwarded yet
 --        {-6 JOB_NOT_FOUND} {-7 STALE_ATTEMPT} the node never held this attempt, or another
 --          attempt finished the job {-8 FOREIGN_NODE} the job was never on this node
 --        {-9 JOB_FINISHED} the job failed without a result (at its deadline): the client got
@@ -83,6 +86,7 @@ if not ACTIVE[job.state] then
     return reply(CODE.STALE_ATTEMPT)
   end
   info.state = job.state
+  info.own = ARGV[9] ~= '' and job.result_nonce == ARGV[9] or nil
   return reply(CODE.ALREADY_FINISHED, info)
 end
 local holder = job.node
@@ -91,6 +95,7 @@ if holder ~= node and is_connected(K, holder) then
   info.cancel_node = holder
 end
 job.result_attempt = attempt
+job.result_nonce = ARGV[9] ~= '' and ARGV[9] or nil
 finish_job(K, job_id, job, ok and 'completed' or 'failed', now, retention_ms)
 info.state = job.state
 if released then

@@ -149,6 +149,7 @@ class _Completion(msgspec.Struct):
     tgt: str
     handed: _Action | None = None
     cancel_node: str | None = None
+    own: bool = False  # ALREADY_FINISHED by an earlier try of this same call (its nonce)
 
 
 class _Sweep(msgspec.Struct):
@@ -484,12 +485,21 @@ class SchedulingCore(SchedulingReads):
         return await self._progress("start_job", job_id, node_id, attempt, refresh_deadline, now_ms)
 
     async def complete(
-        self, job_id: str, node_id: str, attempt: int, *, ok: bool, now_ms: int | None = None
+        self,
+        job_id: str,
+        node_id: str,
+        attempt: int,
+        *,
+        ok: bool,
+        now_ms: int | None = None,
+        nonce: str = "",
     ) -> Completion:
         """A ``job_result`` arrived, from any attempt the node held (first valid result wins).
         Forward it to the session only when ``replayed`` is False; send ``job_cancel`` to
         ``cancel_node`` when set. Raises :class:`StaleAttempt` / :class:`ForeignNode` /
-        :class:`JobNotFound` / :class:`JobFinished` (failed at its deadline; drop it)."""
+        :class:`JobNotFound` / :class:`JobFinished` (failed at its deadline; drop it).
+        ``nonce``: the same for every try of one result's handling; a try that finds the
+        completion of an earlier try (its reply lost) is not ``replayed``."""
         code, body = await self._call(
             "complete_job",
             [
@@ -501,6 +511,7 @@ class SchedulingCore(SchedulingReads):
                 self.config.job_retention_ms,
                 self.config.job_timeout_ms,
                 self.config.slot_wait_lookahead,
+                nonce,
             ],
         )
         r = msgspec.json.decode(body, type=_Completion)
@@ -509,7 +520,7 @@ class SchedulingCore(SchedulingReads):
             r.session,
             r.index,
             r.tgt,
-            code == ReplyCode.ALREADY_FINISHED,
+            code == ReplyCode.ALREADY_FINISHED and not r.own,
             None if r.handed is None else r.handed.public(),
             r.cancel_node,
         )

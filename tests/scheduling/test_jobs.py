@@ -217,6 +217,24 @@ async def test_complete_releases_once(core: SchedulingCore) -> None:
     assert not (await core.dispatch(req(), now_ms=T0 + 3)).created
 
 
+async def test_a_completion_whose_reply_was_lost_is_the_callers_own_on_its_retry(
+    core: SchedulingCore,
+) -> None:
+    # The Redis client re-runs a script whose reply a timeout or a reset lost: the caller's
+    # retry must learn the completion was its own (else the result was dropped as a replay and
+    # the client, its job completed, never heard of it); another copy of the result is a replay.
+    await core.register_node("a", caps(slots=2), now_ms=T0)
+    job = await core.dispatch(req(), now_ms=T0)
+    first = await core.complete(job.job_id, "a", 1, ok=True, now_ms=T0 + 1, nonce="try-1")
+    assert not first.replayed
+    retry = await core.complete(job.job_id, "a", 1, ok=True, now_ms=T0 + 2, nonce="try-1")
+    assert (retry.state, retry.replayed, retry.handed) == ("completed", False, None)
+    assert await running(core) == {"a": 0}  # its slot released once
+    copy = await core.complete(job.job_id, "a", 1, ok=True, now_ms=T0 + 3, nonce="copy-2")
+    assert copy.replayed
+    assert (await core.complete(job.job_id, "a", 1, ok=True, now_ms=T0 + 4)).replayed
+
+
 async def test_error_result_fails_the_job(core: SchedulingCore) -> None:
     await core.register_node("a", caps(), now_ms=T0)
     job = await core.dispatch(req(), now_ms=T0)
